@@ -1,0 +1,315 @@
+"""The training loader: sources of Records -> shuffled, repeated, host-sharded batches with a savable state.
+
+Sources are random access (`len(src)`, `src[i] -> Record`): an in-memory list (files read by
+`readers`), a prepared TFDS array_record split (`tfds_builders.RecordSource`), or the unbounded
+arithmetic stream (`ArithSource`, no len). The index order is computed here with numpy, not grain:
+the GPU machine has no grain, and a checkpoint must resume identically with or without it.
+
+Order: epoch e visits `rng([seed, e]).permutation(N)` (identity with shuffle=False); host p of P
+takes every P-th entry of it, starting at p. The unbounded arith stream gives host p the records
+p, p + P, p + 2P, ... The iterator state is `{"epoch", "pos", ...}`: the next record not yet put into
+an emitted batch, so restoring it resumes at the same record (packing re-reads a held-over example).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator
+
+import numpy as np
+
+from prm_jax.data import arith, readers, tokenize
+from prm_jax.data.records import DataError, Record, SkipCounter
+from prm_jax.data.tokenizers import make_tokenizer  # noqa: F401  (re-exported for the trainer)
+
+STATE_VERSION = 1
+TOKEN_FIELDS = ("tokens", "segment_ids", "positions", "step_ids", "response_mask", "step_pos",
+                "step_labels", "step_mask", "step_segment", "outcome", "outcome_mask")
+
+
+class ListSource:
+    """Random access over an in-memory list of Records."""
+
+    def __init__(self, records: list[Record]):
+        if not records:
+            raise ValueError("data source is empty")
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> Record:
+        return self.records[i]
+
+
+class ArithSource:
+    """The unbounded seeded arithmetic stream as a random-access source (no len)."""
+
+    def __init__(self, cfg: arith.ArithConfig, seed: int):
+        self.cfg, self.seed = cfg, int(seed)
+
+    def __getitem__(self, i: int) -> Record:
+        return arith.make_record(self.cfg, self.seed, i)
+
+
+class PairSource:
+    """DPO pairs (chosen, rejected) for the same problem: correct vs incorrect outcome."""
+
+    def __init__(self, records: list[Record]):
+        by_problem: dict[str, tuple[list, list]] = {}
+        for r in records:
+            if r.outcome is None:
+                raise ValueError(f"pairing needs outcome labels; record {r.id!r} has none")
+            by_problem.setdefault(r.problem, ([], []))[0 if r.outcome >= 0.5 else 1].append(r)
+        self.pairs = [(c, w) for good, bad in by_problem.values() for c, w in zip(good, bad)]
+        if not self.pairs:
+            raise ValueError("no problem has both a correct and an incorrect solution to pair")
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        return self.pairs[i]
+
+
+class ArithPairSource(ArithSource):
+    """Arith DPO pairs: the gold solution and a corrupted one of the same problem."""
+
+    def __getitem__(self, i: int):
+        rng = np.random.default_rng([self.seed, int(i), 2])
+        p = arith.sample_problem(self.cfg, rng)
+        kinds = self.cfg.corruption_kinds or arith.KINDS
+        bad, _ = arith.solve(p, rng, corrupt_at=int(rng.integers(len(p.formulas))),
+                             kind=kinds[int(rng.integers(len(kinds)))])
+        base = f"arith-pair-{self.seed}-{i}"
+        return _arith_record(p, arith.solve(p)[0], base + "-c"), _arith_record(p, bad, base + "-r")
+
+
+def _arith_record(p, steps, rid):
+    return Record(p.text, steps, [float(x) for x in arith.check_steps(p, steps)],
+                  outcome=float(arith.is_correct(p, steps)), answer=str(p.answer), source="arith", id=rid)
+
+
+def _get(cfg, key, default=None):
+    if cfg is None:
+        return default
+    if hasattr(cfg, "get"):
+        v = cfg.get(key, default)
+    else:
+        v = getattr(cfg, key, default)
+    return default if v is None else v
+
+
+def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None):
+    """Returns a random-access source for `data_cfg` (records, or pairs if `pair` is set)."""
+    src = _get(data_cfg, "source", "arith")
+    pair = bool(_get(data_cfg, "pair", False))
+    if src == "arith":
+        cfg = arith.ArithConfig.from_dict(_get(data_cfg, "arith", {}))
+        return ArithPairSource(cfg, seed) if pair else ArithSource(cfg, seed)
+    if src == "tfds":
+        from prm_jax.data import tfds_builders
+
+        rs = tfds_builders.data_source(_get(data_cfg, "path"), _get(data_cfg, "format"), _get(data_cfg, "split", "train"))
+        if pair:
+            return PairSource([rs[i] for i in range(len(rs))])
+        return rs
+    paths = _get(data_cfg, "paths") or _get(data_cfg, "path")
+    if not paths:
+        raise ValueError(f"data source {src!r} needs `path` or `paths`")
+    records = readers.read_all(src, paths, skip_bad=bool(_get(data_cfg, "skip_bad", False)), skipped=skipped,
+                               neutral=_get(data_cfg, "neutral", "positive"),
+                               after_first_error=_get(data_cfg, "after_first_error", "keep"),
+                               group=_get(data_cfg, "group", "solution"), split=_get(data_cfg, "split_on", "\n\n"),
+                               label_field=_get(data_cfg, "label_field", "labels"))
+    return PairSource(records) if pair else ListSource(records)
+
+
+@dataclasses.dataclass
+class Encoding:
+    """How records become examples (see tokenize.encode_example)."""
+
+    marker: str
+    seq_len: int
+    max_steps: int
+    chat_template: str | None = None
+    add_bos: bool | None = None
+    add_eos: bool = False
+
+
+class TrainIterator:
+    """Yields batch dicts of numpy arrays; `get_state()` / `set_state()` save and restore the position."""
+
+    def __init__(self, source, tokenizer, enc: Encoding, *, batch_size: int, seed: int = 0, process_index: int = 0,
+                 process_count: int = 1, shuffle: bool = True, repeat: bool = True, pack: bool = False,
+                 pairs: bool = False, skipped: SkipCounter | None = None):
+        if not 0 <= process_index < process_count:
+            raise ValueError(f"process_index {process_index} not in [0, {process_count})")
+        if pack and pairs:
+            raise ValueError("packing is off for DPO pairs (outcome is per row)")
+        self.source, self.tok, self.enc = source, tokenizer, enc
+        self.batch_size, self.seed, self.shuffle, self.repeat = batch_size, int(seed), shuffle, repeat
+        self.pi, self.pc, self.pack, self.pairs = process_index, process_count, pack, pairs
+        self.n = len(source) if hasattr(source, "__len__") else None
+        if self.n is not None and self.n < process_count:
+            raise ValueError(f"{self.n} records cannot be sharded over {process_count} processes")
+        self.epoch, self.pos = 0, 0
+        # examples placed in batches, records skipped as too long, trailing steps truncated away
+        self.counts = {"examples": 0, "too_long": 0, "dropped_steps": 0}
+        self.skipped = skipped if skipped is not None else SkipCounter()
+        self._perm_epoch, self._perm = None, None
+        self._peeked = None             # (example, cursor before it): read but not yet placed (packing)
+
+    # --- order -------------------------------------------------------------------------------
+    def _share(self, epoch: int) -> np.ndarray:
+        if self._perm_epoch != epoch:
+            order = (np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle
+                     else np.arange(self.n))
+            self._perm, self._perm_epoch = order[self.pi::self.pc], epoch
+        return self._perm
+
+    def _next_index(self):
+        """Returns the source index at the cursor and advances it; None at the end (repeat=False)."""
+        if self.n is None:
+            i = self.pos * self.pc + self.pi
+            self.pos += 1
+            return i
+        share = self._share(self.epoch)
+        if self.pos >= len(share):
+            if not self.repeat:
+                return None
+            self.epoch, self.pos = self.epoch + 1, 0
+            share = self._share(self.epoch)
+        i = int(share[self.pos])
+        self.pos += 1
+        return i
+
+    # --- examples ----------------------------------------------------------------------------
+    def _encode(self, rec: Record):
+        e = self.enc
+        try:
+            ex = tokenize.encode_example(rec, self.tok, marker=e.marker, max_len=e.seq_len, max_steps=e.max_steps,
+                                         chat_template=e.chat_template, add_bos=e.add_bos, add_eos=e.add_eos)
+        except tokenize.ExampleTooLong:
+            self.counts["too_long"] += 1
+            return None
+        if rec.steps and len(ex["step_pos"]) == 0:
+            self.counts["too_long"] += 1          # not even the first step fits
+            return None
+        return ex
+
+    def _next_example(self):
+        """Returns the next encodable example (or pair) and the cursor before it; None at the end."""
+        for _ in range(100000):
+            before = (self.epoch, self.pos)
+            i = self._next_index()
+            if i is None:
+                return None, before
+            item = self.source[i]
+            if self.pairs:
+                exs = [self._encode(r) for r in item]
+                if all(x is not None for x in exs):
+                    return tuple(exs), before
+            else:
+                ex = self._encode(item)
+                if ex is not None:
+                    return ex, before
+        raise DataError("100000 records in a row do not fit seq_len / max_steps; raise the limits")
+
+    def __iter__(self) -> Iterator[dict]:
+        return self
+
+    def __next__(self) -> dict:
+        e, pad = self.enc, self.tok.pad_id
+        if self.pack:
+            return self._next_packed()
+        exs = []
+        while len(exs) < self.batch_size:
+            ex, _ = self._next_example()
+            if ex is None:
+                break
+            exs.append(ex)
+        if not exs:
+            raise StopIteration
+        self._count(exs)
+        rows = self.batch_size          # a short last batch (repeat=False) keeps its shape: empty rows
+        if not self.pairs:
+            return tokenize.pad_batch(exs, e.seq_len, e.max_steps, pad, num_rows=rows)
+        chosen = tokenize.pad_batch([c for c, _ in exs], e.seq_len, e.max_steps, pad, num_rows=rows)
+        rejected = tokenize.pad_batch([r for _, r in exs], e.seq_len, e.max_steps, pad, num_rows=rows)
+        chosen.update({"rejected_" + k: v for k, v in rejected.items() if k in TOKEN_FIELDS or k == "q_targets"})
+        return chosen
+
+    def _next_packed(self) -> dict:
+        e = self.enc
+        exs, rows, used_t, used_s = [], 0, 0, 0
+        while True:
+            if self._peeked is not None:
+                ex, before = self._peeked
+                self._peeked = None
+            else:
+                ex, before = self._next_example()
+            if ex is None:
+                break
+            n, s = len(ex["tokens"]), len(ex["step_pos"])
+            if rows == 0 or used_t + n > e.seq_len or used_s + s > e.max_steps:
+                if rows == self.batch_size:
+                    self._peeked = (ex, before)   # the cursor is already past it; state rewinds (get_state)
+                    break
+                rows, used_t, used_s = rows + 1, 0, 0
+            exs.append(ex)
+            used_t, used_s = used_t + n, used_s + s
+        if not exs:
+            raise StopIteration
+        self._count(exs)
+        return tokenize.pack(exs, e.seq_len, e.max_steps, self.tok.pad_id, num_rows=self.batch_size)
+
+    def _count(self, exs) -> None:
+        self.counts["examples"] += len(exs)
+        flat = [x for ex in exs for x in (ex if isinstance(ex, tuple) else (ex,))]
+        self.counts["dropped_steps"] += sum(int(x["dropped_steps"]) for x in flat)
+
+    # --- state -------------------------------------------------------------------------------
+    def get_state(self) -> dict:
+        """Returns a small JSON-able dict: the next record to read and the checks for restoring."""
+        epoch, pos = (self._peeked[1] if self._peeked is not None else (self.epoch, self.pos))
+        return {"version": STATE_VERSION, "epoch": int(epoch), "pos": int(pos), "seed": self.seed,
+                "process_index": self.pi, "process_count": self.pc, "source_len": self.n,
+                "counts": dict(self.counts)}
+
+    def set_state(self, state: dict) -> None:
+        """Restores a state from get_state(); raises ValueError if it belongs to another setup."""
+        for key, mine in (("version", STATE_VERSION), ("seed", self.seed), ("process_index", self.pi),
+                          ("process_count", self.pc), ("source_len", self.n)):
+            if state.get(key) != mine:
+                raise ValueError(f"iterator state has {key}={state.get(key)!r}, this loader has {mine!r}")
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
+        self.counts = dict(state.get("counts", self.counts))
+        self._peeked = None
+
+
+def make_train_iterator(data_cfg, tokenizer, *, batch_size: int, seq_len: int, max_steps: int, seed: int = 0,
+                        process_index: int | None = None, process_count: int | None = None) -> TrainIterator:
+    """Returns the training iterator for `data_cfg` (ConfigDict or dict; keys in the module README).
+
+    Keys: source ('arith' | readers.FORMATS | 'tfds'), path / paths (tfds: path = prepare's out_dir,
+    plus format and split), marker (default: '<step>' for the char tokenizer), chat_template, pack,
+    skip_bad, neutral, after_first_error, group, label_field, split_on, shuffle, repeat, add_eos,
+    add_bos, pair, arith (ArithConfig fields).
+    """
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index, process_count = jax.process_index(), jax.process_count()
+    marker = _get(data_cfg, "marker")
+    if marker is None:
+        if not isinstance(tokenizer, arith.CharTokenizer):
+            raise ValueError("data config needs `marker` (e.g. '\\n\\n', 'ки', '<extra_0>') for this tokenizer")
+        marker = arith.CharTokenizer.STEP
+    skipped = SkipCounter()
+    source = build_source(data_cfg, seed, skipped=skipped)
+    enc = Encoding(marker=marker, seq_len=seq_len, max_steps=max_steps, chat_template=_get(data_cfg, "chat_template"),
+                   add_bos=_get(data_cfg, "add_bos"), add_eos=bool(_get(data_cfg, "add_eos", False)))
+    return TrainIterator(source, tokenizer, enc, batch_size=batch_size, seed=seed, process_index=process_index,
+                         process_count=process_count, shuffle=bool(_get(data_cfg, "shuffle", True)),
+                         repeat=bool(_get(data_cfg, "repeat", True)), pack=bool(_get(data_cfg, "pack", False)),
+                         pairs=bool(_get(data_cfg, "pair", False)), skipped=skipped)

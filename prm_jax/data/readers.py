@@ -1,0 +1,375 @@
+"""Readers, one per file format, yielding `Record`s (pure Python: no tfds, no grain).
+
+Every reader takes a path and options and yields records; bad input raises `DataError` naming the
+file and line (or the item of a JSON array), or with `skip_bad=True` is skipped and counted in the
+`SkipCounter` passed as `skipped`. Label settings for PRM800K (`neutral`, `after_first_error`) use
+`prm_jax.targets`; after_first_error='drop' makes the steps after the first error unlabelled (None).
+
+Formats (`FORMATS`):
+  prm800k            raw phase files: one labelled trajectory per line. The main path follows
+                     `chosen_completion` (or `human_completion`, unlabelled, when none is chosen);
+                     every other rated completion at a step becomes its own record: the main path's
+                     earlier steps as an unlabelled prefix plus that alternative step, labelled.
+  prm800k_stepwise   one row per rated step (`instruction, responses, next_response, rating,
+                     is_preferred_response`). group='solution' (default) rebuilds each trajectory:
+                     preferred rows that extend the current chain form one record, other rows become
+                     prefix + step records as above; group='row' gives one prefix + step record a row.
+  math_shepherd      `input` with steps closed by `ки`, `label` the same text with + / - per tag.
+  processbench       `steps`, `label` (earliest wrong step, -1 none), `final_answer_correct`; steps
+                     after the first error are unlabelled. JSON array files or jsonl.
+  stepwise_jsonl     `prompt`, `completions` (steps), `labels` (bool or float in [0, 1]; another
+                     field with label_field=, e.g. 'hard_labels' of prm_jax.labeling), optional
+                     `q` (PAV Q per step), `v0`, `correct`, `answer`, `id`, `meta`.
+  outcome_jsonl      `prompt`, `response` (split on blank lines) or `steps`, `correct`, optional `answer`.
+  gsm8k              `question`, `answer` ending in `#### N`; steps = solution lines, unlabelled.
+  math               `problem`, `solution` (answer = `answer` field or the last \\boxed{}); steps =
+                     paragraphs, unlabelled.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+from typing import Callable, Iterator
+
+from prm_jax.data.records import DataError, Record, SkipCounter
+
+FORMATS = ("prm800k", "prm800k_stepwise", "math_shepherd", "processbench", "stepwise_jsonl",
+           "outcome_jsonl", "gsm8k", "math")
+MS_TAG = "ки"
+
+
+def iter_json_items(path: str) -> Iterator[tuple[int, object]]:
+    """Yields (line number, parsed object) for jsonl, or (item number, object) for a JSON array file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+        f.seek(0)
+        if head.startswith("["):
+            try:
+                items = json.load(f)
+            except json.JSONDecodeError as e:
+                raise DataError(f"malformed JSON array: {e.msg} (column {e.colno})", path=path, line=e.lineno)
+            for i, obj in enumerate(items, start=1):
+                yield i, obj
+            return
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=n)
+
+
+def _need(obj, key, types=None):
+    if not isinstance(obj, dict):
+        raise DataError(f"expected a JSON object, got {type(obj).__name__}")
+    if key not in obj:
+        raise DataError(f"missing field {key!r}")
+    v = obj[key]
+    if types is not None and not isinstance(v, types):
+        raise DataError(f"field {key!r} has type {type(v).__name__}")
+    return v
+
+
+def _label(x, name="label") -> float | None:
+    if x is None:
+        return None
+    if isinstance(x, bool):
+        return float(x)
+    if not isinstance(x, (int, float)):
+        raise DataError(f"{name} must be a number or bool, got {x!r}")
+    if not 0.0 <= float(x) <= 1.0:
+        raise DataError(f"{name} out of range [0, 1]: {x!r}")
+    return float(x)
+
+
+def _ratings_to_labels(ratings, neutral: str, after_first_error: str) -> list[float | None]:
+    """Returns labels for PRM800K ratings (None stays unlabelled) via prm_jax.targets, cached."""
+    return list(_ratings_to_labels_cached(tuple(ratings), neutral, after_first_error))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ratings_to_labels_cached(ratings: tuple, neutral: str, after_first_error: str) -> tuple:
+    from prm_jax.targets import mask_after_first_error, rating_to_label  # numpy path, jax is installed
+
+    for r in ratings:
+        if r is not None and (isinstance(r, bool) or r not in (-1, 0, 1)):
+            raise DataError(f"rating out of range {{-1, 0, 1}}: {r!r}")
+    idx = [i for i, r in enumerate(ratings) if r is not None]
+    labels: list[float | None] = [None] * len(ratings)
+    if not idx:
+        return tuple(labels)
+    lab = rating_to_label([ratings[i] for i in idx], neutral)
+    keep = mask_after_first_error(lab, None, after_first_error)
+    for j, i in enumerate(idx):
+        if keep[j]:
+            labels[i] = float(lab[j])
+    return tuple(labels)
+
+
+def _prm800k_line(obj, n, *, neutral="positive", after_first_error="keep", **_) -> list[Record]:
+    q = _need(obj, "question", dict)
+    problem = _need(q, "problem", str)
+    steps = _need(_need(obj, "label", dict), "steps", list)
+    if not steps:
+        raise DataError("empty step list")
+    answer = q.get("ground_truth_answer")
+    base = f"prm800k-{n}"
+    path_steps, path_ratings, alts = [], [], []
+    for k, st in enumerate(steps):
+        comps = _need(st, "completions", (list, type(None))) or []   # null: the labeler gave up here
+        chosen = st.get("chosen_completion")
+        for j, c in enumerate(comps):
+            if j != chosen:
+                alts.append((k, j, _need(c, "text", str), _need(c, "rating")))
+        if chosen is not None:
+            if not 0 <= chosen < len(comps):
+                raise DataError(f"chosen_completion {chosen} out of range at step {k}")
+            path_steps.append(_need(comps[chosen], "text", str))
+            path_ratings.append(_need(comps[chosen], "rating"))
+        elif st.get("human_completion"):
+            path_steps.append(_need(st["human_completion"], "text", str))
+            path_ratings.append(st["human_completion"].get("rating"))
+        else:
+            break                       # the trajectory ends here (e.g. found_error)
+    meta = {"finish_reason": obj["label"].get("finish_reason"),
+            "quality_control": bool(obj.get("is_quality_control_question")),
+            "initial_screening": bool(obj.get("is_initial_screening_question"))}
+    out = []
+    if path_steps:
+        out.append(Record(problem, path_steps, _ratings_to_labels(path_ratings, neutral, after_first_error),
+                          answer=answer, source="prm800k", id=base, meta=meta))
+    for k, j, text, rating in alts:
+        if rating is None:
+            continue
+        lab = _ratings_to_labels([rating], neutral, "keep")
+        out.append(Record(problem, path_steps[:k] + [text], [None] * k + lab, answer=answer,
+                          source="prm800k", id=f"{base}-s{k}c{j}", meta={"alternative": True}))
+    if not out:
+        raise DataError("no steps on the chosen path and no rated alternatives")
+    return out
+
+
+def _stepwise_row(obj) -> tuple[str, list[str], str, object, bool]:
+    problem = _need(obj, "instruction", str)
+    prefix = _need(obj, "responses", list)
+    if not all(isinstance(s, str) for s in prefix):
+        raise DataError("field 'responses' must be a list of strings")
+    return problem, prefix, _need(obj, "next_response", str), _need(obj, "rating"), bool(obj.get("is_preferred_response"))
+
+
+class _StepwiseGrouper:
+    """Rebuilds trajectories from PRM800K step-wise rows (see module docstring)."""
+
+    def __init__(self, neutral, after_first_error, group):
+        self.neutral, self.afe, self.group = neutral, after_first_error, group
+        self.chain = None               # (problem, steps, ratings, first line)
+
+    def flush(self) -> list[Record]:
+        if self.chain is None:
+            return []
+        problem, steps, ratings, n = self.chain
+        self.chain = None
+        return [Record(problem, steps, _ratings_to_labels(ratings, self.neutral, self.afe),
+                       source="prm800k_stepwise", id=f"prm800k_stepwise-{n}")]
+
+    def row(self, obj, n) -> list[Record]:
+        problem, prefix, step, rating, preferred = _stepwise_row(obj)
+        lab = _ratings_to_labels([rating], self.neutral, "keep")
+        single = Record(problem, prefix + [step], [None] * len(prefix) + lab, source="prm800k_stepwise",
+                        id=f"prm800k_stepwise-{n}", meta={"alternative": not preferred})
+        if self.group == "row":
+            return [single]
+        out = []
+        c = self.chain
+        extends = c is not None and c[0] == problem and c[1] == prefix
+        if preferred and not extends:
+            out += self.flush()
+            if not prefix:
+                self.chain = (problem, [step], [rating], n)
+                return out
+            out.append(single)          # a preferred row whose chain we never saw: keep it alone
+            return out
+        if preferred:
+            c[1].append(step)
+            c[2].append(rating)
+            return out
+        if c is not None and c[0] != problem:
+            out += self.flush()
+        out.append(single)
+        return out
+
+
+def _math_shepherd_line(obj, n, **_) -> list[Record]:
+    text, label = _need(obj, "input", str), _need(obj, "label", str)
+    pieces = text.split(MS_TAG)
+    if len(pieces) < 2:
+        raise DataError(f"no {MS_TAG!r} step tags in 'input'")
+    marks, pos = [], 0
+    for k, piece in enumerate(pieces):
+        if not label.startswith(piece, pos):
+            raise DataError(f"'label' does not match 'input' before tag {k}")
+        pos += len(piece)
+        if k < len(pieces) - 1:
+            if pos >= len(label) or label[pos] not in "+-":
+                raise DataError(f"label at tag {k} is not '+' or '-'")
+            marks.append(1.0 if label[pos] == "+" else 0.0)
+            pos += 1
+    if pos != len(label):
+        raise DataError("'label' is longer than 'input'")
+    head = pieces[0]
+    cut = head.find("Step 1:")
+    if cut < 0:
+        raise DataError("no 'Step 1:' separating the question from the steps")
+    problem = head[:cut].strip()
+    steps = [head[cut:].strip()] + [p.strip() for p in pieces[1:-1]]
+    if any(not s for s in steps):
+        raise DataError("empty step between tags")
+    return [Record(problem, steps, marks, source="math_shepherd", id=f"math_shepherd-{n}",
+                   meta={"task": obj.get("task")})]
+
+
+def _processbench_line(obj, n, **_) -> list[Record]:
+    steps = _need(obj, "steps", list)
+    label = _need(obj, "label", int)
+    if not steps:
+        raise DataError("empty step list")
+    if not -1 <= label < len(steps) or isinstance(label, bool):
+        raise DataError(f"label out of range [-1, {len(steps) - 1}]: {label}")
+    labels = [1.0] * len(steps) if label == -1 else [1.0] * label + [0.0] + [None] * (len(steps) - label - 1)
+    fac = _need(obj, "final_answer_correct", bool)
+    return [Record(_need(obj, "problem", str), steps, labels, outcome=float(fac), source="processbench",
+                   id=str(obj.get("id", f"processbench-{n}")), meta={"generator": obj.get("generator")})]
+
+
+def _stepwise_jsonl_line(obj, n, *, label_field="labels", **_) -> list[Record]:
+    steps = _need(obj, "completions", list)
+    labels = _need(obj, label_field, list)
+    q = obj.get("q")
+    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    return [Record(_need(obj, "prompt", str), steps, [_label(x, f"label {i}") for i, x in enumerate(labels)],
+                   outcome=_label(obj.get("correct"), "correct"), answer=_str_or_none(obj.get("answer")),
+                   source="stepwise_jsonl", id=str(obj.get("id", f"stepwise-{n}")),
+                   q_values=None if q is None else [_label(x, f"q {i}") for i, x in enumerate(q)],
+                   v0=_label(obj.get("v0"), "v0"), meta=meta)]
+
+
+def _outcome_jsonl_line(obj, n, *, split="\n\n", **_) -> list[Record]:
+    if "steps" in obj:
+        steps = _need(obj, "steps", list)
+    else:
+        steps = [s.strip() for s in _need(obj, "response", str).split(split) if s.strip()]
+    correct = _label(_need(obj, "correct"), "correct")
+    return [Record(_need(obj, "prompt", str), steps, None, outcome=correct,
+                   answer=_str_or_none(obj.get("answer")), source="outcome_jsonl",
+                   id=str(obj.get("id", f"outcome-{n}")))]
+
+
+def _gsm8k_line(obj, n, **_) -> list[Record]:
+    sol = _need(obj, "answer", str)
+    m = re.search(r"####\s*(.+?)\s*$", sol)
+    if m is None:
+        raise DataError("answer has no '#### N' line")
+    steps = [s.strip() for s in sol[:m.start()].split("\n") if s.strip()]
+    return [Record(_need(obj, "question", str), steps, None, answer=m.group(1).replace(",", ""),
+                   source="gsm8k", id=f"gsm8k-{n}")]
+
+
+def last_boxed(text: str) -> str | None:
+    """Returns the content of the last \\boxed{...} (or \\fbox{...}) in text, braces balanced."""
+    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
+    if start < 0:
+        m = re.search(r"\\boxed ([^\s$]+)", text)
+        return m.group(1) if m else None
+    i = text.index("{", start) + 1
+    depth = 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j]
+    return None
+
+
+def _math_line(obj, n, **_) -> list[Record]:
+    sol = _need(obj, "solution", str)
+    answer = obj.get("answer") or last_boxed(sol)
+    if answer is None:
+        raise DataError("no 'answer' field and no \\boxed{} in the solution")
+    steps = [s.strip() for s in sol.split("\n\n") if s.strip()]
+    return [Record(_need(obj, "problem", str), steps, None, answer=answer, source="math",
+                   id=str(obj.get("unique_id", f"math-{n}")),
+                   meta={k: obj[k] for k in ("level", "subject", "type") if k in obj})]
+
+
+def _str_or_none(x):
+    return None if x is None else str(x)
+
+
+LINE_PARSERS: dict[str, Callable] = {
+    "prm800k": _prm800k_line, "math_shepherd": _math_shepherd_line, "processbench": _processbench_line,
+    "stepwise_jsonl": _stepwise_jsonl_line, "outcome_jsonl": _outcome_jsonl_line, "gsm8k": _gsm8k_line,
+    "math": _math_line,
+}
+
+
+def read(fmt: str, paths, *, skip_bad: bool = False, skipped: SkipCounter | None = None,
+         neutral: str = "positive", after_first_error: str = "keep", group: str = "solution",
+         split: str = "\n\n", label_field: str = "labels") -> Iterator[Record]:
+    """Yields the validated records of one format from one path or a list of paths."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown data format {fmt!r}; known: {FORMATS}")
+    if group not in ("solution", "row"):
+        raise ValueError(f"group must be 'solution' or 'row', got {group!r}")
+    skipped = skipped if skipped is not None else SkipCounter()
+    for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
+        path = str(path)
+        grouper = _StepwiseGrouper(neutral, after_first_error, group) if fmt == "prm800k_stepwise" else None
+        items = iter_json_items(path)
+        n = 0
+        while True:
+            try:
+                n, obj = next(items)
+                if grouper is not None:
+                    recs = grouper.row(obj, n)
+                else:
+                    recs = LINE_PARSERS[fmt](obj, n, neutral=neutral, after_first_error=after_first_error,
+                                             split=split, label_field=label_field)
+                recs = [r.validate() for r in recs]
+            except StopIteration:
+                break
+            except (DataError, KeyError, TypeError, AttributeError) as e:
+                if isinstance(e, DataError):
+                    err = e if e.path else DataError(e.reason, path=path, line=n)
+                else:
+                    err = DataError(f"bad record ({type(e).__name__}: {e})", path=path, line=n)
+                if not skip_bad:
+                    raise err from None
+                skipped.add(err)
+                if "malformed JSON array" in err.reason:
+                    break               # a broken array file cannot be read on
+                if "malformed JSON" in err.reason:
+                    items = _iter_jsonl_from(path, err.line + 1)
+                continue
+            yield from recs
+        if grouper is not None:
+            yield from (r.validate() for r in grouper.flush())
+
+
+def _iter_jsonl_from(path: str, first: int) -> Iterator[tuple[int, object]]:
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if n < first or not line.strip():
+                continue
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=n)
+
+
+def read_all(fmt: str, paths, **kw) -> list[Record]:
+    """Returns all records of `read(fmt, paths, **kw)` as a list."""
+    return list(read(fmt, paths, **kw))

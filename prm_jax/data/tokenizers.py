@@ -1,0 +1,87 @@
+"""The tokenizer protocol shared by the char tokenizer and Hugging Face tokenizers, and a factory.
+
+Protocol: `encode(text) -> list[int]` (no special tokens added), `decode(ids) -> str`, `pad_id`,
+`bos_id` (may be None), `eos_id`, `vocab_size`, `marker_ids(marker) -> list[int]`, and optionally
+`apply_chat_template(problem) -> str`.
+"""
+from __future__ import annotations
+
+import os
+from typing import Protocol
+
+from prm_jax.data.arith import CharTokenizer
+
+
+class Tokenizer(Protocol):
+    pad_id: int
+    bos_id: int | None
+    eos_id: int
+
+    @property
+    def vocab_size(self) -> int: ...
+    def encode(self, text: str) -> list[int]: ...
+    def decode(self, ids) -> str: ...
+    def marker_ids(self, marker: str) -> list[int]: ...
+
+
+class HFTokenizer:
+    """Wraps a `transformers` tokenizer (from a local folder or an instance) in the protocol."""
+
+    def __init__(self, tok_or_path):
+        if isinstance(tok_or_path, (str, os.PathLike)):
+            from transformers import AutoTokenizer
+
+            if not os.path.isdir(tok_or_path):
+                raise FileNotFoundError(f"tokenizer folder not found: {tok_or_path}")
+            tok_or_path = AutoTokenizer.from_pretrained(str(tok_or_path), local_files_only=True)
+        self.tok = tok_or_path
+        self.name = getattr(self.tok, "name_or_path", "hf")
+        self.eos_id = self.tok.eos_token_id
+        self.bos_id = self.tok.bos_token_id
+        pad = self.tok.pad_token_id
+        self.pad_id = pad if pad is not None else (self.eos_id if self.eos_id is not None else 0)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.tok)
+
+    def encode(self, text: str) -> list[int]:
+        """Returns the ids of `text` with no special tokens added."""
+        return list(self.tok.encode(text, add_special_tokens=False))
+
+    def decode(self, ids) -> str:
+        """Returns the text of `ids`, special tokens kept (markers may be special tokens)."""
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False,
+                               clean_up_tokenization_spaces=False)
+
+    def marker_ids(self, marker: str) -> list[int]:
+        """Returns the ids closing a step: one id if `marker` is a single vocabulary token."""
+        vocab_id = self.tok.convert_tokens_to_ids(marker)
+        unk = self.tok.unk_token_id
+        if isinstance(vocab_id, int) and vocab_id >= 0 and (unk is None or vocab_id != unk):
+            return [vocab_id]
+        ids = self.encode(marker)
+        if not ids:
+            raise ValueError(f"marker {marker!r} encodes to no tokens")
+        return ids
+
+    def apply_chat_template(self, problem: str) -> str:
+        """Returns the tokenizer's chat prompt for a user turn holding `problem`."""
+        return self.tok.apply_chat_template([{"role": "user", "content": problem}],
+                                            tokenize=False, add_generation_prompt=True)
+
+
+def make_tokenizer(cfg_or_path=None):
+    """Returns a CharTokenizer for None / 'char' / an arith config, else an HFTokenizer for a folder."""
+    if cfg_or_path is None or cfg_or_path == "char":
+        return CharTokenizer()
+    if isinstance(cfg_or_path, (str, os.PathLike)):
+        return HFTokenizer(cfg_or_path)
+    get = cfg_or_path.get if hasattr(cfg_or_path, "get") else (lambda k, d=None: getattr(cfg_or_path, k, d))
+    path = get("tokenizer", None)
+    if path in (None, "", "char"):
+        if get("source", "arith") != "arith" and path is None:
+            raise ValueError("data config needs `tokenizer` (a folder, or 'char') for source "
+                             f"{get('source')!r}")
+        return CharTokenizer()
+    return HFTokenizer(path)

@@ -1,0 +1,123 @@
+"""The arithmetic task: verifier against hand-made steps, corruption labels, stream, char tokenizer."""
+import numpy as np
+import pytest
+
+from prm_jax.data import arith as A
+
+PROBLEM = "a = 12, b = 7, c = 3. d = a + b, e = d * 3, f = e - c. Find f."
+GOLD = ["d = a + b = 12 + 7 = 19", "e = d * 3 = 19 * 3 = 57", "f = e - c = 57 - 3 = 54"]
+
+
+def test_parse_problem_and_gold_answer():
+    p = A.parse_problem(PROBLEM)
+    assert p.answer == 54 and p.target == "f" and dict(p.given) == {"a": 12, "b": 7, "c": 3}
+    assert p.text == PROBLEM
+    assert A.solve(p)[0] == GOLD
+
+
+def test_verifier_on_hand_made_steps():
+    assert A.check_steps(PROBLEM, GOLD) == [True, True, True]
+    assert A.is_correct(PROBLEM, GOLD) and A.final_answer(GOLD) == 54
+    # carry slip at step 0: 12 + 7 = 29; later steps computed from the shown 29 are locally valid
+    slip = ["d = a + b = 12 + 7 = 29", "e = d * 3 = 29 * 3 = 87", "f = e - c = 87 - 3 = 84"]
+    assert A.step_validity(PROBLEM, slip) == [False, True, True]
+    assert A.check_steps(PROBLEM, slip) == [False, False, False]
+    assert A.first_error(PROBLEM, slip) == 0 and not A.is_correct(PROBLEM, slip)
+    # wrong operand (b instead of 3) at step 1
+    wrong_op = [GOLD[0], "e = d * b = 19 * 7 = 133", "f = e - c = 133 - 3 = 130"]
+    assert A.check_steps(PROBLEM, wrong_op) == [True, False, False]
+    # copied wrong value: 19 copied as 91, computation right
+    copy = [GOLD[0], "e = d * 3 = 91 * 3 = 273", "f = e - c = 273 - 3 = 270"]
+    assert A.step_validity(PROBLEM, copy) == [True, False, True]
+    # last step wrong only
+    last = GOLD[:2] + ["f = e - c = 57 - 3 = 53"]
+    assert A.check_steps(PROBLEM, last) == [True, True, False] and A.first_error(PROBLEM, last) == 2
+    # garbage, an extra step, a step out of order
+    assert A.check_steps(PROBLEM, ["d = 19"]) == [False]
+    assert A.check_steps(PROBLEM, GOLD + [GOLD[-1]]) == [True, True, True, False]
+    assert A.check_steps(PROBLEM, [GOLD[1], GOLD[0]]) == [False, False]
+    assert A.final_answer([]) is None and A.final_answer(["no number"]) is None
+
+
+def test_parse_problem_rejects_bad_text():
+    for bad in ["hello", "a = 1. d = x + a. Find d.", "a = 1. d = a + 1. Find e."]:
+        with pytest.raises(ValueError):
+            A.parse_problem(bad)
+
+
+def test_records_labels_match_independent_verifier_and_rates():
+    cfg = A.ArithConfig()
+    n, wrong, bad_steps, steps = 600, 0, 0, 0
+    for i in range(n):
+        r = A.make_record(cfg, 3, i)
+        r.validate()
+        p = A.parse_problem(r.problem)
+        # independent reference: recompute every step from the shown values by hand-rolled eval
+        shown = dict(p.given)
+        ref_ok, ok = [], True
+        for t, s in enumerate(r.steps):
+            lhs, formula, values, result = [x.strip() for x in s.split("=")]
+            x, op, y = values.split()
+            f = p.formulas[t]
+            want_right = str(shown[f.right]) if f.right in shown else f.right
+            local = (lhs == f.name and formula == f"{f.left} {f.op} {f.right}" and x == str(shown[f.left])
+                     and y == want_right and int(result) == eval(values))
+            ok = ok and local
+            ref_ok.append(float(ok))
+            shown[lhs] = int(result)
+        assert r.step_labels == ref_ok, (r.problem, r.steps)
+        assert r.outcome == float(int(r.steps[-1].split("=")[-1]) == p.answer)
+        assert r.meta["first_error"] == (r.meta["corrupt_at"] if r.meta["corrupt_at"] is not None else -1)
+        wrong += r.meta["first_error"] >= 0
+        bad_steps += r.step_labels.count(0.0)
+        steps += len(r.steps)
+    assert 0.3 <= wrong / n <= 0.5
+    assert 0.1 < bad_steps / steps < 0.4
+
+
+def test_stream_is_seeded_and_random_access():
+    cfg = A.ArithConfig(min_steps=3, max_steps=3, corrupt_prob=0.5)
+    s1 = A.record_stream(cfg, seed=7)
+    first = [next(s1) for _ in range(5)]
+    assert [r.id for r in first] == [f"arith-7-{i}" for i in range(5)]
+    assert A.make_record(cfg, 7, 3) == first[3]
+    assert next(A.record_stream(cfg, seed=7, start=3)) == first[3]
+    assert A.make_record(cfg, 8, 3).problem != first[3].problem or A.make_record(cfg, 8, 3).steps != first[3].steps
+    assert all(len(r.steps) == 3 for r in first)
+    p, gold = next(A.problem_stream(cfg, seed=1))
+    assert A.check_steps(p, gold) == [True] * 3
+
+
+def test_config_difficulty_and_validation():
+    cfg = A.ArithConfig(operators=("+",), min_operand=1, max_operand=5, corrupt_prob=0.0, const_prob=0.0)
+    for i in range(50):
+        r = A.make_record(cfg, 0, i)
+        assert r.step_labels == [1.0] * len(r.steps) and r.outcome == 1.0
+        assert all(" + " in s and "*" not in s for s in r.steps)
+    for bad in [dict(operators=("/",)), dict(min_steps=3, max_steps=2), dict(corrupt_prob=1.5),
+                dict(corruption_kinds=("typo",))]:
+        with pytest.raises(ValueError):
+            A.ArithConfig(**bad)
+    assert A.ArithConfig.from_dict({"max_steps": 6, "operators": ["+", "-"], "other": 1}).operators == ("+", "-")
+
+
+def test_each_corruption_kind_gives_a_wrong_step():
+    for kind in A.KINDS:
+        cfg = A.ArithConfig(corrupt_prob=1.0, corruption_kinds=(kind,))
+        for i in range(40):
+            r = A.make_record(cfg, 0, i)
+            assert r.meta["first_error"] == r.meta["corrupt_at"] >= 0
+
+
+def test_char_tokenizer_round_trip():
+    tok = A.CharTokenizer()
+    text = PROBLEM + "\n" + A.CharTokenizer.STEP.join(GOLD) + "<eos>"
+    ids = tok.encode(text)
+    assert tok.decode(ids) == text
+    assert tok.marker_ids(tok.STEP) == [tok.step_id] == [3]
+    assert (tok.pad_id, tok.bos_id, tok.eos_id) == (0, 1, 2)
+    assert tok.encode("a=1") == [tok.stoi["a"], tok.stoi["="], tok.stoi["1"]]
+    assert tok.encode("é") == [tok.unk_id]
+    with pytest.raises(ValueError, match="not in the CharTokenizer"):
+        A.CharTokenizer(strict=True).encode("é")
+    assert max(ids) < tok.vocab_size and len(set(tok.itos)) == tok.vocab_size
