@@ -1,0 +1,163 @@
+"""`prm-jax evaluate processbench`: ProcessBench F1 of a step-score PRM from a local HF checkpoint.
+
+    prm-jax evaluate processbench --checkpoint DIR --data gsm8k.json math.json ... \\
+        [--threshold 0.5 | --pick-threshold-on gsm8k] [--marker '\\n\\n'] [--batch-size 8] [--max-len 2048]
+
+Each --data file is one split (named by its file stem). A step's probability is sigmoid(score) read
+at its closing marker; a solution's prediction is the first step under the threshold, or -1. The
+command prints per-split and average accuracy / F1 as a table and writes them, with every case's
+prediction, to --output (JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="task", metavar="TASK", required=True)
+    p = sub.add_parser("processbench", help="ProcessBench: first-error accuracy and F1 per split")
+    p.add_argument("--checkpoint", required=True, help="local Hugging Face folder (model + score head)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: --checkpoint)")
+    p.add_argument("--data", required=True, nargs="+", help="ProcessBench split files (.json or .jsonl)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--threshold", type=float, default=None, help="step probability threshold (default 0.5)")
+    g.add_argument("--pick-threshold-on", default=None, metavar="SPLIT",
+                   help="choose the threshold with the best F1 on this split (a file stem) and reuse it")
+    p.add_argument("--marker", default="\n\n", help="step-end marker the PRM was trained with")
+    p.add_argument("--chat-template", default=None, help="'hf' or a string with {problem}; as in training")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-len", type=int, default=2048, help="tokens per solution; later steps are unscored")
+    p.add_argument("--limit", type=int, default=None, help="first N cases of each split (smoke runs)")
+    p.add_argument("--output", default="processbench.json", help="JSON file for metrics and predictions")
+
+
+def _bucket(n: int, cap: int) -> int:
+    """Returns the next power of two >= n (at least 64), capped: few shapes, few compilations."""
+    b = 64
+    while b < n:
+        b *= 2
+    return min(b, max(cap, n))
+
+
+@functools.lru_cache(maxsize=None)
+def _step_probs_fn():
+    """Returns the jitted scorer (model config static), built once so shapes compile once per process."""
+    import jax
+    import jax.numpy as jnp
+
+    from prm_jax import model, scoring
+
+    def step_probs(model_cfg, params, tokens, segment_ids, positions, step_pos):
+        out = model.forward(model_cfg, params, tokens, segment_ids=segment_ids, positions=positions, lm_head=False)
+        return jax.nn.sigmoid(scoring.gather_steps(out.score.astype(jnp.float32), step_pos))
+
+    return jax.jit(step_probs, static_argnums=0)
+
+
+def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batch_size: int, max_len: int,
+                     chat_template: str | None = None, progress: bool = True):
+    """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
+    records lost trailing steps to max_len (their unscored steps cannot be predicted wrong; a record
+    whose prompt alone exceeds max_len has no scored step)."""
+    from tqdm import tqdm
+
+    from prm_jax.data import tokenize
+
+    examples, probs = {}, [np.zeros(0)] * len(records)
+    for i, r in enumerate(records):
+        try:
+            examples[i] = tokenize.encode_example(r, tokenizer, marker=marker, max_len=max_len,
+                                                  max_steps=len(r.steps), chat_template=chat_template)
+        except tokenize.ExampleTooLong:
+            pass  # no step fits: nothing scored, counted as truncated below
+    truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
+    keys = list(examples)
+    order = [keys[j] for j in np.argsort([len(examples[i]["tokens"]) for i in keys], kind="stable")]
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
+        exs = [examples[i] for i in idx]
+        seq = _bucket(max(len(e["tokens"]) for e in exs), max_len)
+        steps = max(16, 1 << (max(len(e["step_pos"]) for e in exs) - 1).bit_length())
+        padded = exs + [exs[-1]] * (batch_size - len(exs))  # a fixed batch shape; extra rows ignored
+        b = tokenize.pad_batch(padded, seq, steps, tokenizer.pad_id)
+        p = np.asarray(_step_probs_fn()(model_cfg, params, b["tokens"], b["segment_ids"], b["positions"], b["step_pos"]))
+        for row, i in enumerate(idx):
+            probs[i] = p[row, :len(examples[i]["step_pos"])].astype(np.float64)
+    return probs, truncated
+
+
+def _table(results: dict) -> str:
+    w = max(8, *(len(k) for k in results)) + 2
+    lines = [f"{'split':<{w}}{'n':>6}{'erroneous':>11}{'correct':>9}{'acc_err':>9}{'acc_ok':>9}{'F1':>8}"]
+    for name, m in results.items():
+        counts = (f"{m['n_erroneous']:>11}{m['n_correct']:>9}" if name != "average" else f"{'':>20}")
+        lines.append(f"{name:<{w}}{m['n']:>6}{counts}"
+                     f"{100 * m['acc_erroneous']:>9.1f}{100 * m['acc_correct']:>9.1f}{100 * m['f1']:>8.1f}")
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    if args.task != "processbench":
+        raise SystemExit(f"unknown evaluation task {args.task!r}")
+    from prm_jax import evaluate, hf
+    from prm_jax.data import readers
+    from prm_jax.data.tokenizers import HFTokenizer
+
+    names = [os.path.splitext(os.path.basename(p))[0] for p in args.data]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--data files must have distinct names (splits are named by file stem): {names}")
+    if args.pick_threshold_on is not None and args.pick_threshold_on not in names:
+        raise SystemExit(f"--pick-threshold-on {args.pick_threshold_on!r} is not one of the splits {names}")
+    model_cfg, params = hf.load_checkpoint(args.checkpoint)
+    tokenizer = HFTokenizer(args.tokenizer or args.checkpoint)
+
+    split_probs, split_labels, split_ids, truncated = {}, {}, {}, {}
+    for name, path in zip(names, args.data):
+        records = readers.read_all("processbench", path)
+        if args.limit is not None:
+            records = records[:args.limit]
+        if not records:
+            raise SystemExit(f"{path}: no ProcessBench cases")
+        print(f"[evaluate] {name}: {len(records)} cases from {path}", file=sys.stderr)
+        split_probs[name], truncated[name] = score_step_probs(
+            model_cfg, params, tokenizer, records, marker=args.marker, batch_size=args.batch_size,
+            max_len=args.max_len, chat_template=args.chat_template)
+        split_labels[name] = np.asarray([r.first_error() for r in records], np.int64)
+        split_ids[name] = [r.id for r in records]
+
+    if args.pick_threshold_on is not None:
+        s = args.pick_threshold_on
+        # truncated steps are unscored: pad them as confident 'correct' so labels stay in range
+        padded = [np.pad(p, (0, max(0, max(int(l) + 1, 1) - len(p))), constant_values=1.0)
+                  for p, l in zip(split_probs[s], split_labels[s])]
+        threshold, source = evaluate.best_threshold(padded, split_labels[s]), f"best F1 on {s}"
+    else:
+        threshold = 0.5 if args.threshold is None else args.threshold
+        source = "given" if args.threshold is not None else "default"
+
+    per_split, predictions = {}, {}
+    for name in names:
+        pred = evaluate.predict_first_error(split_probs[name], threshold)
+        per_split[name] = (pred, split_labels[name])
+        predictions[name] = [{"id": i, "label": int(l), "pred": int(p), "step_probs": [round(float(x), 5) for x in sp]}
+                             for i, l, p, sp in zip(split_ids[name], split_labels[name], pred, split_probs[name])]
+    results = evaluate.processbench_summary(per_split)
+    for name in names:
+        results[name]["truncated"] = truncated[name]
+    print(f"threshold {threshold:.4f} ({source})")
+    print(_table(results))
+    if any(truncated.values()):
+        print(f"note: cases with steps cut by --max-len {args.max_len}: {truncated}", file=sys.stderr)
+    out = {"checkpoint": os.path.abspath(args.checkpoint), "threshold": threshold, "threshold_source": source,
+           "marker": args.marker, "max_len": args.max_len, "results": results, "predictions": predictions}
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    with open(args.output, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0

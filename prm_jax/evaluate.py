@@ -1,0 +1,315 @@
+"""Evaluation on the host (numpy): ProcessBench F1, threshold choice, best-of-N curves with bootstrap
+confidence intervals, step AUROC, and answer extraction / grading.
+
+Nothing here imports jax, tfds or grain; `math_verify` is imported only when MATH / GSM8K answers are
+graded.
+"""
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+BEST_OF_N_METHODS = ("argmax", "weighted_vote", "majority")
+ANSWER_KINDS = ("math", "gsm8k", "arith")
+
+
+# ---------------------------------------------------------------------------------------- ProcessBench
+
+def _f1(a: float, b: float) -> float:
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def processbench_metrics(pred_first_error, label) -> dict:
+    """Returns {acc_erroneous, acc_correct, f1, n, n_erroneous, n_correct} (accuracies in [0, 1]).
+
+    pred_first_error [N] and label [N] hold the index of the earliest wrong step or -1 for none.
+    acc_erroneous: exact index match on cases with label != -1; acc_correct: pred == -1 on cases with
+    label == -1; f1: their harmonic mean (ProcessBench). An accuracy with no cases is NaN, F1 then 0.
+    """
+    pred = np.asarray(pred_first_error, np.int64).ravel()
+    lab = np.asarray(label, np.int64).ravel()
+    if pred.shape != lab.shape:
+        raise ValueError(f"pred_first_error has {pred.size} entries, label has {lab.size}")
+    if np.any(lab < -1) or np.any(pred < -1):
+        raise ValueError("first-error indices must be >= -1")
+    err, ok = lab != -1, lab == -1
+    acc_err = float(np.mean(pred[err] == lab[err])) if err.any() else float("nan")
+    acc_ok = float(np.mean(pred[ok] == -1)) if ok.any() else float("nan")
+    f1 = _f1(acc_err, acc_ok) if err.any() and ok.any() else 0.0
+    return {"acc_erroneous": acc_err, "acc_correct": acc_ok, "f1": f1, "n": int(lab.size),
+            "n_erroneous": int(err.sum()), "n_correct": int(ok.sum())}
+
+
+def processbench_summary(per_split: dict) -> dict:
+    """Returns {split: metrics, ..., 'average': means of f1 / acc_erroneous / acc_correct over splits}.
+
+    The average F1 is the paper's headline number; the accuracies average over the splits that have
+    such cases (NaN entries skipped).
+
+    per_split maps a split name to (pred_first_error [N], label [N]).
+    """
+    out = {name: processbench_metrics(p, l) for name, (p, l) in per_split.items()}
+    if out:
+        out["average"] = {k: float(np.nanmean([m[k] for m in out.values()]))
+                          for k in ("acc_erroneous", "acc_correct", "f1")}
+        out["average"]["n"] = int(sum(m["n"] for name, m in out.items() if name != "average"))
+    return out
+
+
+def predict_first_error(step_probs_list: Sequence, threshold: float) -> np.ndarray:
+    """Returns int64 [N]: per solution, the first step with probability < threshold, or -1."""
+    out = np.full(len(step_probs_list), -1, np.int64)
+    for i, p in enumerate(step_probs_list):
+        below = np.nonzero(np.asarray(p, np.float64) < threshold)[0]
+        if below.size:
+            out[i] = below[0]
+    return out
+
+
+def best_threshold(step_probs_list: Sequence, labels) -> float:
+    """Returns the threshold that maximises ProcessBench F1 on these solutions (exact search).
+
+    step_probs_list: per solution, its step probabilities (ragged); labels: first-error index or -1.
+    The prediction at threshold x is the first step with p < x. With m_t the running minimum of a
+    solution's probabilities, it is right exactly for x in (m_k, m_{k-1}] (label k, m_{-1} = +inf),
+    or x <= m_last (label -1); F1 is constant between consecutive distinct m values, so each such
+    piece is scored once, at its midpoint. Among pieces with the best F1 the one closest to 0.5 wins.
+    """
+    labels = np.asarray(labels, np.int64).ravel()
+    if len(step_probs_list) != labels.size:
+        raise ValueError(f"{len(step_probs_list)} solutions but {labels.size} labels")
+    lo_err, hi_err, hi_ok, values = [], [], [], []
+    for i, (p, k) in enumerate(zip(step_probs_list, labels)):
+        m = np.minimum.accumulate(np.asarray(p, np.float64).ravel())
+        if m.size == 0:
+            raise ValueError(f"solution {i} has no steps")
+        if not -1 <= k < m.size:
+            raise ValueError(f"label {k} of solution {i} is outside [-1, {m.size - 1}]")
+        values.append(m)
+        if k == -1:
+            hi_ok.append(m[-1])
+        else:
+            lo_err.append(m[k])
+            hi_err.append(np.inf if k == 0 else m[k - 1])
+    u = np.unique(np.concatenate(values))
+    edges = np.concatenate([[u[0] - 1.0], u, [u[-1] + 1.0]])
+    xs = (edges[:-1] + edges[1:]) / 2
+    lo_err, hi_err, hi_ok = (np.asarray(a, np.float64) for a in (lo_err, hi_err, hi_ok))
+    right_err = ((lo_err[None, :] < xs[:, None]) & (xs[:, None] <= hi_err[None, :])).sum(1)
+    right_ok = (xs[:, None] <= hi_ok[None, :]).sum(1)
+    acc_err = right_err / max(lo_err.size, 1)
+    acc_ok = right_ok / max(hi_ok.size, 1)
+    f1 = np.where(acc_err + acc_ok > 0, 2 * acc_err * acc_ok / np.maximum(acc_err + acc_ok, 1e-300), 0.0)
+    best = np.flatnonzero(f1 == f1.max())
+    return float(xs[best[np.argmin(np.abs(xs[best] - 0.5))]])
+
+
+# ------------------------------------------------------------------------------------- best-of-N
+
+class Curve(NamedTuple):
+    """Accuracy against N: point estimate and a bootstrap confidence interval, per N."""
+
+    ns: np.ndarray
+    acc: np.ndarray
+    lo: np.ndarray
+    hi: np.ndarray
+
+
+def _answer_ids(answers_PxM) -> np.ndarray:
+    """Returns int64 [P, M]: per problem, an id per distinct answer (None answers never match)."""
+    P, M = len(answers_PxM), len(answers_PxM[0]) if len(answers_PxM) else 0
+    ids = np.zeros((P, M), np.int64)
+    for p, row in enumerate(answers_PxM):
+        if len(row) != M:
+            raise ValueError(f"answers row {p} has {len(row)} entries, expected {M}")
+        seen: dict = {}
+        for j, a in enumerate(row):
+            key = ("none", j) if a is None else a
+            ids[p, j] = seen.setdefault(key, len(seen))
+    return ids
+
+
+def _pick_correct(method, idx_RxPxN, scores, correct, ans_ids, ans_correct, rng) -> np.ndarray:
+    """Returns float [R, P]: whether the answer selected from each subset is correct."""
+    R, P, N = idx_RxPxN.shape
+    M = scores.shape[1]
+    prow = np.arange(P)[None, :, None]
+    if method == "argmax":
+        s = scores[prow, idx_RxPxN]
+        j = np.argmax(s, axis=-1)
+        return correct[prow[..., 0], np.take_along_axis(idx_RxPxN, j[..., None], -1)[..., 0]].astype(np.float64)
+    a = ans_ids[prow, idx_RxPxN]  # [R, P, N]
+    w = np.ones_like(a, np.float64) if method == "majority" else scores[prow, idx_RxPxN].astype(np.float64)
+    flat = (np.arange(R * P).reshape(R, P, 1) * M + a).ravel()
+    totals = np.bincount(flat, weights=w.ravel(), minlength=R * P * M).reshape(R, P, M)
+    present = np.bincount(flat, minlength=R * P * M).reshape(R, P, M) > 0
+    # ties broken at random (vote counts are integers, so a jitter below 0.5 only orders ties)
+    jitter = rng.random(totals.shape) * (0.5 if method == "majority" else 1e-12)
+    totals = np.where(present, totals + jitter, -np.inf)
+    chosen = np.argmax(totals, axis=-1)  # [R, P]
+    return ans_correct[np.arange(P)[None, :], chosen].astype(np.float64)
+
+
+def best_of_n_curve(scores_PxM, correct_PxM, answers_PxM=None, ns=None, method: str = "argmax",
+                    n_boot: int = 200, seed: int = 0, ci: float = 0.95) -> Curve:
+    """Returns Curve(ns, acc, lo, hi): best-of-N accuracy with bootstrap confidence intervals.
+
+    From a pool of M candidates per problem, each replicate draws a subset of N (without replacement)
+    per problem and selects one answer: `argmax` (highest score), `weighted_vote` (highest sum of
+    scores per distinct answer; scores should be non-negative, e.g. probabilities) or `majority`
+    (most frequent answer; scores unused); ties are broken at random. Averaging the n_boot draws
+    estimates each problem's expected correctness at N; acc is their mean over problems and
+    [lo, hi] the central `ci` percentile interval of n_boot bootstrap resamples of the problems.
+    ns default: powers of two up to M.
+    """
+    if method not in BEST_OF_N_METHODS:
+        raise ValueError(f"unknown best-of-N method {method!r}; expected one of {BEST_OF_N_METHODS}")
+    correct = np.asarray(correct_PxM).astype(bool)
+    P, M = correct.shape
+    scores = np.zeros((P, M)) if scores_PxM is None else np.asarray(scores_PxM, np.float64)
+    if scores.shape != (P, M):
+        raise ValueError(f"scores shape {scores.shape} != correct shape {(P, M)}")
+    if np.any(~np.isfinite(scores)) and method != "majority":
+        raise ValueError("scores contain NaN or inf")
+    if method != "argmax":
+        if answers_PxM is None:
+            raise ValueError(f"method {method!r} needs answers_PxM")
+        ans_ids = _answer_ids(answers_PxM)
+        if ans_ids.shape != (P, M):
+            raise ValueError(f"answers shape {ans_ids.shape} != correct shape {(P, M)}")
+        ans_correct = np.zeros((P, M), bool)
+        np.logical_or.at(ans_correct, (np.repeat(np.arange(P), M), ans_ids.ravel()), correct.ravel())
+    else:
+        ans_ids = ans_correct = None
+    ns = np.asarray([2 ** i for i in range(int(np.log2(M)) + 1)] if ns is None else ns, np.int64)
+    if np.any(ns < 1) or np.any(ns > M):
+        raise ValueError(f"every N must be in [1, {M}], got {ns.tolist()}")
+    rng = np.random.default_rng(seed)
+    acc, lo, hi = [], [], []
+    for n in ns:
+        idx = np.argsort(rng.random((n_boot, P, M)), axis=-1)[..., :n]
+        right_RxP = _pick_correct(method, idx, scores, correct, ans_ids, ans_correct, rng)
+        per_problem = right_RxP.mean(0)  # expected correctness of each problem at this N
+        acc.append(per_problem.mean())
+        reps = per_problem[rng.integers(0, P, size=(n_boot, P))].mean(1)
+        lo.append(np.quantile(reps, (1 - ci) / 2))
+        hi.append(np.quantile(reps, 1 - (1 - ci) / 2))
+    return Curve(ns, np.asarray(acc), np.asarray(lo), np.asarray(hi))
+
+
+# ------------------------------------------------------------------------------------------ AUROC
+
+def step_auroc(scores, labels, mask=None) -> float:
+    """Returns the AUROC of step scores against binary step labels (>= 0.5 positive) over mask.
+
+    Exact Mann-Whitney statistic with average ranks for ties (a tie counts one half). NaN when
+    either class is absent.
+    """
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels, np.float64)
+    if s.shape != y.shape:
+        raise ValueError(f"scores shape {s.shape} != labels shape {y.shape}")
+    keep = np.ones(s.shape, bool) if mask is None else np.asarray(mask, bool)
+    s, y = s[keep], y[keep] >= 0.5
+    if np.any(~np.isfinite(s)):
+        raise ValueError("step scores contain NaN or inf")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    sorted_s = s[order]
+    ranks = np.empty(s.size, np.float64)
+    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
+    ends = np.r_[starts[1:], s.size]
+    avg = (starts + ends + 1) / 2.0  # 1-based average rank of each tie group
+    ranks[order] = np.repeat(avg, ends - starts)
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+# --------------------------------------------------------------------------------- answer grading
+
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_INT = re.compile(r"-?\d[\d,]*")
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    if not starts:
+        return None
+    i, depth = starts[-1], 1
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip()
+    return None
+
+
+def extract_answer(text: str, kind: str) -> str | None:
+    """Returns the final answer in a solution text, or None.
+
+    math: the content of the last \\boxed{} (braces balanced); gsm8k: the number after the last
+    `####`, else the last \\boxed{}, else the last number; arith: the last integer.
+    """
+    if kind not in ANSWER_KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}; expected one of {ANSWER_KINDS}")
+    if text is None:
+        return None
+    if kind == "math":
+        return _last_boxed(text)
+    if kind == "gsm8k":
+        if "####" in text:
+            nums = _NUMBER.findall(text.rsplit("####", 1)[1])
+            if nums:
+                return nums[0].replace(",", "")
+        boxed = _last_boxed(text)
+        if boxed is not None:
+            return boxed
+        nums = _NUMBER.findall(text)
+        return nums[-1].replace(",", "").rstrip(".") if nums else None
+    ints = _INT.findall(text)
+    return ints[-1].replace(",", "") if ints else None
+
+
+def _to_int(s) -> int | None:
+    try:
+        return int(str(s).strip().replace(",", ""))
+    except (TypeError, ValueError):
+        return None
+
+
+def grade_answer(pred, gold, kind: str, timeout_s: int = 5) -> bool:
+    """Returns whether the predicted answer equals the gold answer.
+
+    arith: exact integer equality. math / gsm8k: `math_verify` equivalence of the two expressions
+    (both given as answer strings, e.g. from `extract_answer`). math_verify's timeouts use SIGALRM,
+    which only works in the main thread; elsewhere they are switched off. A grading error counts as
+    wrong and is logged.
+    """
+    if kind not in ANSWER_KINDS:
+        raise ValueError(f"unknown answer kind {kind!r}; expected one of {ANSWER_KINDS}")
+    if pred is None or gold is None:
+        return False
+    if kind == "arith":
+        p, g = _to_int(pred), _to_int(gold)
+        return p is not None and p == g
+    pred, gold = str(pred).strip(), str(gold).strip()
+    if pred == gold:
+        return True
+    from math_verify import parse, verify
+
+    t = timeout_s if threading.current_thread() is threading.main_thread() else None
+    try:
+        g = parse("\\boxed{" + gold + "}", parsing_timeout=t)
+        p = parse("\\boxed{" + pred + "}", parsing_timeout=t)
+        return bool(g and p and verify(g, p, timeout_seconds=t))
+    except Exception as e:  # math_verify raises TimeoutError and sympy errors on odd input
+        log.warning("grading %r against %r failed (%s: %s); counted as wrong", pred, gold, type(e).__name__, e)
+        return False

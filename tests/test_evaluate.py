@@ -1,0 +1,340 @@
+"""prm_jax.evaluate and prm_jax.plots: ProcessBench F1, thresholds, best-of-N curves, AUROC, grading."""
+import itertools
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+
+from prm_jax import evaluate, plots
+
+
+def test_processbench_metrics_hand_computed():
+    label = [-1, -1, -1, -1, 2, 0, 1, 3]
+    pred = [-1, -1, 0, -1, 2, 1, 1, -1]
+    m = evaluate.processbench_metrics(pred, label)
+    # correct cases: 3 of 4 predicted -1; erroneous: 2 of 4 exact
+    assert m["acc_correct"] == pytest.approx(0.75)
+    assert m["acc_erroneous"] == pytest.approx(0.5)
+    assert m["f1"] == pytest.approx(2 * 0.75 * 0.5 / 1.25)
+    assert (m["n"], m["n_erroneous"], m["n_correct"]) == (8, 4, 4)
+    s = evaluate.processbench_summary({"a": (pred, label), "b": ([-1, 0], [-1, 0])})
+    assert s["b"]["f1"] == 1.0
+    assert s["average"]["f1"] == pytest.approx((0.6 + 1.0) / 2)
+    with pytest.raises(ValueError):
+        evaluate.processbench_metrics([1, 2], [1])
+    with pytest.raises(ValueError):
+        evaluate.processbench_metrics([-2], [1])
+
+
+def _brute_best_f1(probs, labels, grid):
+    best = -1.0
+    for x in grid:
+        pred = [next((i for i, p in enumerate(ps) if p < x), -1) for ps in probs]
+        best = max(best, evaluate.processbench_metrics(pred, labels)["f1"])
+    return best
+
+
+def test_best_threshold_is_exact_against_brute_force():
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        probs = [np.round(rng.random(rng.integers(1, 6)), 2) for _ in range(30)]
+        labels = [int(rng.integers(-1, len(p))) for p in probs]
+        thr = evaluate.best_threshold(probs, labels)
+        got = evaluate.processbench_metrics(evaluate.predict_first_error(probs, thr), labels)["f1"]
+        grid = np.linspace(-0.01, 1.01, 2041)  # resolution 5e-4 < the 0.01 spacing of the values
+        assert got == pytest.approx(_brute_best_f1(probs, labels, grid)), trial
+
+
+def test_best_threshold_hand_example_and_errors():
+    # solution 0 wrong at step 1 (probs 0.9, 0.2), solution 1 all correct (0.8, 0.7)
+    thr = evaluate.best_threshold([[0.9, 0.2], [0.8, 0.7]], [1, -1])
+    assert 0.2 < thr <= 0.7
+    assert evaluate.predict_first_error([[0.9, 0.2], [0.8, 0.7]], thr).tolist() == [1, -1]
+    with pytest.raises(ValueError, match="outside"):
+        evaluate.best_threshold([[0.9]], [3])
+    with pytest.raises(ValueError, match="labels"):
+        evaluate.best_threshold([[0.9]], [0, -1])
+
+
+def _np_pick(method, s, c, a):
+    if method == "argmax":
+        return c[int(np.argmax(s))]
+    tot = {}
+    for si, ai in zip(s, a):
+        tot[ai] = tot.get(ai, 0.0) + (1.0 if method == "majority" else si)
+    best = max(tot.values())
+    winners = [k for k, v in tot.items() if v == best]
+    # expectation over random tie-breaks
+    return np.mean([c[list(a).index(w)] for w in winners])
+
+
+@pytest.mark.parametrize("method", evaluate.BEST_OF_N_METHODS)
+def test_best_of_n_curve_matches_exact_expectation(method):
+    """Small pool: the exact expected accuracy over all N-subsets lies in the bootstrap estimate."""
+    rng = np.random.default_rng(1)
+    P, M = 6, 6
+    scores = rng.random((P, M))
+    answers = rng.integers(0, 3, size=(P, M))
+    correct = answers == 0
+    curve = evaluate.best_of_n_curve(scores, correct, answers.tolist(), ns=[1, 2, 4], method=method,
+                                     n_boot=3000, seed=0)
+    assert curve.ns.tolist() == [1, 2, 4]
+    for i, n in enumerate([1, 2, 4]):
+        exact = np.mean([np.mean([_np_pick(method, scores[p, list(sub)], correct[p, list(sub)], answers[p, list(sub)])
+                                  for sub in itertools.combinations(range(M), n)]) for p in range(P)])
+        assert curve.acc[i] == pytest.approx(exact, abs=0.015), (method, n)
+        assert curve.lo[i] <= curve.acc[i] <= curve.hi[i]
+    # N = M is deterministic for argmax and its value is known
+    full = evaluate.best_of_n_curve(scores, correct, answers.tolist(), ns=[M], method="argmax", n_boot=10)
+    assert full.acc[0] == pytest.approx(np.mean(correct[np.arange(P), scores.argmax(1)]))
+
+
+def test_best_of_n_curve_defaults_and_errors():
+    correct = np.array([[1, 0, 0, 0, 0, 0, 0, 0]] * 3, bool)
+    answers = [["a"] + ["b"] * 7] * 3
+    c = evaluate.best_of_n_curve(None, correct, answers, method="majority", n_boot=50)
+    assert c.ns.tolist() == [1, 2, 4, 8]
+    assert c.acc[-1] == 0.0 and c.acc[0] == pytest.approx(1 / 8, abs=0.06)
+    with pytest.raises(ValueError, match="method"):
+        evaluate.best_of_n_curve(None, correct, answers, method="oracle")
+    with pytest.raises(ValueError, match="answers"):
+        evaluate.best_of_n_curve(np.zeros((3, 8)), correct, None, method="weighted_vote")
+    with pytest.raises(ValueError, match="N must be"):
+        evaluate.best_of_n_curve(np.zeros((3, 8)), correct, ns=[16])
+    # None answers never pool together
+    ans = [[None, None, "x"]]
+    c = evaluate.best_of_n_curve(None, np.array([[0, 0, 1]], bool), ans, ns=[3], method="majority", n_boot=300)
+    assert c.acc[0] == pytest.approx(1 / 3, abs=0.08)
+
+
+def test_step_auroc_hand_computed_with_ties():
+    scores = [0.1, 0.4, 0.4, 0.8, 0.4, 0.9]
+    labels = [0, 0, 1, 1, 1, 0]
+    # positives {0.4, 0.8, 0.4} vs negatives {0.1, 0.4, 0.9}: pairs won 1+.5+0 + 1+1+0 + 1+.5+0 = 5 of 9
+    assert evaluate.step_auroc(scores, labels) == pytest.approx(5 / 9)
+    mask = [1, 1, 1, 1, 1, 0]
+    # without the 0.9 negative: 1.5 + 2 + 1.5 = 5 of 6
+    assert evaluate.step_auroc(scores, labels, mask) == pytest.approx(5 / 6)
+    assert np.isnan(evaluate.step_auroc([0.1, 0.2], [1, 1]))
+    rng = np.random.default_rng(2)
+    s, y = rng.integers(0, 5, 200).astype(float), rng.random(200) < 0.4
+    pos, neg = s[y], s[~y]
+    brute = np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :]))
+    assert evaluate.step_auroc(s, y) == pytest.approx(brute)
+    with pytest.raises(ValueError):
+        evaluate.step_auroc([np.nan, 1.0], [0, 1])
+
+
+@pytest.mark.parametrize("text,kind,want", [
+    ("so x = \\boxed{\\frac{1}{2}} and \\boxed{3}.", "math", "3"),
+    ("\\boxed{\\frac{a}{b^{2}}}", "math", "\\frac{a}{b^{2}}"),
+    ("no box here 12", "math", None),
+    ("She pays 3 + 4 = 7 dollars.\n#### 1,234", "gsm8k", "1234"),
+    ("The answer is 42.", "gsm8k", "42"),
+    ("a = 3 + 4 = 7\nb = 7 * -2 = -14", "arith", "-14"),
+    ("nothing", "arith", None),
+])
+def test_extract_answer(text, kind, want):
+    assert evaluate.extract_answer(text, kind) == want
+
+
+def test_grade_answer():
+    assert evaluate.grade_answer("-14", "-14", "arith")
+    assert not evaluate.grade_answer("14", "-14", "arith")
+    assert not evaluate.grade_answer("1.0", "1", "arith")
+    assert evaluate.grade_answer("0.5", "\\frac{1}{2}", "math")
+    assert evaluate.grade_answer("\\frac12", "\\dfrac{1}{2}", "math")
+    assert not evaluate.grade_answer("\\frac13", "\\frac{1}{2}", "math")
+    assert evaluate.grade_answer("1234.0", "1234", "gsm8k")
+    assert not evaluate.grade_answer(None, "3", "gsm8k")
+    with pytest.raises(ValueError):
+        evaluate.grade_answer("1", "1", "physics")
+    # off the main thread (no SIGALRM) grading still works
+    out = []
+    th = threading.Thread(target=lambda: out.append(evaluate.grade_answer("2/4", "\\frac{1}{2}", "math")))
+    th.start()
+    th.join()
+    assert out == [True]
+
+
+def test_plots_write_pngs(tmp_path):
+    c1 = evaluate.Curve(np.array([1, 2, 4, 8]), np.array([.3, .4, .5, .55]), np.array([.25, .35, .45, .5]),
+                        np.array([.35, .45, .55, .6]))
+    p = plots.plot_accuracy_vs_n({"PRM best-of-N": c1, "majority": (c1.ns, c1.acc - .1, c1.lo - .1, c1.hi - .1)},
+                                 str(tmp_path / "acc.png"))
+    p2 = plots.plot_step_scores(["a = 3 + 4 = 7", "b = 7 * 2 = 15", "answer 15"], [0.9, 0.2, 0.1],
+                                [1, 0, None], str(tmp_path / "sub" / "steps.png"))
+    for f in (p, p2):
+        with open(f, "rb") as fh:
+            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError):
+        plots.plot_step_scores(["a"], [0.1, 0.2], None, str(tmp_path / "x.png"))
+    with pytest.raises(ValueError):
+        plots.plot_accuracy_vs_n({}, str(tmp_path / "y.png"))
+
+
+# ------------------------------------------------------------------ `prm-jax evaluate processbench`
+
+def _byte_tokenizer(folder):
+    """A byte-level tokenizer built locally (no hub): every byte one token, plus pad and eos."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(alphabet)}
+    vocab.update({"<pad>": len(vocab), "<eos>": len(vocab) + 1})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="<eos>")
+    fast.save_pretrained(str(folder))
+    return len(vocab)
+
+
+def _tiny_model(vocab_size):
+    import jax
+
+    from prm_jax import model
+
+    cfg = model.ModelConfig.preset("tiny", vocab_size=vocab_size, d_model=32, n_heads=2, n_kv_heads=1,
+                                   mlp_dim=64, max_seq_len=256)
+    rng = np.random.default_rng(0)
+
+    # random weights straight from the abstract shapes (no init compile): norm scales 1, the rest
+    # N(0, 0.1^2), the score head wider so that step probabilities spread around 0.5
+    def fill(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "scale" in name:
+            return np.ones(leaf.shape, leaf.dtype)
+        std = 1.0 if "score_head" in name else 0.1
+        return (rng.standard_normal(leaf.shape) * std).astype(leaf.dtype)
+
+    return cfg, jax.tree_util.tree_map_with_path(fill, model.abstract_params(cfg))
+
+
+def _write_split(path, n_cases, rng):
+    items = []
+    for i in range(n_cases):
+        steps = [f"step {j}: {int(rng.integers(0, 99))} + {int(rng.integers(0, 99))}" for j in range(int(rng.integers(1, 5)))]
+        label = -1 if i == 0 else (0 if i == 1 else int(rng.integers(-1, len(steps))))
+        items.append({"id": f"tiny-{i}", "generator": "test", "problem": f"problem {i}?", "steps": steps,
+                      "final_answer_correct": label == -1, "label": label})
+    with open(path, "w") as f:
+        for it in items:
+            f.write(json.dumps(it) + "\n")
+
+
+FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "processbench_gsm8k.json")
+
+
+@pytest.fixture(scope="module")
+def tiny_prm(tmp_path_factory):
+    """(folder with the tokenizer, HFTokenizer, model cfg, params): built once, shared by the tests below."""
+    from prm_jax.data.tokenizers import HFTokenizer
+
+    folder = tmp_path_factory.mktemp("tiny_prm")
+    vocab = _byte_tokenizer(folder)
+    cfg, params = _tiny_model(vocab)
+    return folder, HFTokenizer(str(folder)), cfg, params
+
+
+def test_score_step_probs_match_unpadded_forward(tmp_path, tiny_prm):
+    import jax
+
+    from prm_jax import model
+    from prm_jax.commands.evaluate import score_step_probs
+    from prm_jax.data import readers, tokenize
+    from prm_jax.data.records import Record
+
+    _, tok, cfg, params = tiny_prm
+    _write_split(tmp_path / "s.jsonl", 5, np.random.default_rng(0))
+    long = Record("a long one?", [f"step {j}: {j} + {j} = {2 * j}" for j in range(12)], [1.0] * 12)
+    records = readers.read_all("processbench", str(tmp_path / "s.jsonl")) + [long]
+    probs, truncated = score_step_probs(cfg, params, tok, records, marker="\n\n", batch_size=4, max_len=128,
+                                        progress=False)
+    assert truncated == 1 and 0 < len(probs[-1]) < 12  # the long record loses its trailing steps
+
+    # reference: each example alone, right-padded without segment ids (causal: padding after a
+    # token cannot change its output), one compiled shape
+    @jax.jit
+    def scores(tokens_1xL):
+        return model.forward(cfg, params, tokens_1xL).score
+
+    for r, p in zip(records, probs):
+        ex = tokenize.encode_example(r, tok, marker="\n\n", max_len=128, max_steps=len(r.steps))
+        tokens = np.full((1, 128), tok.pad_id, np.int32)
+        tokens[0, :len(ex["tokens"])] = ex["tokens"]
+        ref = 1 / (1 + np.exp(-np.asarray(scores(tokens)[0], np.float64)[ex["step_pos"]]))
+        assert p.shape == ref.shape and 0 < len(p) <= len(r.steps)
+        np.testing.assert_allclose(p, ref, atol=2e-5)
+    assert np.concatenate(probs).std() > 0.01
+
+
+def _fake_hf(cfg, params):
+    import types
+
+    return types.SimpleNamespace(load_checkpoint=lambda path: (cfg, params))
+
+
+def test_evaluate_processbench_command_end_to_end(tmp_path, monkeypatch, capsys, tiny_prm):
+    import shutil
+
+    from prm_jax import cli
+
+    folder, _, cfg, params = tiny_prm
+    shutil.copytree(folder, tmp_path / "ckpt")
+    try:
+        from prm_jax import hf  # the model engineer's module: the real save / load round trip
+
+        hf.save_checkpoint(str(tmp_path / "ckpt"), cfg, params)
+        assert (tmp_path / "ckpt" / "config.json").exists()
+    except ImportError:
+        monkeypatch.setitem(__import__("sys").modules, "prm_jax.hf", _fake_hf(cfg, params))
+    _write_split(tmp_path / "tiny_a.jsonl", 12, np.random.default_rng(1))
+    _write_split(tmp_path / "tiny_b.jsonl", 9, np.random.default_rng(2))
+    out = tmp_path / "res" / "pb.json"
+    base = ["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "tiny_a.jsonl"),
+            str(tmp_path / "tiny_b.jsonl"), FIXTURE, "--batch-size", "4", "--max-len", "128", "--output", str(out)]
+    assert cli.main(base + ["--pick-threshold-on", "tiny_a"]) == 0
+    printed = capsys.readouterr().out
+    assert "average" in printed and "tiny_b" in printed and "processbench_gsm8k" in printed
+    res = json.loads(out.read_text())
+    assert res["threshold_source"] == "best F1 on tiny_a"
+    thr = res["threshold"]
+    # every prediction follows from the saved step probabilities, and the metrics from the predictions
+    f1s = []
+    for split, cases in res["predictions"].items():
+        pred = evaluate.predict_first_error([c["step_probs"] for c in cases], thr)
+        assert pred.tolist() == [c["pred"] for c in cases]
+        m = evaluate.processbench_metrics(pred, [c["label"] for c in cases])
+        assert res["results"][split]["f1"] == pytest.approx(m["f1"])
+        f1s.append(m["f1"])
+    assert res["results"]["average"]["f1"] == pytest.approx(np.mean(f1s))
+    assert res["results"]["processbench_gsm8k"]["truncated"] == 3  # prompts alone exceed 128 bytes
+    # the picked threshold is the best one on its split
+    cases = res["predictions"]["tiny_a"]
+    best = evaluate.best_threshold([c["step_probs"] for c in cases], [c["label"] for c in cases])
+    assert thr == pytest.approx(best, abs=1e-4)
+
+    # threshold 0: nothing is flagged, so every correct case is right and every erroneous one wrong
+    assert cli.main(base + ["--threshold", "0"]) == 0
+    res = json.loads(out.read_text())
+    for split in ("tiny_a", "tiny_b"):
+        m = res["results"][split]
+        assert (m["acc_correct"], m["acc_erroneous"], m["f1"]) == (1.0, 0.0, 0.0)
+
+    # a split whose prompts alone exceed --max-len: nothing scored, every case predicted -1
+    assert cli.main(base + ["--pick-threshold-on", "processbench_gsm8k"]) == 0
+    res = json.loads(out.read_text())
+    assert [c["pred"] for c in res["predictions"]["processbench_gsm8k"]] == [-1, -1, -1]
+    with pytest.raises(SystemExit):
+        cli.main(base + ["--pick-threshold-on", "olympiad"])
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "problem": "p", "steps": ["a"], "final_answer_correct": true, "label": 5}\n')
+    from prm_jax.data.records import DataError
+
+    with pytest.raises(DataError, match="bad.jsonl:1"):
+        cli.main(["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(bad),
+                  "--output", str(out)])
