@@ -1,0 +1,211 @@
+"""Tests of benchmarks/: FLOP and byte counts against independent counts, the derived table math,
+and every benchmark script end to end in --tiny mode (CPU, prm-jax and the HF peer) so they never rot."""
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import common  # noqa: E402
+import sampler as sampler_bench  # noqa: E402
+import summary  # noqa: E402
+import train_step  # noqa: E402
+
+
+def test_param_counts_match_prm_jax():
+    """The HF side of this check is in the end-to-end test (the peer reports its models' sizes)."""
+    import jax
+    from prm_jax import model
+
+    # The full Qwen2.5-0.5B shape against prm-jax's own parameter tree (abstract: nothing allocated).
+    cfg = model.ModelConfig.preset("qwen2.5-0.5b", score_head=False)
+    leaves = jax.tree_util.tree_leaves(model.abstract_params(cfg))
+    assert sum(math.prod(x.shape) for x in leaves) == common.QWEN25_05B.total_params() == 494_032_768
+
+
+def test_flops_per_token_hand_values():
+    s = common.QWEN25_05B
+    n_body = 24 * (896 * 896 + 2 * 896 * 128 + 896 * 896 + 896 + 2 * 128 + 3 * 896 * 4864 + 2 * 896) + 896
+    assert s.non_embedding_params() == n_body == 357_898_112
+    attn = 24 * 896 * 2048
+    assert common.flops_per_token(s, 2048, "prm") == 6 * (n_body + 2 * 896) + 12 * attn
+    assert common.flops_per_token(s, 2048, "implicit") == 8 * (n_body + 151936 * 896) + 16 * attn
+    assert common.flops_per_token(s, 2048, "score") == 2 * (n_body + 2 * 896) + 4 * attn
+    with pytest.raises(ValueError, match="unknown FLOP kind"):
+        common.flops_per_token(s, 2048, "dpo")
+
+
+def test_decode_bytes_floor_hand_value():
+    t = common.TINY
+    weights = (74_304 + 512 * 64) * 2            # body + tied table, bf16
+    kv_per_pos = 2 * 2 * 2 * 16 * 2 * 1          # k and v, layers, kv heads, head_dim, bytes, batch
+    # prompt 2, two new tokens: step 0 attends 2 cached positions, step 1 attends 3.
+    assert common.decode_bytes_floor(t, 1, 2, 2) == 2 * weights + kv_per_pos * (2 + 3)
+
+
+def test_time_steps_median_and_bad_input():
+    seen = []
+    t = common.time_steps(lambda: seen.append(1), lambda x: x, warmup=2, iters=3)
+    assert len(seen) == 5 and len(t["times_s"]) == 3
+    assert t["min_s"] <= t["median_s"] <= t["max_s"]
+    with pytest.raises(ValueError, match="iters"):
+        common.time_steps(lambda: None, lambda x: x, 0, 0)
+
+
+def test_derive_tables_hand_computed():
+    rows = [{"variant": "bce", "kind": "prm", "tokens": 1000, "median_s": 0.5, "flops_per_token": 1e9,
+             "peak_bytes": 2e9},
+            {"variant": "implicit", "kind": "implicit", "tokens": 1000, "median_s": 1.0,
+             "flops_per_token": 2e9, "peak_bytes": 3e9},
+            {"variant": "bce_xla_attn", "error": "OOM"}]
+    peer = {"tasks": {"prm_eager": {"tokens": 1000, "median_s": 2.0},
+                      "prm_compile": {"tokens": 1000, "median_s": 1.0},
+                      "implicit_eager": {"tokens": 1000, "median_s": 4.0, "peak_bytes": 12e9}}}
+    out = {(r["impl"], r["name"]): r for r in train_step.derive(rows, peer, 1e13, common.TINY, 64)}
+    bce, imp = out[("prm-jax", "bce")], out[("prm-jax", "implicit")]
+    assert bce["tokens_per_s"] == 2000 and bce["mfu"] == pytest.approx(2000 * 1e9 / 1e13)
+    assert bce["vs_peer"] == pytest.approx(2.0) and bce["vs_peer_eager"] == pytest.approx(4.0)
+    assert imp["vs_peer"] == pytest.approx(4.0) and imp["mem_vs_peer"] == pytest.approx(0.25)
+    assert out[("prm-jax", "bce_xla_attn")]["error"] == "OOM"
+    assert out[("hf-peer", "prm_compile")]["mfu"] == pytest.approx(
+        1000 * common.flops_per_token(common.TINY, 64, "prm") / 1e13)
+    verdicts = {t["target"].split()[0]: t["verdict"] for t in summary.targets(list(out.values()), [])}
+    assert verdicts == {"PRM": "MISSED", "implicit": "MISSED", "sampler": "not measured"}
+
+    sec = {"jax": {"new_tokens": 100, "median_s": 0.1}, "peer": {"tasks": {"generate": {
+        "new_tokens": 100, "median_s": 10.0}}}}
+    s = {r["impl"]: r for r in sampler_bench.derive(sec, common.TINY, 1, 2, 2, bandwidth=1e6)}
+    floor_s = common.decode_bytes_floor(common.TINY, 1, 2, 2) / 1e6
+    assert s["prm-jax"]["vs_generate"] == pytest.approx(100.0)
+    assert s["prm-jax"]["floor_fraction"] == pytest.approx(floor_s / 0.1)
+
+
+@pytest.mark.slow
+def test_implicit_loss_variants_agree_with_the_objective():
+    """The benchmark's 'before' (full [B,L,V] log-probs) and bf16-head variants compute the same
+    loss as prm_jax.objectives' implicit CE, on a policy that differs from its reference."""
+    import jax
+    import jax.numpy as jnp
+    from prm_jax import model, objectives
+
+    t = common.TINY
+    cfg = model.ModelConfig.preset("tiny", vocab_size=t.vocab, d_model=t.d_model, n_layers=t.layers,
+                                   n_heads=t.heads, n_kv_heads=t.kv_heads, head_dim=t.head_dim,
+                                   mlp_dim=t.mlp, qkv_bias=True, tie_embeddings=True, dtype="float32")
+    ref = model.init_params(cfg, jax.random.PRNGKey(0))
+    leaves, tree = jax.tree_util.tree_flatten(ref)
+    keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
+    policy = jax.tree_util.tree_unflatten(
+        tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+    batch = {k: jnp.asarray(v) for k, v in train_step.make_batch("implicit_ce", 2, 64, t.vocab).items()}
+    # One jitted program for all three (op-by-op dispatch of the model is very slow on this CPU).
+    want, full, bf16 = jax.jit(lambda p, r, b: (
+        objectives.make_loss_fn("implicit_ce", cfg, {"beta": train_step.BETA, "logprob_chunk": 32})(p, r, b)[0],
+        train_step._full_logprob_loss(cfg)(p, r, b)[0],
+        train_step._bf16_head_loss(cfg, chunk=32)(p, r, b)[0]))(policy, ref, batch)
+    assert abs(float(want) - math.log(2)) > 1e-3  # the reward is not trivially 0
+    assert float(full) == pytest.approx(float(want), rel=1e-5)
+    assert float(bf16) == pytest.approx(float(want), rel=1e-5)  # f32 compute: the cast is a no-op
+
+
+def test_make_batch_layout():
+    b = train_step.make_batch("bce", 3, 128, 50)
+    assert b["tokens"].shape == (3, 128) and b["tokens"].min() >= 2 and b["tokens"].max() < 50
+    assert (np.diff(b["step_pos"], axis=1) > 0).all() and b["step_pos"].min() >= 1
+    i = train_step.make_batch("implicit_ce", 2, 128, 50)
+    for r in range(2):  # each step closes at its marker: the last token of the step
+        for t, p in enumerate(i["step_pos"][r]):
+            assert i["step_ids"][r, p] == t and (p + 1 == 128 or i["step_ids"][r, p + 1] == t + 1)
+    assert (i["response_mask"] == (i["step_ids"] >= 0)).all() and not i["response_mask"][:, :32].any()
+
+
+def test_table_and_results_file(tmp_path):
+    text = common.table([{"a": 1.23456, "b": None}, {"a": 12345.6, "b": "x"}], ["a", "b"])
+    assert text.splitlines()[2] == "| 1.23   | - |" and "12,346" in text
+    long = common.table([{"e": "x" * 200 + "|\n"}], ["e"], max_cell=20)
+    assert long.splitlines()[2] == "| " + "x" * 17 + "... |"
+    common.update_results("s", "k", {"v": 1}, tmp_path)
+    common.update_results("s", "k2", {"v": 2}, tmp_path)
+    assert common.read_json(common.RESULTS, tmp_path) == {"s": {"k": {"v": 1}, "k2": {"v": 2}}}
+    assert common.datasheet_peak("NVIDIA H100 80GB HBM3") == 989.4e12 and common.datasheet_peak("cpu") is None
+
+
+def test_benchmark_modules_import_without_the_data_stack():
+    """The GPU image has no ml_collections / tfds / grain / tensorboardX / math-verify."""
+    code = ("import sys\n"
+            "for m in ('ml_collections', 'tensorflow_datasets', 'grain', 'tensorboardX', 'math_verify',"
+            " 'tensorflow'): sys.modules[m] = None\n"
+            "sys.path.insert(0, 'benchmarks')\n"
+            "import prm_jax.model, prm_jax.train, prm_jax.sampling, prm_jax.scoring, prm_jax.sharding\n"
+            "import common, train_step, sampler, scoring, summary, peer_hf\n")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
+
+
+def test_run_gpu_script_parses():
+    subprocess.run(["bash", "-n", str(REPO / "benchmarks" / "run_gpu.sh")], check=True)
+
+
+def _run(args, out):
+    env = dict(os.environ, OUT=str(out), PYTHONPATH=str(REPO))
+    proc = subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_all_benchmarks_tiny_end_to_end(tmp_path, monkeypatch, capsys):
+    """Every script in --tiny mode: prm-jax and the peer run, numbers land in results.json.
+
+    train_step and sampler run their workers in this process (one JAX and one torch import: the
+    2-core CPU is the budget); scoring runs as on the GPU, each worker in a subprocess.
+    """
+    import scoring as scoring_bench
+
+    monkeypatch.setenv("OUT", str(tmp_path))
+    assert train_step.main(["--tiny", "--in-process", "--jax", "bce,implicit"]) == 0
+    assert sampler_bench.main(["--tiny", "--in-process"]) == 0
+    _run(["benchmarks/scoring.py", "--tiny"], tmp_path)
+    capsys.readouterr()
+    assert summary.main(["--tiny", "--markdown", str(tmp_path / "s.md")]) == 0
+    text = capsys.readouterr().out
+    res = json.loads((tmp_path / "results.json").read_text())
+
+    ts = res["train_step"]
+    for name in ("bce", "implicit"):
+        assert "error" not in ts[name], ts[name]
+        assert ts[name]["median_s"] > 0 and np.isfinite(ts[name]["loss_last"])
+        assert ts[name]["loss_last"] != ts[name]["loss_first"]  # the optimizer moved the params
+    # At the first step the policy equals the frozen reference: r = 0, so the CE loss is ln 2,
+    # in prm-jax and in the peer.
+    assert ts["implicit"]["loss_first"] == pytest.approx(math.log(2), abs=1e-6)
+    peer = ts["peer"]["tasks"]
+    assert peer["implicit_eager"]["loss_first"] == pytest.approx(math.log(2), abs=1e-6)
+    assert peer["prm_eager"]["median_s"] > 0 and "skipped" in peer["prm_compile"]
+    # The peer's models have the counted shape: Qwen2ForCausalLM = body + tied table; the
+    # token-classification model has no output projection but a [2, D] + [2] score head.
+    assert peer["implicit_eager"]["n_params"] == common.TINY.total_params() == 107_072
+    assert peer["prm_eager"]["n_params"] == common.TINY.total_params() + 2 * common.TINY.d_model + 2
+
+    assert res["sampler"]["jax"]["new_tokens"] == 4 * 8 and res["sampler"]["jax"]["median_s"] > 0
+    assert res["sampler"]["peer"]["tasks"]["generate"]["median_s"] > 0
+    assert res["scoring"]["jax"]["median_s"] > 0 and res["scoring"]["peer"]["tasks"]["score"]["median_s"] > 0
+    assert "## targets" in text and (tmp_path / "s.md").read_text().strip() == text.strip()
+
+
+def test_run_worker_keeps_results_before_a_timeout_and_reports_failures():
+    emit_then_hang = ("import json, time\n"
+                      "print('RESULT ' + json.dumps({'tasks': {'a': {'median_s': 1.0}}}), flush=True)\n"
+                      "time.sleep(60)\n")
+    res = common.run_worker(["-c", emit_then_hang], timeout_s=5)
+    assert res["tasks"] == {"a": {"median_s": 1.0}} and res["error"].startswith("timeout")
+    res = common.run_worker(["-c", "raise SystemExit(3)"], timeout_s=30)
+    assert res["error"] == "exit code 3, no RESULT line"
+    assert common.run_worker(["-c", "pass"], 30, deadline=__import__("time").time() + 5)["error"].startswith("skipped")
