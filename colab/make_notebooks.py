@@ -1,0 +1,298 @@
+"""Builds the Colab notebooks in this folder from the cell sources below (run it after editing them).
+
+    python colab/make_notebooks.py            # writes colab/*.ipynb
+    python colab/make_notebooks.py --check    # exits 1 if a notebook differs from its source here
+
+Each notebook opens with the Colab install cell (skipped when `prm_jax` is already importable, e.g.
+in a local checkout or under the test), then a parameter cell with `TINY = True`: tiny mode runs top
+to bottom on a laptop CPU in a minute or two; `TINY = False` is the size meant for a GPU/TPU runtime.
+Notebooks call library functions only; the code they show is the API a user would call.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+REPO_URL = "https://github.com/prm-jax/prm-jax.git"
+
+INSTALL = f'''\
+# Colab set-up (GPU or TPU runtime). Skipped when prm_jax is already importable (local checkout, tests).
+import importlib.util, os, shutil, subprocess, sys
+if importlib.util.find_spec("prm_jax") is None:
+    REPO_URL = "{REPO_URL}"  # or your fork
+    if not os.path.isdir("prm-jax"):
+        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "prm-jax"], check=True)
+    if shutil.which("nvidia-smi"):
+        accel = "jax[cuda12]"
+    elif os.path.exists("/dev/accel0") or "COLAB_TPU_ADDR" in os.environ or "TPU_NAME" in os.environ:
+        accel = "jax[tpu]"
+    else:
+        accel = "jax"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", accel], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "prm-jax"], check=True)
+    sys.path.insert(0, os.path.abspath("prm-jax"))  # editable installs are not seen until a restart
+'''
+
+LOCATE = '''\
+import pathlib, prm_jax
+ROOT = pathlib.Path(prm_jax.__file__).resolve().parents[1]  # the repository: experiments/ lives here
+import jax
+print("jax", jax.__version__, "backend", jax.default_backend(), "devices", jax.device_count())
+'''
+
+
+def _cells(spec):
+    cells = []
+    for i, (kind, src) in enumerate(spec):
+        src = src.strip("\n")
+        if kind == "md":
+            cells.append(new_markdown_cell(src))
+        else:
+            cell = new_code_cell(src)
+            if kind == "params":
+                cell.metadata["tags"] = ["parameters"]
+            cells.append(cell)
+        cells[-1]["id"] = f"cell-{i:02d}"  # stable ids keep regenerated notebooks diff-free
+    return cells
+
+
+def build(spec) -> nbformat.NotebookNode:
+    """Returns a notebook from [(kind, source)] where kind is 'md', 'code' or 'params'."""
+    nb = new_notebook(cells=_cells(spec))
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["accelerator"] = "GPU"
+    nb.metadata["colab"] = {"provenance": []}
+    return nb
+
+
+
+QUICKSTART = [
+    ("md", """
+# prm-jax quickstart: a process reward model on the arithmetic task
+
+Train a small BCE process reward model (PRM) on the synthetic arithmetic task, whose step labels are exact,
+then read its per-step scores on a correct solution and on one with an injected error.
+In a Colab GPU/TPU runtime set `TINY = False` for a bigger model and a longer run.
+"""),
+    ("code", INSTALL),
+    ("params", """
+TINY = True                      # tiny: a CPU runs this notebook in a minute or two
+WORKDIR = "runs/quickstart_bce"  # the training run (checkpoints, metrics.jsonl, TensorBoard events)
+"""),
+    ("code", LOCATE),
+    ("md", "## Train\nThe config is `experiments/arith_prm.py` (variant `bce,tiny` or `bce,small`); any key can be overridden."),
+    ("code", """
+from prm_jax import config as config_lib, train
+cfg = config_lib.load_config(str(ROOT / "experiments" / ("arith_prm.py:bce,tiny" if TINY else "arith_prm.py:bce,small")))
+if TINY:
+    config_lib.apply_overrides(cfg, ["--config.train.steps=12", "--config.train.batch_size=8",
+                                     "--config.train.ckpt_every=12", "--config.train.eval_every=12",
+                                     "--config.train.eval_batches=1"])
+final = train.run(cfg, WORKDIR)
+{k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
+"""),
+    ("code", """
+import matplotlib.pyplot as plt
+from prm_jax.metrics import read_jsonl
+rows = [r for r in read_jsonl(f"{WORKDIR}/metrics.jsonl") if "loss" in r]
+plt.figure(figsize=(5, 3)); plt.plot([r["step"] for r in rows], [r["loss"] for r in rows], "o-")
+plt.xlabel("step"); plt.ylabel("BCE loss"); plt.title("training loss"); plt.show()
+"""),
+    ("md", "## Per-step scores\nThe arithmetic task's verifier knows which step is wrong; the PRM's score is read at each step's closing marker."),
+    ("code", """
+import numpy as np
+from prm_jax import verifier, plots
+from prm_jax.data import arith
+prm = verifier.load_verifier("score", workdir=WORKDIR)
+problem = arith.sample_problem(arith.ArithConfig(min_steps=3, max_steps=3), np.random.default_rng(3))
+gold, _ = arith.solve(problem)
+bad, kind = arith.solve(problem, np.random.default_rng(0), corrupt_at=1, kind="carry")
+scores = prm.step_scores([problem.text, problem.text], [gold, bad])
+for name, steps, sc in (("gold", gold, scores[0]), (f"corrupted ({kind})", bad, scores[1])):
+    print(name, [round(float(x), 3) for x in sc], "exact:", arith.check_steps(problem, steps))
+"""),
+    ("code", """
+from IPython.display import Image, display
+png = plots.plot_step_scores(bad, scores[1], labels=[float(x) for x in arith.check_steps(problem, bad)],
+                             path="step_scores.png", title=problem.text)
+display(Image(png))
+"""),
+]
+
+SEARCH = [
+    ("md", """
+# Reward-guided search: best-of-N, step-level beam search, PAV beam search
+
+A small policy samples arithmetic solutions; verifiers pick among them (best-of-N), or guide a beam search
+step by step (BCE-PRM ranking; PAV ranking by Q + alpha * A). Every method counts its generated tokens.
+Tiny mode trains everything for a few steps, so the numbers only show the plumbing; `TINY = False`
+trains the demo's sizes (`prm-jax demo` runs the full comparison and writes report.md).
+"""),
+    ("code", INSTALL),
+    ("params", """
+TINY = True
+WORKDIR = "runs/search_nb"
+N = 4 if TINY else 16          # samples per problem / beams
+PROBLEMS = 4 if TINY else 64
+ALPHA = 0.5                    # PAV: Q + alpha * A
+"""),
+    ("code", LOCATE),
+    ("md", "## Train a policy and two verifiers\nThe stage configs of `experiments/`: policy SFT, then a BCE-PRM and a PAV on MC-labelled data (tiny: the synthetic fixture)."),
+    ("code", """
+import os
+from prm_jax import config as config_lib, train
+size = "tiny" if TINY else "demo"
+short = ["--config.train.steps=6", "--config.train.ckpt_every=6", "--config.train.eval_every=0"] if TINY else []
+def fit(spec, out, extra=()):
+    cfg = config_lib.apply_overrides(config_lib.load_config(str(ROOT / "experiments" / spec)), short + list(extra))
+    return train.run(cfg, os.path.join(WORKDIR, out))
+fit(f"arith_policy_sft.py:{size}", "policy")
+policy_dir = os.path.join(WORKDIR, "policy")
+for name in ("bce", "pav"):
+    fit(f"arith_verifier.py:{name},{size}", name, [f"--config.init.workdir={policy_dir}"])
+"""),
+    ("code", """
+import jax, numpy as np
+from prm_jax import loop, sampling, search, verifier
+from prm_jax.data import arith
+from prm_jax.data.arith import CharTokenizer
+tok = CharTokenizer()
+pcfg, pparams, _ = loop.load_trained(policy_dir)
+sampler = sampling.Sampler(pcfg, pparams, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=tok.step_id, max_batch=64)
+policy = sampling.Policy(sampler, tok, marker=tok.STEP, answer_fn=arith.final_answer)
+bce = verifier.load_verifier("score", workdir=os.path.join(WORKDIR, "bce"))
+pav = verifier.load_verifier("score", workdir=os.path.join(WORKDIR, "pav"))
+task = arith.ArithConfig(min_steps=2, max_steps=3, max_result=199)
+rng_np = np.random.default_rng(7)
+problems = [arith.sample_problem(task, rng_np) for _ in range(PROBLEMS)]
+texts, gold = [p.text for p in problems], [p.answer for p in problems]
+"""),
+    ("md", "## Best-of-N against majority vote, and the two beam searches"),
+    ("code", """
+rng = jax.random.PRNGKey(0)
+sols = search.sample_solutions(policy, texts, N, jax.random.fold_in(rng, 0), max_new_tokens=128)
+search.score_solutions(bce, texts, sols)
+acc = lambda answers: float(np.mean([a is not None and a == g for a, g in zip(answers, gold)]))
+results = {
+    "majority": acc([search.majority_vote([s.answer for s in xs]) for xs in sols]),
+    "best-of-N (BCE, min)": acc([search.best_of_n(xs, how="min") for xs in sols]),
+}
+gen_bon = float(np.mean([sum(s.gen_tokens for s in xs) for xs in sols]))
+tokens = {"majority": gen_bon, "best-of-N (BCE, min)": gen_bon}
+for label, rank in (("beam (BCE)", search.last_step_ranker(bce)), ("PAV beam", search.pav_ranker(bce, pav, ALPHA))):
+    out = search.beam_search(policy, texts, jax.random.fold_in(rng, 1), n_beams=N, width=2, rank_fn=rank,
+                             final_fn=search.last_step_ranker(bce), max_steps=4, step_tokens=48, finish_tokens=128)
+    results[label] = acc([r.answer for r in out])
+    tokens[label] = float(np.mean([r.gen_tokens for r in out]))
+for k in results:
+    print(f"{k:22s} accuracy {results[k]:.2f}   generated tokens/problem {tokens[k]:.0f}")
+"""),
+    ("code", """
+import matplotlib.pyplot as plt
+fig, ax = plt.subplots(figsize=(6, 3.5))
+for k in results:
+    ax.scatter(tokens[k], results[k], s=60, label=k)
+ax.set_xlabel("generated tokens per problem"); ax.set_ylabel("accuracy"); ax.set_ylim(-0.05, 1.05)
+ax.set_title(f"search at N = {N} ({PROBLEMS} problems)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
+fig.tight_layout(); fig.savefig("search_accuracy.png", dpi=110); plt.show()
+"""),
+]
+
+HF_CHECKPOINT = [
+    ("md", """
+# Score solutions with a Hugging Face checkpoint: ProcessBench-style evaluation
+
+Load a local Hugging Face folder (a Qwen2.5-Math-PRM-style model with a score head, or any Llama/Qwen2
+checkpoint saved by prm-jax), score step-wise solutions, predict the first wrong step, and compute
+ProcessBench's accuracy on erroneous and correct cases and their F1. In tiny mode the notebook first
+writes a random tiny checkpoint and a character tokenizer, so the numbers are chance level.
+"""),
+    ("code", INSTALL),
+    ("params", """
+TINY = True
+CHECKPOINT = "tiny_hf"           # TINY=False: your local HF folder (model + score_head.safetensors)
+DATA = None                      # TINY=False: a ProcessBench split file, e.g. "ProcessBench/gsm8k.json"
+MARKER = "\\n\\n"                # the step marker the PRM was trained with
+THRESHOLD = 0.5
+"""),
+    ("code", LOCATE),
+    ("md", "## A tiny random checkpoint (tiny mode only)\nA character-level tokenizer built locally and a random `tiny` model, saved with `prm_jax.hf.save_checkpoint`: nothing is downloaded."),
+    ("code", """
+if TINY:
+    import string, jax
+    from tokenizers import Tokenizer, Regex, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from prm_jax import hf, model
+    chars = sorted(set(string.printable))
+    vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<eos>"] + chars)}
+    tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\\\s\\\\S]"), behavior="isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
+                            eos_token="<eos>").save_pretrained(CHECKPOINT)
+    cfg = model.ModelConfig.preset("tiny", vocab_size=len(vocab), max_seq_len=1024)
+    hf.save_checkpoint(CHECKPOINT, cfg, model.init_params(cfg, jax.random.PRNGKey(0)))
+    DATA = str(ROOT / "tests" / "fixtures" / "processbench_gsm8k.json")  # 3 real ProcessBench cases
+"""),
+    ("md", "## Load, score, evaluate"),
+    ("code", """
+import json, numpy as np
+from prm_jax import evaluate, hf
+from prm_jax.commands.evaluate import score_step_probs
+from prm_jax.data import readers
+from prm_jax.data.tokenizers import HFTokenizer
+model_cfg, params = hf.load_checkpoint(CHECKPOINT)
+tokenizer = HFTokenizer(CHECKPOINT)
+cases = readers.read_all("processbench", DATA)
+probs, truncated = score_step_probs(model_cfg, params, tokenizer, cases, marker=MARKER, batch_size=4,
+                                    max_len=1024 if TINY else 4096)
+pred = evaluate.predict_first_error(probs, THRESHOLD)
+labels = np.asarray([c.first_error() for c in cases])
+metrics = evaluate.processbench_metrics(pred, labels)
+print(f"{len(cases)} cases, truncated {truncated}"); print(metrics)
+json.dump({"checkpoint": CHECKPOINT, "threshold": THRESHOLD, "metrics": metrics,
+           "pred": pred.tolist(), "label": labels.tolist()}, open("processbench.json", "w"), indent=1)
+"""),
+    ("code", """
+from IPython.display import Image, display
+from prm_jax import plots
+i = int(np.argmax(labels >= 0)) if (labels >= 0).any() else 0
+truth = [None if labels[i] < 0 else float(t < labels[i]) for t in range(len(probs[i]))]
+png = plots.plot_step_scores(cases[i].steps[:len(probs[i])], probs[i], labels=truth, path="case_steps.png",
+                             threshold=THRESHOLD, title=f"case {cases[i].id}: first error {labels[i]}, predicted {pred[i]}")
+display(Image(png))
+"""),
+]
+
+NOTEBOOKS: dict[str, list] = {
+    "quickstart.ipynb": QUICKSTART,
+    "search.ipynb": SEARCH,
+    "hf_checkpoint.ipynb": HF_CHECKPOINT,
+}
+
+
+def write_all(check: bool = False) -> int:
+    """Writes (or, with check, compares) every notebook; returns the number that differ."""
+    differ = 0
+    for name, spec in NOTEBOOKS.items():
+        path = HERE / name
+        text = nbformat.writes(build(spec)) + "\n"
+        if check:
+            if not path.exists() or path.read_text() != text:
+                print(f"{path} is out of date; run python colab/make_notebooks.py", file=sys.stderr)
+                differ += 1
+        else:
+            path.write_text(text)
+            print(f"wrote {path}")
+    return differ
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true")
+    sys.exit(1 if write_all(ap.parse_args().check) else 0)

@@ -1,0 +1,194 @@
+"""Automatic step labels from policy rollouts: Math-Shepherd MC labels, OmegaPRM binary search, PAV targets.
+
+All functions take a `policy` (see `prm_jax.sampling.Policy`: `continue_from(problems, prefixes, rng,
+mode=..., ...)`) and `grade(problem, steps) -> bool` (final-answer correctness), and batch every
+rollout of a call into one sampler request.
+
+* Math-Shepherd: MC(prefix) = fraction of K rollouts from the prefix that reach the gold answer;
+  soft label = MC, hard label = MC > 0. The last step's prefix is the whole solution, so its label is
+  the solution's own outcome and costs no rollout.
+* OmegaPRM-style binary search for the first error of a wrong solution: if MC(steps[:mid+1]) = 0 the
+  error is at or before mid, else after. ~log2(T) rollout batches instead of T - 1.
+* PAV (Setlur et al.): Q^pi after each step (= the soft MC label), V^pi from the bare question, and
+  the prover's Q^mu / V^mu: `bok:K` (analytic 1 - (1 - Q^pi)^K), `temperature:T` (the policy sampled at
+  temperature T), or a separate policy object (`prover_policy`, e.g. another checkpoint).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Callable, Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from prm_jax import targets
+
+
+@dataclasses.dataclass
+class Labelled:
+    """One solution with its MC labels; the JSON form is the generic step-wise jsonl line."""
+    problem: str
+    steps: list[str]
+    correct: bool
+    answer: str | None
+    soft: list[float]
+    hard: list[float]
+    q: list[float] | None = None
+    v0: float | None = None
+    meta: dict = dataclasses.field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """Returns the step-wise jsonl object (`prompt`, `completions`, `labels` = soft MC, ...)."""
+        return {"prompt": self.problem, "completions": self.steps, "labels": self.soft,
+                "hard_labels": self.hard, "q": self.q, "v0": self.v0, "correct": bool(self.correct),
+                "answer": self.answer, "meta": self.meta}
+
+
+def rollout_success(policy, grade: Callable, problems: Sequence[str], prefixes: Sequence[list[str]],
+                    k: int, rng, *, temperature: float = 1.0, max_new_tokens: int = 256,
+                    desc: str | None = None) -> np.ndarray:
+    """Returns success_NxK (bool): whether each of k rollouts from each (problem, prefix) is correct."""
+    n = len(problems)
+    if n == 0:
+        return np.zeros((0, k), bool)
+    flat_p = [p for p in problems for _ in range(k)]
+    flat_s = [list(s) for s in prefixes for _ in range(k)]
+    conts = policy.continue_from(flat_p, flat_s, rng, mode="full", temperature=temperature,
+                                 max_new_tokens=max_new_tokens, desc=desc)
+    ok = [c.ended and grade(p, s + c.steps) for p, s, c in zip(flat_p, flat_s, conts)]
+    return np.asarray(ok, bool).reshape(n, k)
+
+
+def mc_values(policy, grade, items: Sequence[tuple[str, list[str], bool]], k: int, rng, *,
+              temperature: float = 1.0, max_new_tokens: int = 256, desc: str = "MC rollouts"):
+    """Returns (mc per item: list of [T] float arrays, rollouts used) for (problem, steps, correct) items.
+
+    Step t's value is the fraction of k rollouts from steps[:t+1] that are correct; the last step's
+    is the item's own outcome (no rollouts).
+    """
+    req = [(i, t) for i, (_, steps, _) in enumerate(items) for t in range(len(steps) - 1)]
+    succ = rollout_success(policy, grade, [items[i][0] for i, _ in req],
+                           [items[i][1][: t + 1] for i, t in req], k, rng,
+                           temperature=temperature, max_new_tokens=max_new_tokens, desc=desc)
+    out = [np.zeros(len(steps), np.float32) for _, steps, _ in items]
+    for (i, t), s in zip(req, succ):
+        out[i][t] = s.mean()
+    for i, (_, steps, correct) in enumerate(items):
+        if steps:
+            out[i][-1] = float(correct)
+    return out, len(req) * k
+
+
+def omega_first_errors(policy, grade, items: Sequence[tuple[str, list[str], bool]], k: int, rng, *,
+                       temperature: float = 1.0, max_new_tokens: int = 256):
+    """Returns (first_error per item (-1 when correct), rollouts used) by binary search on MC = 0.
+
+    Correct solutions need no rollouts. For a wrong one the search runs over steps 0..T-2 (step T-1
+    is known wrong from the outcome); all items advance one bisection per batched sampler call.
+    """
+    lo = np.zeros(len(items), np.int64)
+    hi = np.asarray([max(len(s) - 1, 0) for _, s, _ in items], np.int64)  # error index in [lo, hi]
+    result = np.full(len(items), -1, np.int64)
+    active = [i for i, (_, _, correct) in enumerate(items) if not correct]
+    used, rnd = 0, 0
+    with tqdm(desc="OmegaPRM binary search", unit="round", leave=False) as bar:
+        while True:
+            todo = [i for i in active if lo[i] < hi[i]]
+            if not todo:
+                break
+            mids = [(lo[i] + hi[i]) // 2 for i in todo]
+            succ = rollout_success(policy, grade, [items[i][0] for i in todo],
+                                   [items[i][1][: m + 1] for i, m in zip(todo, mids)], k,
+                                   jax.random.fold_in(rng, rnd), temperature=temperature,
+                                   max_new_tokens=max_new_tokens)
+            used += len(todo) * k
+            for i, m, s in zip(todo, mids, succ):
+                if s.any():
+                    lo[i] = m + 1
+                else:
+                    hi[i] = m
+            rnd += 1
+            bar.update(1)
+    for i in active:
+        result[i] = lo[i]
+    return result, used
+
+
+def prover_q(prover: str, q_pi: np.ndarray, v0_pi: float | None = None):
+    """Returns (q_mu, v0_mu) of an analytic prover: 'bok:K' (Best-of-K) or 'same' (the policy itself)."""
+    if prover == "same":
+        return np.asarray(q_pi, np.float32), v0_pi
+    if prover.startswith("bok:"):
+        kk = int(prover.split(":")[1])
+        q = np.asarray(targets.best_of_k_q(np.asarray(q_pi, np.float32), kk), np.float32)
+        v = None if v0_pi is None else float(targets.best_of_k_q(np.float32(v0_pi), kk))
+        return q, v
+    raise ValueError(f"prover {prover!r} is not analytic: expected 'bok:K' or 'same'")
+
+
+def label_solutions(policy, grade: Callable, items: Sequence[tuple[str, list[str], bool]], rng, *,
+                    k: int = 8, temperature: float = 1.0, prover: str = "bok:4", prover_policy=None,
+                    v0_k: int | None = None, max_new_tokens: int = 256,
+                    step_truth: Callable | None = None, answer_fn: Callable | None = None,
+                    ) -> tuple[list[Labelled], dict]:
+    """Returns (labelled solutions, stats) with MC labels, prover Q and V0 for each item.
+
+    items: (problem, steps, correct). prover: 'bok:K', 'same', 'temperature:T' (rollouts of `policy`
+    at temperature T) or 'policy' (rollouts of `prover_policy`). step_truth(problem, steps) -> exact
+    per-step correctness, stored in meta (for AUROC against ground truth). stats counts rollouts.
+    """
+    r_mc, r_v0, r_pr, r_pv = jax.random.split(rng, 4)
+    mc, used = mc_values(policy, grade, items, k, r_mc, temperature=temperature,
+                         max_new_tokens=max_new_tokens)
+    problems = sorted({p for p, _, _ in items})
+    v0_succ = rollout_success(policy, grade, problems, [[] for _ in problems], v0_k or k, r_v0,
+                              temperature=temperature, max_new_tokens=max_new_tokens, desc="V0 rollouts")
+    v0_pi = dict(zip(problems, v0_succ.mean(1)))
+    stats = {"solutions": len(items), "mc_rollouts": used, "v0_rollouts": int(v0_succ.size)}
+    if prover.startswith("temperature:") or prover == "policy":
+        if prover == "policy" and prover_policy is None:
+            raise ValueError("prover 'policy' needs prover_policy (e.g. another checkpoint's Policy)")
+        pol = prover_policy if prover == "policy" else policy
+        temp = float(prover.split(":")[1]) if prover != "policy" else temperature
+        q_mu, pused = mc_values(pol, grade, items, k, r_pr, temperature=temp,
+                                max_new_tokens=max_new_tokens, desc="prover rollouts")
+        vs = rollout_success(pol, grade, problems, [[] for _ in problems], v0_k or k, r_pv,
+                             temperature=temp, max_new_tokens=max_new_tokens, desc="prover V0")
+        # The last step's Q is the solution's own outcome under any prover.
+        v0_mu = dict(zip(problems, vs.mean(1)))
+        stats["prover_rollouts"] = pused + int(vs.size)
+    else:
+        pairs = [prover_q(prover, m, v0_pi[p]) for (p, _, _), m in zip(items, mc)]
+        q_mu = [q for q, _ in pairs]
+        v0_mu = {p: prover_q(prover, np.zeros(1), v0_pi[p])[1] for p in problems}
+    out = []
+    for (p, steps, correct), m, q in zip(items, mc, q_mu):
+        meta = {"v0_pi": float(v0_pi[p])}
+        if step_truth is not None:
+            meta["step_correct"] = [bool(x) for x in step_truth(p, steps)]
+        out.append(Labelled(p, list(steps), bool(correct), None if answer_fn is None else answer_fn(p),
+                            [float(x) for x in m], [float(x > 0) for x in m],
+                            [float(x) for x in q], float(v0_mu[p]), meta))
+    return out, stats
+
+
+def write_jsonl(path, labelled: Sequence[Labelled]) -> None:
+    """Writes one step-wise jsonl object per labelled solution."""
+    with open(path, "w") as f:
+        for item in labelled:
+            f.write(json.dumps(item.to_json()) + "\n")
+
+
+def read_jsonl(path) -> list[dict]:
+    """Returns the objects of a jsonl file; a malformed line raises ValueError naming file and line."""
+    out = []
+    with open(path) as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: malformed JSON ({e})") from None
+    return out

@@ -1,0 +1,100 @@
+"""Training metrics on the host: WORKDIR/metrics.jsonl, TensorBoard events (tensorboardX), AUROC."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Returns the area under the ROC curve of `scores` for binary `labels` (>= 0.5 is positive).
+
+    Ties count one half (the Mann-Whitney U statistic). NaN when one class is absent.
+    """
+    s = np.asarray(scores, np.float64).ravel()
+    y = np.asarray(labels, np.float64).ravel() >= 0.5
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(len(s), np.float64)
+    sorted_s = s[order]
+    # Average ranks over ties.
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def _scalar(v: Any) -> float | int | None:
+    try:
+        x = np.asarray(v)
+        if x.size != 1:
+            return None
+        x = x.item()
+        return x if isinstance(x, (int, bool)) else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+class MetricsWriter:
+    """Appends one JSON object per step to `workdir/metrics.jsonl` and mirrors it to TensorBoard.
+
+    Only process 0 writes (`enabled=False` elsewhere). Non-finite floats are written as null in JSON.
+    """
+
+    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
+                 filename: str = "metrics.jsonl"):
+        self.enabled = enabled
+        self.path = os.path.join(workdir, filename)
+        self._tb = None
+        self._file = None
+        if enabled:
+            os.makedirs(workdir, exist_ok=True)
+            self._file = open(self.path, "a", buffering=1)
+            if tensorboard:
+                from tensorboardX import SummaryWriter
+
+                self._tb = SummaryWriter(os.path.join(workdir, "tb"))
+
+    def write(self, step: int, metrics: Mapping[str, Any], prefix: str = "") -> dict:
+        """Writes metrics of `step`; returns the JSON-able dict written."""
+        row: dict[str, Any] = {"step": int(step)}
+        for k, v in metrics.items():
+            x = _scalar(v)
+            if x is None:
+                continue
+            row[prefix + k] = x if (not isinstance(x, float) or math.isfinite(x)) else None
+            if self._tb is not None and isinstance(x, (int, float)) and math.isfinite(float(x)):
+                self._tb.add_scalar(prefix + k, float(x), int(step))
+        if self._file is not None:
+            self._file.write(json.dumps(row) + "\n")
+        return row
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+        if self._tb is not None:
+            self._tb.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Returns the rows of a metrics.jsonl file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,131 @@
+"""Training objectives: one function per `config.objective`, from (params, batch) to loss and metrics.
+
+Each objective returns `(loss, aux)` with `aux = {"metrics": {...scalars...}, "step_scores": [B, T],
+"outcome_scores": [B] or absent}`, where a step score is the verifier's logit read at the step's
+closing marker: `gather_steps(out.score, step_pos)` for the step-head objectives, and the cumulative
+implicit reward q_t (PAPERS.md) for the implicit PRM. The implicit objectives and SFT use the chunked
+log-prob path (hidden @ output embedding, a chunk at a time) so the float32 [B, L, V] is never held.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+from prm_jax import losses, scoring
+
+OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft")
+# Objectives that need a frozen reference model in the train state.
+NEEDS_REF = ("implicit_ce", "implicit_dpo")
+# Batch keys each objective reads (beyond tokens / segment_ids / positions).
+BATCH_KEYS = {
+    "bce": ("step_pos", "step_labels", "step_mask"),
+    "orm": ("step_pos", "step_mask", "outcome"),
+    "pav": ("step_pos", "q_targets", "step_mask", "v0"),
+    "implicit_ce": ("response_mask", "outcome", "step_ids", "step_pos", "step_mask"),
+    "implicit_dpo": ("response_mask", "step_ids", "step_pos", "step_mask", "rejected_tokens",
+                     "rejected_response_mask"),
+    "sft": ("response_mask",),
+}
+
+
+def _model():
+    from prm_jax import model  # imported lazily so this module imports before model.py lands
+
+    return model
+
+
+def _forward(model_cfg, params, batch, prefix: str = "", lm_head: bool = False):
+    m = _model()
+    return m.forward(model_cfg, params, batch[prefix + "tokens"],
+                     segment_ids=batch.get(prefix + "segment_ids"),
+                     positions=batch.get(prefix + "positions"), lm_head=lm_head)
+
+
+def _logprobs(model_cfg, params, batch, prefix: str, chunk_size: int):
+    """Returns (logp_BxL float32, hidden) through the chunked hidden @ output-embedding path."""
+    out = _forward(model_cfg, params, batch, prefix, lm_head=False)
+    w_DxV = _model().output_embedding(model_cfg, params)
+    logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch[prefix + "tokens"],
+                                          chunk_size=chunk_size)
+    return logp, out
+
+
+def check_batch(objective: str, batch: Mapping[str, Any]) -> None:
+    """Raises a ValueError naming the missing keys when `batch` lacks what `objective` reads."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+    missing = [k for k in ("tokens",) + BATCH_KEYS[objective] if k not in batch]
+    if missing:
+        raise ValueError(f"objective {objective!r} needs batch keys {missing}; got {sorted(batch)}")
+
+
+def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None = None) -> Callable:
+    """Returns loss_fn(params, ref_params, batch) -> (loss, aux) for one objective.
+
+    loss_cfg keys: beta (implicit, default 0.05), pav_mode ('bce' | 'mse_adv'), logprob_chunk (1024).
+    """
+    loss_cfg = dict(loss_cfg or {})
+    beta = float(loss_cfg.get("beta", 0.05))
+    chunk = int(loss_cfg.get("logprob_chunk", 1024))
+    pav_mode = loss_cfg.get("pav_mode", "bce")
+    if objective not in OBJECTIVES:
+        raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
+
+    def step_head(params, ref_params, batch):
+        out = _forward(model_cfg, params, batch, lm_head=False)
+        logits_BxT = scoring.gather_steps(out.score.astype(jnp.float32), batch["step_pos"])
+        mask = batch["step_mask"]
+        if objective == "bce":
+            loss, metrics = losses.bce_step_loss(logits_BxT, batch["step_labels"], mask)
+            labels = batch["step_labels"]
+        elif objective == "orm":
+            mask = losses.orm_mask(mask)
+            labels = jnp.broadcast_to(batch["outcome"].astype(jnp.float32)[:, None], mask.shape)
+            loss, metrics = losses.bce_step_loss(logits_BxT, labels, mask)
+        else:  # pav
+            loss, metrics = losses.pav_loss(logits_BxT, batch["q_targets"], mask, batch.get("v0"),
+                                            mode=pav_mode)
+            labels = batch["q_targets"]
+        return loss, {"metrics": metrics, "step_scores": logits_BxT, "step_labels": labels,
+                      "step_mask": mask}
+
+    def implicit(params, ref_params, batch):
+        if ref_params is None:
+            raise ValueError(f"objective {objective!r} needs reference params in the train state")
+        ref_params = jax.lax.stop_gradient(ref_params)
+        logp, _ = _logprobs(model_cfg, params, batch, "", chunk)
+        ref_logp, _ = _logprobs(model_cfg, ref_params, batch, "", chunk)
+        ref_logp = jax.lax.stop_gradient(ref_logp)
+        T = batch["step_pos"].shape[1]
+        q_BxT = scoring.implicit_q_values(logp, ref_logp, batch["step_ids"], T, beta)
+        if objective == "implicit_ce":
+            loss, metrics = losses.implicit_ce_loss(logp, ref_logp, batch["response_mask"],
+                                                    batch["outcome"], beta)
+            outcome = batch["outcome"]
+        else:
+            logp_r, _ = _logprobs(model_cfg, params, batch, "rejected_", chunk)
+            ref_logp_r, _ = _logprobs(model_cfg, ref_params, batch, "rejected_", chunk)
+            ref_logp_r = jax.lax.stop_gradient(ref_logp_r)
+            loss, metrics = losses.implicit_dpo_loss(
+                logp, ref_logp, batch["response_mask"], logp_r, ref_logp_r,
+                batch["rejected_response_mask"], beta)
+            outcome = jnp.ones(logp.shape[:1], jnp.float32)  # the chosen side is the correct one
+        r_B = beta * losses.sequence_log_ratio(logp, ref_logp, batch["response_mask"])
+        aux = {"metrics": metrics, "step_scores": q_BxT, "step_mask": batch["step_mask"],
+               "outcome_scores": r_B, "outcome": outcome}
+        if "step_labels" in batch:
+            aux["step_labels"] = batch["step_labels"]
+        return loss, aux
+
+    def sft(params, ref_params, batch):
+        logp, _ = _logprobs(model_cfg, params, batch, "", chunk)
+        loss, metrics = losses.sft_loss(logp, batch["tokens"], batch["response_mask"])
+        return loss, {"metrics": metrics}
+
+    if objective in ("bce", "orm", "pav"):
+        return step_head
+    if objective in NEEDS_REF:
+        return implicit
+    return sft

@@ -1,0 +1,289 @@
+"""Batched sampling with a static KV cache: one prefill, then a compiled `lax.while_loop` decode.
+
+Prefixes of different lengths are left-padded (the padding is marked invalid in the cache, so every
+row sees only its own tokens) and all rows advance in lockstep. Shapes are rounded up to buckets
+(new-token count to a power of two, prefix length to a multiple of `LEN_BUCKET`, one prefix length per
+call, batch to 16 or `max_batch`) so that a search or labelling run compiles a handful of programs:
+on a CPU a compile costs more than many padded rows. Temperature and top-p are
+traced scalars: changing them never recompiles.
+
+Modes: 'step' stops a row at the step marker or EOS (one more reasoning step: beam search, MC
+rollouts one step at a time); 'full' stops only at EOS (a whole solution, or `max_new_tokens`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prm_jax import model as model_lib
+from tqdm.auto import tqdm
+
+LEN_BUCKET = 128
+MIN_BATCH = 16
+MAX_STOP_IDS = 4
+
+
+@dataclasses.dataclass
+class Samples:
+    """Sampled continuations, one row per prefix (numpy, trimmed to the longest row).
+
+    tokens_BxN: new tokens, `pad_id` after a row's end; the stop token (marker or EOS) is included.
+    logprobs_BxN: log p(token | context) under the model at temperature 1 (0 after a row's end).
+    lengths_B: number of new tokens per row, the stop token included.
+    stopped_B: the row ended at a stop token (False: it ran out of `max_new_tokens`).
+    ended_B: the row ended at EOS (the solution is complete).
+    """
+    tokens_BxN: np.ndarray
+    logprobs_BxN: np.ndarray
+    lengths_B: np.ndarray
+    stopped_B: np.ndarray
+    ended_B: np.ndarray
+
+    def row(self, i: int) -> list[int]:
+        """Returns row i's new tokens as a list, stop token included."""
+        return self.tokens_BxN[i, : self.lengths_B[i]].tolist()
+
+    @property
+    def num_tokens(self) -> int:
+        """Returns the number of generated tokens (the compute that token accounting counts)."""
+        return int(self.lengths_B.sum())
+
+
+def _bucket_pow2(n: int, minimum: int = 1) -> int:
+    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
+
+
+def _bucket_len(n: int) -> int:
+    return max(LEN_BUCKET, -(-int(n) // LEN_BUCKET) * LEN_BUCKET)
+
+
+def left_pad(prefixes: Sequence[Sequence[int]], length: int, pad_id: int):
+    """Returns (tokens_BxP, positions_BxP, valid_BxP) with every prefix right-aligned at `length`."""
+    b = len(prefixes)
+    tokens = np.full((b, length), pad_id, np.int32)
+    positions = np.zeros((b, length), np.int32)
+    valid = np.zeros((b, length), bool)
+    for i, p in enumerate(prefixes):
+        n = len(p)
+        if n == 0:
+            raise ValueError(f"prefix {i} is empty: a prefix needs at least one token")
+        if n > length:
+            raise ValueError(f"prefix {i} has {n} tokens, more than the bucket length {length}")
+        tokens[i, length - n:] = np.asarray(p, np.int32)
+        positions[i, length - n:] = np.arange(n, dtype=np.int32)
+        valid[i, length - n:] = True
+    return tokens, positions, valid
+
+
+def sample_next(logits_BxV, rng, temperature, top_p):
+    """Returns (token_B, logprob_B): a draw at `temperature` from the top-p nucleus (argmax if T=0).
+
+    The log-prob is the model's own (temperature 1, no nucleus), which is what the implicit PRM and
+    any importance weighting need.
+    """
+    logits_BxV = logits_BxV.astype(jnp.float32)
+    logp_BxV = jax.nn.log_softmax(logits_BxV, axis=-1)
+    greedy_B = jnp.argmax(logits_BxV, axis=-1)
+    scaled_BxV = logits_BxV / jnp.maximum(temperature, 1e-6)
+    sorted_BxV = -jnp.sort(-scaled_BxV, axis=-1)
+    probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
+    # A token stays in the nucleus if the mass strictly before it is < top_p: the top token always stays.
+    keep_BxV = (jnp.cumsum(probs_BxV, axis=-1) - probs_BxV) < top_p
+    threshold_B = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1)
+    masked_BxV = jnp.where(scaled_BxV >= threshold_B[:, None], scaled_BxV, -jnp.inf)
+    drawn_B = jax.random.categorical(rng, masked_BxV, axis=-1)
+    token_B = jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
+    return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
+
+
+def _generate(cfg, pad_id, eos_id, new_bucket, params, tokens_BxP, positions_BxP, valid_BxP,
+              stop_ids_S, max_new, temperature, top_p, rng):
+    """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per shape bucket."""
+    b, p = tokens_BxP.shape
+    cache = model_lib.init_cache(cfg, b, p + new_bucket)
+    out, cache = model_lib.decode(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache)
+    last_BxV = out.logits[:, -1, :]
+    next_pos_B = positions_BxP[:, -1] + 1
+
+    def cond(state):
+        i, done_B = state[0], state[5]
+        return (i < max_new) & ~jnp.all(done_B)
+
+    def body(state):
+        i, toks, logps, last, cache, done, lengths, stopped, ended, pos, rng = state
+        rng, sub = jax.random.split(rng)
+        tok_B, logp_B = sample_next(last, sub, temperature, top_p)
+        live_B = ~done
+        tok_B = jnp.where(live_B, tok_B, pad_id)
+        toks = toks.at[:, i].set(tok_B)
+        logps = logps.at[:, i].set(jnp.where(live_B, logp_B, 0.0))
+        lengths = lengths + live_B.astype(jnp.int32)
+        hit_B = live_B & jnp.any(tok_B[:, None] == stop_ids_S[None, :], axis=-1)
+        stopped = stopped | hit_B
+        ended = ended | (live_B & (tok_B == eos_id))
+        done = done | hit_B
+        out, cache = model_lib.decode(cfg, params, tok_B[:, None], pos[:, None],
+                                      jnp.ones((b, 1), bool), cache)
+        return (i + 1, toks, logps, out.logits[:, -1, :], cache, done, lengths, stopped, ended,
+                pos + 1, rng)
+
+    zeros_b = jnp.zeros((b,), bool)
+    state = (jnp.int32(0), jnp.full((b, new_bucket), pad_id, jnp.int32),
+             jnp.zeros((b, new_bucket), jnp.float32), last_BxV, cache, zeros_b,
+             jnp.zeros((b,), jnp.int32), zeros_b, zeros_b, next_pos_B, rng)
+    state = jax.lax.while_loop(cond, body, state)
+    return state[1], state[2], state[6], state[7], state[8]
+
+
+class Sampler:
+    """Samples continuations of token prefixes from one model; compiled functions cached per bucket.
+
+    Args:
+      model_cfg, params: the policy (`prm_jax.model` contract).
+      pad_id, eos_id, step_id: token ids; `step_id` is the step-end marker ('step' mode stops there).
+      max_batch: rows per compiled call; larger requests are split (sorted by length to save padding).
+    """
+
+    def __init__(self, model_cfg, params, *, pad_id: int, eos_id: int, step_id: int | None,
+                 max_batch: int = 256):
+        self.cfg, self.params = model_cfg, params
+        self.pad_id, self.eos_id, self.step_id = int(pad_id), int(eos_id), step_id
+        self.max_batch = int(max_batch)
+        self._compiled: dict[tuple, object] = {}
+        self.tokens_generated = 0
+        self.seconds = 0.0
+
+    def _fn(self, new_bucket: int):
+        key = (new_bucket,)
+        if key not in self._compiled:
+            self._compiled[key] = jax.jit(functools.partial(
+                _generate, self.cfg, self.pad_id, self.eos_id, new_bucket))
+        return self._compiled[key]
+
+    def _stop_ids(self, mode: str) -> np.ndarray:
+        if mode == "step":
+            if self.step_id is None:
+                raise ValueError("mode 'step' needs a step marker id; this sampler has none")
+            ids = [self.step_id, self.eos_id]
+        elif mode == "full":
+            ids = [self.eos_id]
+        else:
+            raise ValueError(f"unknown sampling mode {mode!r}: expected 'step' or 'full'")
+        return np.asarray(ids + [-1] * (MAX_STOP_IDS - len(ids)), np.int32)
+
+    def sample(self, prefixes: Sequence[Sequence[int]], rng, *, mode: str = "full",
+               max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
+               desc: str | None = None) -> Samples:
+        """Returns a `Samples` with one continuation per prefix (in the order given)."""
+        if not prefixes:
+            raise ValueError("sample() needs at least one prefix")
+        if temperature < 0 or not 0 < top_p <= 1:
+            raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+        stop_S = self._stop_ids(mode)
+        new_bucket = _bucket_pow2(max_new_tokens, 8)
+        order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
+        chunks = [order[s: s + self.max_batch] for s in range(0, len(order), self.max_batch)]
+        parts = []
+        p_len = _bucket_len(max(len(p) for p in prefixes))
+        t0 = time.perf_counter()
+        bar = tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None or len(chunks) < 2)
+        for c, idx in enumerate(bar):
+            rows = [prefixes[i] for i in idx]
+            b = self.max_batch if len(rows) > self.max_batch // 4 else _bucket_pow2(len(rows), MIN_BATCH)
+            rows = rows + [rows[0]] * (b - len(rows))  # filler rows: a real prefix, never all-invalid
+            toks, pos, valid = left_pad(rows, p_len, self.pad_id)
+            out = self._fn(new_bucket)(
+                self.params, toks, pos, valid, stop_S, jnp.int32(max_new_tokens),
+                jnp.float32(temperature), jnp.float32(top_p), jax.random.fold_in(rng, c))
+            parts.append([np.asarray(o)[: len(idx)] for o in out])
+        self.seconds += time.perf_counter() - t0
+        inv = np.empty(len(order), np.int64)
+        inv[np.asarray(order)] = np.arange(len(order))
+        toks, logps, lengths, stopped, ended = (np.concatenate(x)[inv] for x in zip(*parts))
+        n = max(1, int(lengths.max()))
+        samples = Samples(toks[:, :n], logps[:, :n], lengths, stopped, ended)
+        self.tokens_generated += samples.num_tokens
+        return samples
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Returns generated tokens per wall-clock second over all calls so far (compiles included)."""
+        return self.tokens_generated / max(self.seconds, 1e-9)
+
+
+@dataclasses.dataclass
+class Continuation:
+    """One sampled continuation, decoded into steps.
+
+    steps: the completed new steps (text without marker); a trailing piece cut by EOS without a
+      marker counts as a step, a piece cut by `max_new_tokens` does not.
+    ended: the continuation ended at EOS (the solution is complete).
+    num_tokens: generated tokens (stop token included); logprob: their summed model log-prob.
+    """
+    steps: list[str]
+    ended: bool
+    num_tokens: int
+    logprob: float = 0.0
+
+
+class Policy:
+    """A sampler plus the one rendering of `prm_jax.data.tokenize`: continues (problem, steps) prefixes.
+
+    Prefixes are encoded with `tokenize.encode_prefix`, so a sampled solution re-encodes to the same
+    tokens for the verifier. `answer_fn(steps)` parses a final answer (task-specific).
+    """
+
+    def __init__(self, sampler: Sampler, tokenizer, *, marker: str, chat_template: str | None = None,
+                 answer_fn=None):
+        from prm_jax.data import tokenize  # data/ imports no tfds/grain at module level
+        self._tok = tokenize
+        self.sampler, self.tokenizer, self.marker = sampler, tokenizer, marker
+        self.chat_template, self.answer_fn = chat_template, answer_fn
+        m = tokenizer.marker_ids(marker)
+        if sampler.step_id is not None and m != [sampler.step_id]:
+            raise ValueError(f"marker {marker!r} encodes to {m}, but the sampler stops at "
+                             f"{sampler.step_id}; step mode needs a single-token marker")
+
+    def encode(self, problem: str, steps: Sequence[str]) -> np.ndarray:
+        """Returns the prompt tokens for `problem` followed by `steps`, each with its marker."""
+        return self._tok.encode_prefix(problem, list(steps), self.tokenizer, marker=self.marker,
+                                       chat_template=self.chat_template)
+
+    def answer(self, steps: Sequence[str]):
+        """Returns the parsed final answer of a solution (None without an answer_fn or answer)."""
+        return None if self.answer_fn is None else self.answer_fn(list(steps))
+
+    def decode(self, ids: Sequence[int], stopped: bool) -> tuple[list[str], bool]:
+        """Returns (steps, ended) of generated ids (stop token included)."""
+        ids = list(ids)
+        ended = bool(stopped and ids and ids[-1] == self.sampler.eos_id)
+        if ended:
+            ids = ids[:-1]
+        steps, rest = self._tok.steps_from_ids(ids, self.tokenizer, marker=self.marker)
+        if ended and rest:
+            steps.append(self.tokenizer.decode(rest))
+        return steps, ended
+
+    def continue_from(self, problems: Sequence[str], prefixes: Sequence[Sequence[str]], rng, *,
+                      mode: str = "full", temperature: float = 1.0, top_p: float = 1.0,
+                      max_new_tokens: int = 256, desc: str | None = None) -> list[Continuation]:
+        """Returns one Continuation per (problem, prefix) pair, sampled in batches."""
+        if len(problems) != len(prefixes):
+            raise ValueError(f"{len(problems)} problems but {len(prefixes)} prefixes")
+        if not problems:
+            return []
+        ids = [self.encode(p, s) for p, s in zip(problems, prefixes)]
+        out = self.sampler.sample(ids, rng, mode=mode, max_new_tokens=max_new_tokens,
+                                  temperature=temperature, top_p=top_p, desc=desc)
+        conts = []
+        for i in range(len(ids)):
+            steps, ended = self.decode(out.row(i), bool(out.stopped_B[i]))
+            conts.append(Continuation(steps, ended, int(out.lengths_B[i]),
+                                      float(out.logprobs_BxN[i].sum())))
+        return conts

@@ -1,0 +1,158 @@
+"""Jitted, batched verifier scoring of (problem, steps) pairs: score-head verifiers and implicit PRMs.
+
+* `kind='score'` (BCE-PRM, ORM, PAV): P(step correct) = sigmoid(score-head logit at the step's marker).
+  A BCE-PRM trained on soft MC labels predicts Q^pi; a PAV predicts the prover's Q^mu.
+* `kind='implicit'`: r_t = beta * sum over step t's tokens of log pi(y) / pi_ref(y) (step reward), and
+  q_t = its running sum (the implicit Q read at step t's end). `output` picks what `step_scores`
+  returns ('reward', aggregated with min for best-of-N as the paper does, or 'q').
+
+Inputs are rendered with `prm_jax.data.tokenize.encode_example`, the same function training uses,
+padded to shape buckets and scored by one jitted function per bucket. `tokens_scored` counts verifier
+compute in tokens (an implicit PRM runs two models, so its tokens count twice).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from prm_jax import model as model_lib
+from prm_jax import scoring
+
+KINDS = ("score", "implicit")
+LEN_BUCKET = 32
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _score_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step_pos_BxT):
+    """Returns sigmoid(score logit) at each step marker, [B, T] float32."""
+    out = model_lib.forward(cfg, params, tokens_BxL, segment_ids=segment_ids_BxL,
+                            positions=positions_BxL, lm_head=False)
+    return jax.nn.sigmoid(scoring.gather_steps(out.score, step_pos_BxT))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _implicit_rewards(cfg, params, ref_params, tokens_BxL, positions_BxL, segment_ids_BxL,
+                      step_ids_BxL, num_steps, beta):
+    """Returns the implicit step rewards r_BxT = beta * per-step sums of policy/reference log-ratios."""
+    def logp(p):
+        out = model_lib.forward(cfg, p, tokens_BxL, segment_ids=segment_ids_BxL,
+                                positions=positions_BxL, lm_head=True)
+        return scoring.token_logprobs(out.logits, tokens_BxL)
+    return scoring.implicit_step_rewards(logp(params), logp(ref_params), step_ids_BxL, num_steps, beta)
+
+
+class Verifier:
+    """Scores solutions step by step. See the module docstring for `kind` and `output`."""
+
+    def __init__(self, kind: str, model_cfg, params, tokenizer, *, marker: str, ref_params=None,
+                 beta: float = 0.05, output: str = "reward", max_batch: int = 64, max_len: int = 512,
+                 max_steps: int = 128, chat_template: str | None = None, name: str = ""):
+        if kind not in KINDS:
+            raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
+        if kind == "score" and not model_cfg.score_head:
+            raise ValueError("a 'score' verifier needs a model with a score head (score_head=True)")
+        if kind == "implicit" and ref_params is None:
+            raise ValueError("an implicit PRM needs ref_params (the reference policy)")
+        if output not in ("reward", "q"):
+            raise ValueError(f"output must be 'reward' or 'q', got {output!r}")
+        self.kind, self.cfg, self.params, self.ref_params = kind, model_cfg, params, ref_params
+        self.tokenizer, self.marker, self.chat_template = tokenizer, marker, chat_template
+        self.beta, self.output, self.name = float(beta), output, name or kind
+        self.max_batch, self.max_len, self.max_steps = int(max_batch), int(max_len), int(max_steps)
+        self.tokens_scored = 0
+
+    def _encode(self, problem: str, steps: Sequence[str]) -> dict:
+        from prm_jax.data import tokenize
+        from prm_jax.data.records import Record
+
+        ex = tokenize.encode_example(Record(problem, list(steps)), self.tokenizer, marker=self.marker,
+                                     max_len=self.max_len, max_steps=self.max_steps,
+                                     chat_template=self.chat_template)
+        if ex["dropped_steps"]:
+            raise ValueError(f"solution with {len(steps)} steps does not fit max_len={self.max_len} / "
+                             f"max_steps={self.max_steps} of verifier {self.name!r}")
+        return ex
+
+    def score_all(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]]) -> dict:
+        """Returns {'probs' or 'reward' and 'q': list of [T_i] float arrays, 'tokens': [N] int array}."""
+        from prm_jax.data import tokenize
+
+        if len(problems) != len(steps_list):
+            raise ValueError(f"{len(problems)} problems but {len(steps_list)} step lists")
+        exs = [self._encode(p, s) for p, s in zip(problems, steps_list)]
+        n_tok = np.asarray([len(e["tokens"]) for e in exs], np.int64) * (2 if self.kind == "implicit" else 1)
+        order = sorted(range(len(exs)), key=lambda i: len(exs[i]["tokens"]))
+        vals: list = [None] * len(exs)
+        for s in range(0, len(order), self.max_batch):
+            idx = order[s: s + self.max_batch]
+            chunk = [exs[i] for i in idx]
+            b = max(1, 1 << (len(chunk) - 1).bit_length())
+            chunk = chunk + [chunk[0]] * (b - len(chunk))
+            seq = -(-max(len(e["tokens"]) for e in chunk) // LEN_BUCKET) * LEN_BUCKET
+            t = max(1, 1 << (max(len(e["step_pos"]) for e in chunk) - 1).bit_length())
+            batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
+            if self.kind == "score":
+                out = _score_head_probs(self.cfg, self.params, batch["tokens"], batch["positions"],
+                                        batch["segment_ids"], batch["step_pos"])
+            else:
+                out = _implicit_rewards(self.cfg, self.params, self.ref_params, batch["tokens"],
+                                        batch["positions"], batch["segment_ids"], batch["step_ids"], t,
+                                        jnp.float32(self.beta))
+            out = np.asarray(out)
+            for j, i in enumerate(idx):
+                vals[i] = out[j, : len(exs[i]["step_pos"])].astype(np.float32)
+        self.tokens_scored += int(n_tok.sum())
+        if self.kind == "score":
+            return {"probs": vals, "tokens": n_tok}
+        return {"reward": vals, "q": [np.cumsum(v) for v in vals], "tokens": n_tok}
+
+    def step_scores(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *,
+                    return_tokens: bool = False):
+        """Returns per-solution step scores (list of [T_i] arrays) [and verifier tokens per solution]."""
+        if not problems:
+            return ([], np.zeros(0, np.int64)) if return_tokens else []
+        out = self.score_all(problems, steps_list)
+        scores = out["probs"] if self.kind == "score" else out[self.output]
+        return (scores, out["tokens"]) if return_tokens else scores
+
+
+def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None = None,
+                  ref_workdir: str | None = None, ref_hf_dir: str | None = None, tokenizer=None,
+                  marker: str | None = None, **kwargs) -> Verifier:
+    """Returns a Verifier from a training workdir (`loop.load_trained`) or a local HF folder.
+
+    For an implicit PRM the reference comes from ref_workdir / ref_hf_dir, else from the run's
+    `config.init.ref_workdir`; beta defaults to the run's `config.loss.beta`.
+    """
+    cfg, params, config = _load_model(workdir, hf_dir)
+    ref = None
+    if kind == "implicit":
+        from prm_jax.config import get
+        ref_workdir = ref_workdir or (get(config, "init.ref_workdir") if config is not None else None)
+        if not (ref_workdir or ref_hf_dir):
+            raise ValueError("implicit verifier: give ref_workdir or ref_hf_dir (the reference policy)")
+        _, ref, _ = _load_model(ref_workdir, ref_hf_dir)
+        if config is not None and "beta" not in kwargs:
+            kwargs["beta"] = float(get(config, "loss.beta", 0.05))
+    if tokenizer is None:
+        from prm_jax.data.tokenizers import make_tokenizer
+        tokenizer = make_tokenizer(hf_dir if hf_dir else None)
+    if marker is None:
+        marker = "<step>" if getattr(tokenizer, "name", "") == "char" else "\n\n"
+    return Verifier(kind, cfg, params, tokenizer, marker=marker, ref_params=ref, **kwargs)
+
+
+def _load_model(workdir, hf_dir):
+    """Returns (model_cfg, params, config or None) from a training workdir or an HF folder."""
+    if workdir:
+        from prm_jax import loop
+        return loop.load_trained(workdir)
+    if hf_dir:
+        from prm_jax import hf
+        cfg, params = hf.load_checkpoint(hf_dir)
+        return cfg, params, None
+    raise ValueError("give a training workdir or a Hugging Face folder")

@@ -1,0 +1,43 @@
+"""The main job end to end in its --quick form: every stage runs, the report has the tables, stages resume."""
+import json
+import os
+
+import pytest
+
+from prm_jax import demo
+
+
+@pytest.mark.slow
+def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
+    workdir = str(tmp_path / "demo")
+    out = demo.run(workdir, quick=True)
+    for f in ("report.md", "accuracy_vs_n.png", "solution_steps.png", "eval.json", "labels/train.jsonl"):
+        assert os.path.getsize(os.path.join(workdir, f)) > 0, f
+    res = out["eval"]
+    n = demo.SETTINGS["quick"]["n"]
+    assert res["n"] == n and res["problems"] == demo.SETTINGS["quick"]["eval_problems"]
+    for name in ("majority", "bce/min/argmax", "implicit/min/argmax", "orm/last/argmax", "pav/min/argmax",
+                 "bce/min/weighted_vote", "beam_bce", "beam_pav"):
+        c = res["curves"][name]
+        assert all(0.0 <= lo <= a <= hi <= 1.0 for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])), name
+    assert set(res["auroc"]) == set(demo.VERIFIERS)
+    assert res["tokens"]["beam_pav_gen_per_problem"] > 0 and res["tokens"]["verifier_bce_per_problem"] > 0
+    assert len(out["figures"]) == 4
+    # Every labelled record carries exact step truth, and labels are probabilities.
+    rows = [json.loads(line) for line in open(os.path.join(workdir, "labels/train.jsonl"))]
+    assert rows and all(len(r["meta"]["step_correct"]) == len(r["completions"]) == len(r["labels"]) for r in rows)
+    assert all(0.0 <= x <= 1.0 for r in rows for x in r["labels"] + r["q"])
+    report = open(os.path.join(workdir, "report.md")).read()
+    assert "| majority |" in report and "Step AUROC" in report
+    # The search CLI on the demo's runs: an implicit PRM (its reference found from the run's config).
+    from prm_jax import cli
+    capsys.readouterr()
+    assert cli.main(["search", "--policy-workdir", f"{workdir}/policy", "--verifier-workdir",
+                     f"{workdir}/implicit", "--verifier-kind", "implicit", "--method", "best_of_n",
+                     "--n", "2", "--arith", "2", "--max-new-tokens", "32"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1 and got["gen_tokens_per_problem"] > 0
+    # Second run: every stage is found and skipped; the report is rewritten from eval.json.
+    logs = []
+    demo.run(workdir, quick=True, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 2 + len(demo.VERIFIERS) + 1

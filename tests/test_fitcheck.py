@@ -1,0 +1,48 @@
+"""The fit check compiles a tiny sharded step with abstract inputs; memory agrees with a hand count."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from prm_jax import fitcheck
+from prm_jax.commands.fitcheck import parse_mesh
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_abstract_batch_keys_and_shapes():
+    b = fitcheck.abstract_batch("implicit_dpo", 4, 32, 6)
+    assert b["tokens"].shape == (4, 32) and b["rejected_tokens"].shape == (4, 32)
+    assert b["step_pos"].shape == (4, 6) and b["rejected_response_mask"].dtype == np.bool_
+    assert fitcheck.abstract_batch("pav", 2, 8, 3)["v0"].shape == (2,)
+
+
+def test_parse_mesh():
+    assert parse_mesh("data=2,fsdp=-1") == {"data": 2, "fsdp": -1}
+    with pytest.raises(ValueError, match="axis=size"):
+        parse_mesh("data")
+
+
+def test_fit_check_cli_on_eight_simulated_devices():
+    env = dict(os.environ)
+    env.pop("PRM_JAX_FITCHECK_CHILD", None)
+    env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    cmd = [sys.executable, "-m", "prm_jax.cli", "fit-check", "--config", "experiments/arith_prm.py:bce,tiny",
+           "--devices", "8", "--mesh", "data=1,fsdp=8,tensor=1", "--json", "--hbm-gb", "0.001,16",
+           "--config.train.batch_size=8", "--config.train.seq_len=64"]
+    p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    r = json.loads(p.stdout.strip().splitlines()[-1])
+    assert r["devices"] == 8 and r["mesh"] == {"data": 1, "fsdp": 8, "tensor": 1}
+    # Arguments hold this device's slice of params + Adam mu, nu (3 copies, fp32) plus the batch:
+    # with FSDP over 8, at least 3 * 4 bytes * params / 8 (small tensors replicate, so a bit more).
+    floor = 3 * 4 * r["params"] / 8
+    assert floor <= r["argument_bytes"] <= 3 * 4 * r["params"] + 1e6
+    # The donated state aliases the outputs.
+    assert r["alias_bytes"] > 0.9 * floor
+    assert r["flops_per_device"] > 0 and r["temp_bytes"] > 0
+    assert r["fits"] == {"0.001GB": False, "16GB": True}

@@ -1,0 +1,113 @@
+"""Labelling: MC labels, OmegaPRM binary search, PAV prover targets, and the step-wise jsonl round trip."""
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from prm_jax import labeling, targets
+from prm_jax.sampling import Continuation
+
+
+class CoinPolicy:
+    """Rollouts finish with 'ok' w.p. p_good from a prefix without 'bad' steps, never after one.
+
+    The success probability is a known function of the prefix, so MC estimates have a reference.
+    """
+
+    def __init__(self, p_good=0.75, seed=0):
+        self.p_good, self.rng, self.rollouts = p_good, np.random.default_rng(seed), 0
+
+    def continue_from(self, problems, prefixes, rng, *, mode="full", temperature=1.0, top_p=1.0,
+                      max_new_tokens=64, desc=None):
+        out = []
+        for pre in prefixes:
+            p = 0.0 if "bad" in pre else self.p_good ** (1.0 / temperature)
+            out.append(Continuation(["ok" if self.rng.random() < p else "wrong"], True, 3))
+        self.rollouts += len(prefixes)
+        return out
+
+
+def grade(problem, steps):
+    return "bad" not in steps and steps[-1] == "ok"
+
+
+def _items():
+    return [("p1", ["s", "s", "bad", "s", "wrong"], False),   # first error at step 2
+            ("p2", ["bad", "s", "wrong"], False),             # first error at step 0
+            ("p3", ["s", "s", "s", "ok"], True),
+            ("p4", ["s", "s", "s", "s", "s", "bad", "wrong"], False)]
+
+
+def test_mc_values_estimate_success_probability_and_count_rollouts():
+    pol = CoinPolicy(p_good=0.75)
+    items = _items()
+    mc, used = labeling.mc_values(pol, grade, items, 400, jax.random.PRNGKey(0))
+    n_prefixes = sum(len(s) - 1 for _, s, _ in items)
+    assert used == pol.rollouts == n_prefixes * 400
+    for (_, steps, correct), m in zip(items, mc):
+        bad = next((i for i, s in enumerate(steps) if s == "bad"), len(steps))
+        ref = np.asarray([0.75 if t < bad else 0.0 for t in range(len(steps))])
+        ref[-1] = float(correct)  # the whole solution is its own outcome: no rollouts
+        np.testing.assert_allclose(m, ref, atol=0.07)
+    hard, soft = targets.mc_labels(np.ones((1, 2, 3)))  # the targets helper the labels agree with
+    assert hard.shape == soft.shape == (1, 2)
+
+
+def test_omega_binary_search_finds_first_error_with_fewer_rollouts():
+    items = _items()
+    pol = CoinPolicy(p_good=0.999)
+    fe, used = labeling.omega_first_errors(pol, grade, items, 8, jax.random.PRNGKey(0))
+    assert fe.tolist() == [2, 0, -1, 5]
+    full = sum(len(s) - 1 for _, s, c in items if not c) * 8
+    assert used == pol.rollouts and used < full
+    # Bisection over steps 0..T-2: ceil(log2(T)) rounds at most per wrong solution.
+    assert used <= sum(int(np.ceil(np.log2(len(s)))) for _, s, c in items if not c) * 8
+
+
+@pytest.mark.parametrize("prover", ["bok:4", "same"])
+def test_label_solutions_analytic_prover(prover, tmp_path):
+    pol = CoinPolicy(p_good=0.75, seed=1)
+    items = _items()
+    out, stats = labeling.label_solutions(pol, grade, items, jax.random.PRNGKey(0), k=200,
+                                          prover=prover, step_truth=lambda p, s: [x != "bad" for x in s],
+                                          answer_fn=lambda p: "ok")
+    assert stats["mc_rollouts"] == sum(len(s) - 1 for _, s, _ in items) * 200
+    assert stats["v0_rollouts"] == 4 * 200
+    kk = 4 if prover == "bok:4" else 1
+    for lab in out:
+        np.testing.assert_allclose(lab.q, 1 - (1 - np.asarray(lab.soft)) ** kk, rtol=1e-5)
+        assert lab.hard == [float(x > 0) for x in lab.soft]
+        assert lab.v0 == pytest.approx(1 - (1 - lab.meta["v0_pi"]) ** kk, rel=1e-5)
+        assert abs(lab.meta["v0_pi"] - 0.75) < 0.1
+    assert out[1].meta["step_correct"] == [False, True, True]
+    # The jsonl is what the training configs read: the data reader parses it into Records.
+    from prm_jax.data import readers
+    path = tmp_path / "labels.jsonl"
+    labeling.write_jsonl(path, out)
+    recs = readers.read_all("stepwise_jsonl", [str(path)])
+    assert len(recs) == 4 and recs[0].step_labels == pytest.approx(out[0].soft)
+    assert recs[0].q_values == pytest.approx(out[0].q) and recs[0].v0 == pytest.approx(out[0].v0)
+    assert [r.outcome for r in recs] == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_label_solutions_temperature_prover_uses_its_own_rollouts():
+    pol = CoinPolicy(p_good=0.5, seed=2)
+    out, stats = labeling.label_solutions(pol, grade, _items()[:1], jax.random.PRNGKey(0), k=400,
+                                          prover="temperature:0.5")
+    # At temperature 0.5 the coin succeeds w.p. 0.5 ** 2 = 0.25 from a good prefix.
+    np.testing.assert_allclose(out[0].q[:2], [0.25, 0.25], atol=0.07)
+    np.testing.assert_allclose(out[0].soft[:2], [0.5, 0.5], atol=0.07)
+    assert stats["prover_rollouts"] == 4 * 400 + 400
+
+
+def test_bad_prover_and_bad_jsonl(tmp_path):
+    with pytest.raises(ValueError, match="not analytic"):
+        labeling.prover_q("best:4", np.zeros(2))
+    with pytest.raises(ValueError, match="prover_policy"):
+        labeling.label_solutions(CoinPolicy(), grade, _items()[:1], jax.random.PRNGKey(0), k=2,
+                                 prover="policy")
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"prompt": "x"}) + "\n{not json\n")
+    with pytest.raises(ValueError, match="bad.jsonl:2"):
+        labeling.read_jsonl(path)

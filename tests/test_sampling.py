@@ -1,0 +1,157 @@
+"""Sampler: greedy equals repeated full forwards, temperature / top-p distributions, stops, buckets."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from prm_jax import model, sampling
+from prm_jax.data.arith import CharTokenizer
+
+TOK = CharTokenizer()
+
+
+def _model(init_std=0.02, seed=0):
+    cfg = model.ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                            head_dim=8, mlp_dim=64, max_seq_len=256, init_std=init_std)
+    return cfg, jax.jit(model.init_params, static_argnums=0)(cfg, jax.random.PRNGKey(seed))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # Largish weights: a far-from-uniform next-token distribution, so sampling errors would show.
+    return _model(init_std=0.3, seed=3)
+
+REF_LEN = 64
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _last_logits(cfg, params, buf_1xR, n):
+    """Logits after the first n tokens of a right-padded buffer (causal: padding cannot leak back)."""
+    return jax.lax.dynamic_index_in_dim(model.forward(cfg, params, buf_1xR).logits[0], n - 1, 0, False)
+
+
+def _greedy_reference(cfg, params, prefix, n):
+    """Returns greedy tokens and log-probs from full, uncached forwards over the growing sequence."""
+    seq, logps = list(prefix), []
+    for _ in range(n):
+        buf = np.zeros((1, REF_LEN), np.int32)
+        buf[0, : len(seq)] = seq
+        logits = _last_logits(cfg, params, buf, len(seq))
+        logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+        tok = int(jnp.argmax(logits))
+        seq.append(tok)
+        logps.append(float(logp[tok]))
+    return seq[len(prefix):], logps
+
+
+def test_greedy_matches_repeated_forward_with_left_padding(tiny):
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6)  # ids never produced
+    prefixes = [[1, 10, 11, 12], [1, 20], [1] + list(range(30, 70))]  # lengths 4, 2, 41: two buckets apart
+    out = s.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=12, temperature=0.0)
+    assert out.lengths_B.tolist() == [12, 12, 12]
+    assert not out.stopped_B.any() and not out.ended_B.any()
+    for i, p in enumerate(prefixes):
+        ref_toks, ref_logps = _greedy_reference(cfg, params, p, 12)
+        assert out.row(i) == ref_toks
+        np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
+
+
+def test_tiny_top_p_is_greedy_at_any_temperature(tiny):
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
+    prefixes = [[1, 5, 6], [1, 7, 8, 9, 10]] * 4
+    greedy = s.sample(prefixes, jax.random.PRNGKey(0), max_new_tokens=8, temperature=0.0)
+    nucleus = s.sample(prefixes, jax.random.PRNGKey(1), max_new_tokens=8, temperature=2.0, top_p=1e-6)
+    np.testing.assert_array_equal(greedy.tokens_BxN, nucleus.tokens_BxN)
+
+
+def _first_token_freqs(s, prefix, n, temperature, top_p, seed):
+    out = s.sample([prefix] * n, jax.random.PRNGKey(seed), max_new_tokens=1, temperature=temperature,
+                   top_p=top_p)
+    return np.bincount(out.tokens_BxN[:, 0], minlength=s.cfg.vocab_size) / n
+
+
+@pytest.mark.parametrize("temperature,top_p", [(1.0, 1.0), (0.7, 1.0), (1.0, 0.6)])
+def test_first_token_frequencies_match_softmax(tiny, temperature, top_p):
+    cfg, params = tiny
+    prefix = [1, 12, 13, 14]
+    buf = np.zeros((1, REF_LEN), np.int32)
+    buf[0, : len(prefix)] = prefix
+    logits = np.asarray(_last_logits(cfg, params, buf, len(prefix)), np.float64)
+    p = np.exp((logits - logits.max()) / temperature)
+    p /= p.sum()
+    if top_p < 1.0:  # independent numpy nucleus: smallest set of top tokens with mass >= top_p
+        order = np.argsort(-p)
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), top_p) + 1)]
+        q = np.zeros_like(p)
+        q[keep] = p[keep]
+        p = q / q.sum()
+    assert p.max() < 0.9, "the test model should not be near-deterministic"
+    s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6, max_batch=4096)
+    freq = _first_token_freqs(s, prefix, 4096, temperature, top_p, seed=7)
+    tv = 0.5 * np.abs(freq - p).sum()
+    assert tv < 0.05, f"total variation {tv:.3f} between sampled and softmax frequencies"
+    assert freq[p == 0].sum() == 0, "tokens outside the nucleus were sampled"
+
+
+def test_stops_at_step_marker_and_eos(tiny):
+    cfg, params = tiny
+    prefix = [1, 10, 11, 12]
+    ref, _ = _greedy_reference(cfg, params, prefix, 10)
+    marker = ref[3]  # use the 4th greedy token as the "marker"; it first appears at index first
+    first = ref.index(marker)
+    s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=marker)
+    step = s.sample([prefix, prefix], jax.random.PRNGKey(0), mode="step", max_new_tokens=10, temperature=0)
+    assert step.lengths_B.tolist() == [first + 1] * 2
+    assert step.row(0) == ref[: first + 1] and step.stopped_B.all() and not step.ended_B.any()
+    assert (step.tokens_BxN[:, first + 1:] == 0).all()
+    # The same token as EOS ends a 'full' sample; 'full' ignores the step marker.
+    s_eos = sampling.Sampler(cfg, params, pad_id=0, eos_id=marker, step_id=-6)
+    full = s_eos.sample([prefix], jax.random.PRNGKey(0), mode="full", max_new_tokens=10, temperature=0)
+    assert full.row(0) == ref[: first + 1] and full.ended_B.all()
+    no_stop = s.sample([prefix], jax.random.PRNGKey(0), mode="full", max_new_tokens=10, temperature=0)
+    assert no_stop.row(0) == ref and not no_stop.stopped_B.any()
+
+
+def test_shape_buckets_reuse_compiled_programs(tiny):
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
+    s.sample([[1, 2, 3]] * 5, jax.random.PRNGKey(0), max_new_tokens=5)
+    s.sample([[1, 2, 3, 4, 5, 6]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.3, top_p=0.9)
+    assert len(s._compiled) == 1 and s._fn(8)._cache_size() == 1
+    assert s.tokens_generated == 5 * 5 + 7 * 7
+
+
+def test_bad_input(tiny):
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=0, eos_id=2, step_id=None)
+    with pytest.raises(ValueError, match="empty"):
+        s.sample([[1, 2], []], jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="step marker"):
+        s.sample([[1, 2]], jax.random.PRNGKey(0), mode="step")
+    with pytest.raises(ValueError, match="unknown sampling mode"):
+        s.sample([[1, 2]], jax.random.PRNGKey(0), mode="beam")
+    with pytest.raises(ValueError, match="top_p"):
+        s.sample([[1, 2]], jax.random.PRNGKey(0), top_p=0.0)
+
+
+def test_policy_decodes_steps_and_renders_like_tokenize(tiny):
+    from prm_jax.data import tokenize
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=TOK.eos_id, step_id=TOK.step_id)
+    pol = sampling.Policy(s, TOK, marker="<step>", answer_fn=lambda steps: steps[-1][-1:])
+    np.testing.assert_array_equal(pol.encode("a = 1. b = a + 1. Find b.", ["b = 2"]),
+                                  tokenize.encode_prefix("a = 1. b = a + 1. Find b.", ["b = 2"], TOK,
+                                                         marker="<step>"))
+    ids = TOK.encode("x = 1<step>y = 2<step><eos>")
+    assert pol.decode(ids, stopped=True) == (["x = 1", "y = 2"], True)
+    assert pol.decode(TOK.encode("x = 1<step>y ="), stopped=False) == (["x = 1"], False)
+    assert pol.decode(TOK.encode("x = 1<step>y = 3<eos>"), stopped=True) == (["x = 1", "y = 3"], True)
+    conts = pol.continue_from(["a = 1. b = a + 1. Find b."] * 3, [[], ["b = 2"], []],
+                              jax.random.PRNGKey(0), mode="step", max_new_tokens=6)
+    assert len(conts) == 3 and all(c.num_tokens <= 6 for c in conts)
+    with pytest.raises(ValueError, match="single-token marker"):
+        sampling.Policy(s, TOK, marker="\n\n")

@@ -1,0 +1,193 @@
+"""Search: votes, best-of-N aggregation and selection, beam and PAV beam on scripted policies/verifiers."""
+import jax
+import numpy as np
+import pytest
+
+from prm_jax import search
+from prm_jax.sampling import Continuation
+
+
+def test_majority_vote_ignores_none_and_breaks_ties_by_first_seen():
+    assert search.majority_vote([3, None, 5, 5, None, None]) == 5
+    assert search.majority_vote([7, 3, 3, 7]) == 7
+    assert search.majority_vote([None, None]) is None
+
+
+def test_select_answer_argmax_and_weighted_vote():
+    answers = [1, 2, 2, None, 1]
+    scores = np.asarray([0.9, 0.5, 0.5, 5.0, 0.05])
+    assert search.select_answer(answers, scores, "argmax") == 1          # None never wins
+    assert search.select_answer(answers, scores, "vote") == 2            # 2: 1.0 > 1: 0.95
+    assert search.select_answer(answers, np.asarray([0.9, 0.5, 0.3, 0, 0.2]), "vote") == 1
+    with pytest.raises(ValueError, match="unknown answer selection"):
+        search.select_answer(answers, scores, "best")
+
+
+def _np_aggregate(s, how, temp=0.1):
+    s = np.asarray(s, np.float64)
+    if how == "min":
+        return s.min()
+    if how == "last":
+        return s[-1]
+    if how == "prod":
+        return s.prod()
+    if how == "mean":
+        return s.mean()
+    w = np.exp(-(s - s.min()) / temp)
+    return (w / w.sum() * s).sum()
+
+
+@pytest.mark.parametrize("how", ["min", "last", "prod", "mean", "softmin"])
+def test_solution_scores_match_numpy_on_ragged_steps(how):
+    rng = np.random.default_rng(0)
+    steps = [rng.random(n).astype(np.float32) for n in (1, 4, 2, 7)]
+    got = search.solution_scores(steps + [np.zeros(0)], how)
+    ref = [_np_aggregate(s, how) for s in steps]
+    np.testing.assert_allclose(got[:4], ref, rtol=1e-5)
+    assert got[4] == -np.inf  # a solution with no step never wins
+
+
+def test_best_of_n_needs_scores_and_picks_by_aggregate():
+    sols = [search.Solution(["a"], 1), search.Solution(["a", "b"], 2)]
+    with pytest.raises(ValueError, match="step_scores"):
+        search.best_of_n(sols)
+    sols[0].step_scores = np.asarray([0.6])
+    sols[1].step_scores = np.asarray([0.9, 0.5])
+    assert search.best_of_n(sols, "min") == 1 and search.best_of_n(sols, "last") == 1
+    assert search.best_of_n(sols, "mean") == 2
+
+
+class ScriptedPolicy:
+    """Steps are digits; every call hands out next-steps from a fixed cycle and counts tokens."""
+
+    def __init__(self, cycle=("1", "5", "3", "9"), end_after=3, step_tokens=2):
+        self.cycle, self.end_after, self.step_tokens = cycle, end_after, step_tokens
+        self.calls = []
+
+    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0,
+                      max_new_tokens=64, desc=None):
+        self.calls.append((mode, len(problems)))
+        out = []
+        for j, pre in enumerate(prefixes):
+            steps = list(pre)
+            new = []
+            while True:
+                new.append(self.cycle[(j + len(steps) + len(new)) % len(self.cycle)])
+                if mode == "step" or len(steps) + len(new) >= self.end_after:
+                    break
+            ended = len(steps) + len(new) >= self.end_after
+            out.append(Continuation(new, ended, self.step_tokens * len(new) + int(ended)))
+        return out
+
+    def answer(self, steps):
+        return int(steps[-1]) if steps else None
+
+
+class DigitVerifier:
+    """Step score = digit / 10; tokens = 10 per step scored."""
+
+    def __init__(self, scale=10.0):
+        self.scale, self.tokens_scored = scale, 0
+
+    def step_scores(self, problems, steps_list, *, return_tokens=False):
+        scores = [np.asarray([int(s) / self.scale for s in steps], np.float32) for steps in steps_list]
+        toks = np.asarray([10 * len(s) for s in steps_list])
+        self.tokens_scored += int(toks.sum())
+        return (scores, toks) if return_tokens else scores
+
+
+def test_beam_search_keeps_top_beams_and_counts_tokens():
+    pol, ver = ScriptedPolicy(), DigitVerifier()
+    rank = search.last_step_ranker(ver)
+    res = search.beam_search(pol, ["p", "q"], jax.random.PRNGKey(0), n_beams=4, width=2, rank_fn=rank,
+                             final_fn=rank, max_steps=5)
+    # Round 0: 4 first steps from the question (cycle "1","5","3","9" by slot): keep 9 and 5.
+    # Round 1: children of [9] are 1 and 5 (slot j and j+1 cycles), of [5] are 3 and 9 ... keep the best 2.
+    # Round 2: every child ends (3 steps); the two best finish; the answer is the highest last step.
+    assert pol.calls[0] == ("step", 8) and pol.calls[1] == ("step", 8)
+    assert [m for m, _ in pol.calls] == ["step", "step", "step"]
+    for r in res:
+        assert len(r.solutions) == 2 and all(len(s.steps) == 3 and s.complete for s in r.solutions)
+        assert r.answer == max(s.answer for s in r.solutions)
+        # 3 rounds x 4 children x 2 tokens + 2 EOS tokens per finished child in the last round (4 children).
+        assert r.gen_tokens == 3 * 4 * 2 + 4
+        # ranked 4 + 4 + 4 children (10 tokens per step: 1, 2, 3 steps) + 2 finished (3 steps each).
+        assert r.verifier_tokens == 4 * 10 + 4 * 20 + 4 * 30 + 2 * 30
+
+
+def test_beam_search_finishes_open_beams_at_budget_and_validates():
+    pol = ScriptedPolicy(end_after=10)
+    rank = search.last_step_ranker(DigitVerifier())
+    res = search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=4, width=2, rank_fn=rank,
+                             final_fn=rank, max_steps=2)
+    assert pol.calls[-1] == ("full", 2)
+    assert all(len(s.steps) == 10 for s in res[0].solutions)
+    with pytest.raises(ValueError, match="multiple of width"):
+        search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=3, width=2, rank_fn=rank,
+                           final_fn=rank)
+
+
+def test_pav_ranker_is_q_plus_alpha_advantage():
+    q, mu = DigitVerifier(10.0), DigitVerifier(20.0)
+    rank = search.pav_ranker(q, mu, alpha=0.5)
+    parents = [["4"], ["4"], []]
+    children = [["4", "6"], ["4", "2"], ["8"]]
+    score, toks = rank(["p", "p", "p"], parents, children)
+    # A = mu(child last) - mu(parent last); the root's V is the mean over its first steps (one here).
+    expect = [0.6 + 0.5 * (0.3 - 0.2), 0.2 + 0.5 * (0.1 - 0.2), 0.8 + 0.5 * 0.0]
+    np.testing.assert_allclose(score, expect, rtol=1e-6)
+    np.testing.assert_array_equal(toks, [20 + 20 + 10, 20 + 20 + 10, 10 + 10])
+
+
+def test_sample_solutions_groups_per_problem():
+    pol = ScriptedPolicy(end_after=2)
+    sols = search.sample_solutions(pol, ["a", "b", "c"], 3, jax.random.PRNGKey(0))
+    assert [len(x) for x in sols] == [3, 3, 3]
+    assert all(s.complete and len(s.steps) == 2 and s.answer == int(s.steps[-1]) for xs in sols for s in xs)
+    assert pol.calls == [("full", 9)]
+
+
+def test_verifier_scores_match_unbatched_forward():
+    """The jitted, padded, bucketed verifier equals one plain forward per solution (numpy log-ratios)."""
+    import jax.numpy as jnp
+
+    from prm_jax import model
+    from prm_jax.data.arith import CharTokenizer
+    from prm_jax.data.tokenize import encode_prefix
+    from prm_jax.verifier import Verifier
+
+    tok = CharTokenizer()
+    cfg = model.ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                            head_dim=8, mlp_dim=64, max_seq_len=256, init_std=0.2)
+    init = jax.jit(model.init_params, static_argnums=0)
+    params, ref = init(cfg, jax.random.PRNGKey(0)), init(cfg, jax.random.PRNGKey(1))
+    problems = ["a = 1. b = a + 2. Find b.", "a = 5, b = 7. c = a * b, d = c - 3. Find d."] * 2
+    steps = [["b = a + 2 = 1 + 2 = 3"], ["c = a * b = 5 * 7 = 35", "d = c - 3 = 35 - 3 = 32"],
+             ["b = 4"], ["c = 1", "d = 2", "e"]]
+    score_v = Verifier("score", cfg, params, tok, marker="<step>", max_batch=2)
+    imp_v = Verifier("implicit", cfg, params, tok, marker="<step>", ref_params=ref, beta=0.1)
+    probs = score_v.step_scores(problems, steps)
+    out = imp_v.score_all(problems, steps)
+    fwd = jax.jit(lambda par, ids: model.forward(cfg, par, ids))
+    for p, st, pr, rw, q in zip(problems, steps, probs, out["reward"], out["q"]):
+        ids = encode_prefix(p, st, tok, marker="<step>")
+        n_prompt = len(encode_prefix(p, [], tok, marker="<step>"))
+        o = fwd(params, jnp.asarray(ids[None]))
+        markers = np.flatnonzero(ids == tok.step_id)
+        np.testing.assert_allclose(pr, 1 / (1 + np.exp(-np.asarray(o.score[0])[markers])), atol=1e-5)
+
+        def logp(par):
+            lg = np.asarray(fwd(par, jnp.asarray(ids[None])).logits[0], np.float64)
+            lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
+            return lg[np.arange(len(ids) - 1), ids[1:]] - lse[:-1]  # log p(token t+1)
+        ratio = logp(params) - logp(ref)
+        bounds = [n_prompt] + [m + 1 for m in markers]
+        ref_r = [0.1 * ratio[a - 1: b - 1].sum() for a, b in zip(bounds[:-1], bounds[1:])]
+        np.testing.assert_allclose(rw, ref_r, atol=1e-4)
+        np.testing.assert_allclose(q, np.cumsum(ref_r), atol=1e-4)
+    lens = sum(len(encode_prefix(p, s, tok, marker="<step>")) for p, s in zip(problems, steps))
+    assert score_v.tokens_scored == lens and imp_v.tokens_scored == 2 * lens
+    with pytest.raises(ValueError, match="ref_params"):
+        Verifier("implicit", cfg, params, tok, marker="<step>")
+    with pytest.raises(ValueError, match="does not fit"):
+        Verifier("score", cfg, params, tok, marker="<step>", max_len=30).step_scores(problems[:1], steps[:1])

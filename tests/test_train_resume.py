@@ -1,0 +1,113 @@
+"""Preemption and failure: kill -9 and resume gives the uninterrupted losses; SIGTERM saves and exits 0;
+a NaN loss stops with an error naming the step and keeps the last good checkpoint.
+
+Each case trains the tiny synthetic config in its own process (tests/_train_worker.py, one CPU device).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
+STEPS = 8
+
+
+def _env(devices: int = 1) -> dict:
+    env = dict(os.environ)
+    # Cheaper XLA compiles: these tests compare runs compiled with the same flags.
+    env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
+                        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def _start(workdir, **overrides):
+    return subprocess.Popen([sys.executable, WORKER, str(workdir), json.dumps(overrides)], env=_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _losses(workdir) -> dict:
+    """Returns {step: loss} from metrics.jsonl, later rows (after a resume) winning."""
+    out = {}
+    path = os.path.join(workdir, "metrics.jsonl")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    if "loss" in row:
+                        out[row["step"]] = row["loss"]
+    return out
+
+
+def _ckpt_steps(workdir) -> list:
+    d = os.path.join(workdir, "ckpt")
+    return sorted(int(x) for x in os.listdir(d) if x.isdigit()) if os.path.isdir(d) else []
+
+
+def _wait_for(pred, proc, timeout=240):
+    t0 = time.time()
+    while not pred():
+        if proc.poll() is not None:
+            raise AssertionError(f"worker exited early (rc {proc.returncode}): {proc.stderr.read()[-2000:]}")
+        if time.time() - t0 > timeout:
+            proc.kill()
+            raise AssertionError("timed out waiting for the worker")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    wd = tmp_path_factory.mktemp("ref")
+    p = _start(wd, **{"train.steps": STEPS})
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    losses = _losses(wd)
+    assert sorted(losses) == list(range(1, STEPS + 1))
+    return losses
+
+
+def test_killed_run_resumes_with_the_uninterrupted_losses(tmp_path, reference):
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "train.step_sleep": 0.4})
+    _wait_for(lambda: 4 in _ckpt_steps(tmp_path) and max(_losses(tmp_path), default=0) >= 5, p)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    at_kill = max(_ckpt_steps(tmp_path))
+    assert at_kill < STEPS
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2})
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    got = _losses(tmp_path)
+    assert sorted(got) == list(range(1, STEPS + 1))
+    for step in range(1, STEPS + 1):
+        assert got[step] == pytest.approx(reference[step], abs=1e-6), (step, at_kill)
+    assert _ckpt_steps(tmp_path)[-1] == STEPS
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path, reference):
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 1000, "train.step_sleep": 0.4})
+    _wait_for(lambda: max(_losses(tmp_path), default=0) >= 2, p)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err[-3000:]
+    final = json.loads(out.split("FINAL ", 1)[1])
+    assert final["preempted"] is True and final["step"] < STEPS
+    assert _ckpt_steps(tmp_path) == [final["step"]]
+    got = _losses(tmp_path)
+    for step in got:
+        assert got[step] == pytest.approx(reference[step], abs=1e-6)
+
+
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "train.debug_nan_step": 5})
+    out, err = p.communicate(timeout=300)
+    assert p.returncode != 0
+    assert "NonFiniteLossError" in err and "at step 5" in err, err[-3000:]
+    assert _ckpt_steps(tmp_path) == [2, 4]
+    assert max(_losses(tmp_path)) == 4
