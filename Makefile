@@ -1,13 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make demo   creates/refreshes .venv, installs prm-jax, runs the main job (the arithmetic-task demo)
-#   make test   creates/refreshes .venv, installs prm-jax[test], runs the test suite
+#   make test   creates/refreshes .venv, installs prm-jax[test], runs the test suite (CI's; `make test-all` adds the slow tier)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 DEMO_ARGS ?=
 
-.PHONY: venv install demo test clean
+.PHONY: venv install install-run demo test test-all clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,11 +18,18 @@ venv: $(VENV)/bin/python
 install: venv
 	$(PY) -m pip install -q -e '.[test]'
 
-demo: install
+install-run: venv
+	$(PY) -m pip install -q -e .
+
+demo: install-run
 	$(VENV)/bin/prm-jax demo --workdir $(WORKDIR) $(DEMO_ARGS)
 
 test: install
-	$(PY) -m pytest -n 2 --durations=15 -q tests
+	$(PY) -m pytest -n 2 -m "not slow" --durations=15 -q tests
+
+# Also the slow end-to-end tests (demo --quick, notebooks, experiment smoke runs, real sweeps).
+test-all: install
+	$(PY) -m pytest -n 2 --durations=25 -q tests
 
 clean:
 	rm -rf $(VENV) runs

@@ -31,28 +31,30 @@ AGGS = ("min", "last", "prod", "mean", "softmin")
 VERIFIERS = ("bce", "orm", "pav", "implicit")
 
 SETTINGS = {
-    # policy_steps: SFT steps; label_*: labelling set; k: MC rollouts per step prefix; eval_*: held-out.
-    # 600 SFT steps left the policy at 6% accuracy; 2000 gave 31% (H200 runs, see the README).
-    "full": dict(policy_steps=2000, verifier_steps=400, batch_size=32, label_problems=128,
-                 label_samples=2, k=8, eval_problems=64, n=16, beam_width=4, alpha=0.5,
-                 prover="bok:4"),
+    # policy_steps/policy_batch: SFT; label_problems x label_samples: labelled solutions (val_frac of
+    # the problems held out for validation); k: MC rollouts per step prefix; verifier_passes: epochs
+    # over the labelled training solutions; eval_*: held-out problems; sample_batch: sampler rows per
+    # decode step (on a CPU a wide batch costs little more per step than a narrow one for a tiny model).
+    "full": dict(policy_steps=500, policy_batch=32, verifier_passes=2.0, batch_size=32,
+                 label_problems=128, label_samples=4, val_frac=0.125, k=4, eval_problems=64, n=16,
+                 beam_width=4, alpha=0.5, prover="bok:4", sample_batch=256, omega_solutions=96),
     # Plumbing check (what the test runs): every stage and figure, numbers not meaningful.
-    "quick": dict(policy_steps=40, verifier_steps=10, batch_size=16, label_problems=8,
-                  label_samples=2, k=2, eval_problems=6, n=4, beam_width=2, alpha=0.5,
-                  prover="bok:4"),
+    "quick": dict(policy_steps=40, policy_batch=16, verifier_passes=1.0, batch_size=16,
+                  label_problems=8, label_samples=2, val_frac=0.25, k=2, eval_problems=6, n=4,
+                  beam_width=2, alpha=0.5, prover="bok:4", sample_batch=64, omega_solutions=8),
 }
 # Arithmetic task of the demo: short chains, so that a tiny model trained in a minute makes mistakes.
 ARITH = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=20, max_result=199)
 
 
-def _base_config(objective: str, s: dict, workdir_policy: str | None):
+def _base_config(objective: str, s: dict, workdir_policy: str | None, verifier_steps: int = 0):
     """Returns the experiments/arith_prm.py tiny config adapted to the demo's data and budget."""
     from prm_jax.config import load_config
 
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     c = load_config(os.path.join(here, "experiments", f"arith_prm.py:{objective},tiny"))
-    c.train.steps = s["policy_steps"] if objective == "sft" else s["verifier_steps"]
-    c.train.batch_size = s["batch_size"]
+    c.train.steps = s["policy_steps"] if objective == "sft" else verifier_steps
+    c.train.batch_size = s["policy_batch"] if objective == "sft" else s["batch_size"]
     c.train.seq_len = 160  # 3-step solutions with their prompt fit whole (no truncated steps)
     c.train.ckpt_every = c.train.steps
     c.train.log_every = 10
@@ -79,11 +81,11 @@ def _problems(seed: int, n: int) -> list[str]:
     return [arith.sample_problem(cfg, rng).text for _ in range(n)]
 
 
-def _policy(workdir: str):
+def _policy(workdir: str, max_batch: int):
     tok = CharTokenizer()
     cfg, params, _ = loop.load_trained(workdir)
     smp = sampling.Sampler(cfg, params, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=tok.step_id,
-                           max_batch=64)
+                           max_batch=max_batch)
     return sampling.Policy(smp, tok, marker=MARKER, answer_fn=arith.final_answer)
 
 
@@ -108,7 +110,7 @@ def stage_labels(workdir: str, s: dict, log) -> dict:
         log("labels: exist, skipped")
         return json.load(open(stats_path))
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    pol = _policy(os.path.join(workdir, "policy"))
+    pol = _policy(os.path.join(workdir, "policy"), s["sample_batch"])
     rng = jax.random.PRNGKey(1)
     problems = _problems(1, s["label_problems"])
     sols = search.sample_solutions(pol, problems, s["label_samples"], jax.random.fold_in(rng, 0))
@@ -120,24 +122,38 @@ def stage_labels(workdir: str, s: dict, log) -> dict:
         max_new_tokens=128, step_truth=arith.check_steps,
         answer_fn=lambda p: str(arith.parse_problem(p).answer))
     stats["label_seconds"] = time.perf_counter() - t0
-    fe, used = labeling.omega_first_errors(pol, _grade, items, s["k"], jax.random.fold_in(rng, 2),
+    # OmegaPRM is a cost comparison, not a training input: run it on the first omega_solutions
+    # solutions and count full MC's rollouts on the same ones.
+    sub = items[: s["omega_solutions"]]
+    fe, used = labeling.omega_first_errors(pol, _grade, sub, s["k"], jax.random.fold_in(rng, 2),
                                            max_new_tokens=128)
-    exact_fe = np.asarray([arith.first_error(p, st) for p, st, _ in items])
+    exact_fe = np.asarray([arith.first_error(p, st) for p, st, _ in sub])
     wrong = exact_fe >= 0
-    mc_fe = np.asarray([next((i for i, v in enumerate(x.hard) if v == 0), -1) for x in labelled])
+    mc_fe = np.asarray([next((i for i, v in enumerate(x.hard) if v == 0), -1) for x in labelled[: len(sub)]])
     stats.update({
+        "omega_solutions": len(sub),
         "omega_rollouts": int(used),
-        "full_mc_rollouts_same_solutions": int(stats["mc_rollouts"]),
+        "full_mc_rollouts_same_solutions": int(sum(max(len(st) - 1, 0) for _, st, _ in sub) * s["k"]),
         "omega_first_error_exact_match": float(np.mean(fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
         "mc_hard_first_error_exact_match": float(np.mean(mc_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
         "policy_accuracy_on_label_problems": float(np.mean([c for _, _, c in items])),
-        "solutions_with_error": int(wrong.sum()),
+        "solutions_with_error_in_omega_subset": int(wrong.sum()),
         "sampler_tokens_per_s": pol.sampler.tokens_per_second,
     })
-    labeling.write_jsonl(path, labelled)
+    # Held-out validation split by problem (no problem's solutions on both sides).
+    n_val = max(1, int(round(s["val_frac"] * len(problems))))
+    val_problems = set(problems[len(problems) - n_val:])
+    train = [x for x in labelled if x.problem not in val_problems]
+    val = [x for x in labelled if x.problem in val_problems]
+    if not train or not val:
+        raise ValueError(f"labels: {len(train)} training / {len(val)} validation solutions; need both "
+                         f"(label_problems={s['label_problems']}, val_frac={s['val_frac']})")
+    stats.update({"train_solutions": len(train), "val_solutions": len(val), "val_problems": n_val})
+    labeling.write_jsonl(path, train)
+    labeling.write_jsonl(os.path.join(os.path.dirname(path), "val.jsonl"), val)
     json.dump(stats, open(stats_path, "w"), indent=1)
-    log(f"labels: {len(items)} solutions, {stats['mc_rollouts']} MC rollouts, OmegaPRM {used}; "
-        f"sampler {pol.sampler.tokens_per_second:.0f} tok/s")
+    log(f"labels: {len(items)} solutions ({len(train)} train / {len(val)} val), "
+        f"{stats['mc_rollouts']} MC rollouts, OmegaPRM {used}; sampler {pol.sampler.tokens_per_second:.0f} tok/s")
     return stats
 
 
@@ -147,14 +163,18 @@ def stage_verifier(workdir: str, name: str, s: dict, log) -> None:
         log(f"{name}: exists, skipped")
         return
     objective = {"bce": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}[name]
-    c = _base_config(objective, s, os.path.join(workdir, "policy"))
+    n_train = sum(1 for line in open(os.path.join(workdir, "labels", "train.jsonl")) if line.strip())
+    # A few passes over many labelled solutions, not many passes over few (those overfit).
+    steps = max(1, int(np.ceil(s["verifier_passes"] * n_train / s["batch_size"])))
+    c = _base_config(objective, s, os.path.join(workdir, "policy"), steps)
     c.data.source = "stepwise_jsonl"
     c.data.path = os.path.join(workdir, "labels", "train.jsonl")
     c.data.oracle_q = False
     c.data.label_field = "labels"  # soft MC labels (Q^pi) for the BCE-PRM
     m = loop.run(c, out)
     open(os.path.join(out, "DONE"), "w").write(json.dumps({"loss": m.get("loss")}))
-    log(f"{name}: trained, final loss {m.get('loss'):.4f}")
+    log(f"{name}: trained {steps} steps ({s['verifier_passes']} passes over {n_train} solutions), "
+        f"final loss {m.get('loss'):.4f}")
 
 
 def _verifiers(workdir: str) -> dict:
@@ -171,12 +191,33 @@ def _verifiers(workdir: str) -> dict:
     return out
 
 
+def validation(workdir: str, vs: dict) -> dict:
+    """Returns per-verifier step AUROC on the held-out labelled solutions (labels/val.jsonl).
+
+    'auroc_exact': against exact step correctness; 'auroc_mc': against the hard MC label (the
+    training target's own kind); 'brier_mc': mean squared error to the soft MC label (score verifiers).
+    """
+    rows = labeling.read_jsonl(os.path.join(workdir, "labels", "val.jsonl"))
+    exact = np.concatenate([np.asarray(r["meta"]["step_correct"], float) for r in rows])
+    hard = np.concatenate([np.asarray(r["hard_labels"], float) for r in rows])
+    soft = np.concatenate([np.asarray(r["labels"], float) for r in rows])
+    out = {"solutions": len(rows), "steps": int(exact.size)}
+    for name, v in vs.items():
+        sc = v.score_all([r["prompt"] for r in rows], [r["completions"] for r in rows])
+        vals = np.concatenate(sc["probs"] if v.kind == "score" else sc["q"])
+        out[name] = {"auroc_exact": evaluate.step_auroc(vals, exact),
+                     "auroc_mc": evaluate.step_auroc(vals, hard)}
+        if v.kind == "score":
+            out[name]["brier_mc"] = float(np.mean((vals - soft) ** 2))
+    return out
+
+
 def stage_eval(workdir: str, s: dict, log) -> dict:
     path = os.path.join(workdir, "eval.json")
     if _done(path):
         log("eval: exists, skipped")
         return json.load(open(path))
-    pol, vs = _policy(os.path.join(workdir, "policy")), _verifiers(workdir)
+    pol, vs = _policy(os.path.join(workdir, "policy"), s["sample_batch"]), _verifiers(workdir)
     problems = _problems(2, s["eval_problems"])
     gold = [arith.parse_problem(p).answer for p in problems]
     n = s["n"]
@@ -194,6 +235,7 @@ def stage_eval(workdir: str, s: dict, log) -> dict:
     res = {"n": n, "problems": len(problems), "sample_seconds": sample_s,
            "mean_gen_tokens_per_solution": float(gen_tokens.mean()),
            "policy_accuracy": float(correct.mean()), "curves": {}, "auroc": {}, "tokens": {}}
+    res["val"] = validation(workdir, vs)
     scores: dict = {}
     for name, v in vs.items():
         before = v.tokens_scored
@@ -317,11 +359,20 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     md += [f"| {f['figure']} | {f['measured']} | {'yes' if f['holds'] else 'NO'} |" for f in figs]
     md += ["\n## Step AUROC against exact ground truth (held-out samples)\n", "| verifier | AUROC |", "|---|---|"]
     md += [f"| {k} | {v:.3f} |" for k, v in res["auroc"].items()]
+    val = res.get("val")
+    if val:
+        md += [f"\n## Held-out validation ({val['solutions']} labelled solutions, {val['steps']} steps, "
+               "problems not trained on)\n", "| verifier | AUROC vs exact | AUROC vs hard MC | Brier vs soft MC |",
+               "|---|---|---|---|"]
+        md += [f"| {k} | {val[k]['auroc_exact']:.3f} | {val[k]['auroc_mc']:.3f} | "
+               f"{val[k].get('brier_mc', float('nan')):.3f} |" for k in VERIFIERS if k in val]
     md += ["\n## Accuracy vs N (bootstrap 95% CI)\n", table,
            "\n![accuracy vs N](accuracy_vs_n.png)\n\n![one solution](solution_steps.png)\n",
            "## Compute\n", "```", json.dumps(res["tokens"], indent=1), "```",
            "\n## Labelling\n", "```", json.dumps(label_stats, indent=1), "```",
-           "\n## Wall time (s)\n", "```", json.dumps(wall, indent=1), "```"]
+           "\n## Wall time per stage (s; a resumed run shows ~0 for skipped stages)\n",
+           "| stage | seconds |", "|---|---|", *[f"| {k} | {v:.1f} |" for k, v in wall.items()],
+           "\n```", json.dumps(wall, indent=1), "```"]
     with open(os.path.join(workdir, "report.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     return short + "\n\n" + "\n".join(f"{'OK ' if f['holds'] else 'NO '} {f['figure']}: {f['measured']}"
@@ -346,6 +397,7 @@ def run(workdir: str, quick: bool = False, log=print, overrides: dict | None = N
         t0 = time.perf_counter()
         out = fn(*a)
         wall[name] = round(time.perf_counter() - t0, 1)
+        log(f"stage {name}: {wall[name]:.1f}s")
         return out
 
     timed("policy", stage_policy, workdir, s, log)

@@ -46,7 +46,9 @@ def _forward(model_cfg, params, batch, prefix: str = "", lm_head: bool = False):
 def _logprobs(model_cfg, params, batch, prefix: str, chunk_size: int):
     """Returns (logp_BxL float32, hidden) through the chunked hidden @ output-embedding path."""
     out = _forward(model_cfg, params, batch, prefix, lm_head=False)
-    w_DxV = _model().output_embedding(model_cfg, params)
+    # The head runs in the compute dtype (fp32 master weights would promote the whole vocabulary
+    # projection to fp32); the chunked path still accumulates and normalises in float32.
+    w_DxV = _model().output_embedding(model_cfg, params).astype(out.hidden.dtype)
     logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch[prefix + "tokens"],
                                           chunk_size=chunk_size)
     return logp, out

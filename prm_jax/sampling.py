@@ -3,7 +3,7 @@
 Prefixes of different lengths are left-padded (the padding is marked invalid in the cache, so every
 row sees only its own tokens) and all rows advance in lockstep. Shapes are rounded up to buckets
 (new-token count to a power of two, prefix length to a multiple of `LEN_BUCKET`, one prefix length per
-call, batch to 16 or `max_batch`) so that a search or labelling run compiles a handful of programs:
+chunk of `max_batch` rows, batch to 16 or `max_batch`) so that a search or labelling run compiles a handful of programs:
 on a CPU a compile costs more than many padded rows. Temperature and top-p are
 traced scalars: changing them never recompiles.
 
@@ -158,6 +158,7 @@ class Sampler:
         self._compiled: dict[tuple, object] = {}
         self.tokens_generated = 0
         self.seconds = 0.0
+        self.shapes: set[tuple[int, int, int]] = set()  # (batch, prefix bucket, new bucket) called: compiles
 
     def _fn(self, new_bucket: int):
         key = (new_bucket,)
@@ -190,14 +191,17 @@ class Sampler:
         order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
         chunks = [order[s: s + self.max_batch] for s in range(0, len(order), self.max_batch)]
         parts = []
-        p_len = _bucket_len(max(len(p) for p in prefixes))
         t0 = time.perf_counter()
         bar = tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None or len(chunks) < 2)
         for c, idx in enumerate(bar):
             rows = [prefixes[i] for i in idx]
+            # Per-chunk length bucket: chunks are sorted by length, so short prefixes do not pay
+            # for the attention span of the longest one in the request.
+            p_len = _bucket_len(max(len(r) for r in rows))
             b = self.max_batch if len(rows) > self.max_batch // 4 else _bucket_pow2(len(rows), MIN_BATCH)
             rows = rows + [rows[0]] * (b - len(rows))  # filler rows: a real prefix, never all-invalid
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)
+            self.shapes.add((b, p_len, new_bucket))
             out = self._fn(new_bucket)(
                 self.params, toks, pos, valid, stop_S, jnp.int32(max_new_tokens),
                 jnp.float32(temperature), jnp.float32(top_p), jax.random.fold_in(rng, c))

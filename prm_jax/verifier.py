@@ -23,7 +23,11 @@ from prm_jax import model as model_lib
 from prm_jax import scoring
 
 KINDS = ("score", "implicit")
-LEN_BUCKET = 32
+# Shape buckets: on a CPU a compile costs more than many padded rows, so batches round up to a power
+# of two of at least MIN_BATCH, lengths to LEN_BUCKET and step counts to a power of two of at least MIN_STEPS.
+LEN_BUCKET = 64
+MIN_BATCH = 16
+MIN_STEPS = 4
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -90,10 +94,10 @@ class Verifier:
         for s in range(0, len(order), self.max_batch):
             idx = order[s: s + self.max_batch]
             chunk = [exs[i] for i in idx]
-            b = max(1, 1 << (len(chunk) - 1).bit_length())
+            b = max(MIN_BATCH, 1 << (len(chunk) - 1).bit_length())
             chunk = chunk + [chunk[0]] * (b - len(chunk))
             seq = -(-max(len(e["tokens"]) for e in chunk) // LEN_BUCKET) * LEN_BUCKET
-            t = max(1, 1 << (max(len(e["step_pos"]) for e in chunk) - 1).bit_length())
+            t = max(MIN_STEPS, 1 << (max(len(e["step_pos"]) for e in chunk) - 1).bit_length())
             batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
             if self.kind == "score":
                 out = _score_head_probs(self.cfg, self.params, batch["tokens"], batch["positions"],

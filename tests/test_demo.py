@@ -27,8 +27,21 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     rows = [json.loads(line) for line in open(os.path.join(workdir, "labels/train.jsonl"))]
     assert rows and all(len(r["meta"]["step_correct"]) == len(r["completions"]) == len(r["labels"]) for r in rows)
     assert all(0.0 <= x <= 1.0 for r in rows for x in r["labels"] + r["q"])
+    # The held-out validation split: its own problems, scored by every verifier.
+    val = [json.loads(line) for line in open(os.path.join(workdir, "labels/val.jsonl"))]
+    assert val and not {r["prompt"] for r in val} & {r["prompt"] for r in rows}
+    assert out["labels"]["train_solutions"] == len(rows) and out["labels"]["val_solutions"] == len(val)
+    assert res["val"]["solutions"] == len(val) and set(demo.VERIFIERS) <= set(res["val"])
+    assert res["val"]["steps"] == sum(len(r["completions"]) for r in val)
+    # Verifier steps follow the passes over the training solutions, not a fixed count.
+    s = demo.SETTINGS["quick"]
+    want = max(1, -(-int(s["verifier_passes"] * len(rows)) // s["batch_size"]))
+    for name in demo.VERIFIERS:
+        last = [json.loads(line) for line in open(os.path.join(workdir, name, "metrics.jsonl"))][-1]
+        assert last["step"] == want, (name, last["step"], want)
     report = open(os.path.join(workdir, "report.md")).read()
-    assert "| majority |" in report and "Step AUROC" in report
+    assert "| majority |" in report and "Step AUROC" in report and "Held-out validation" in report
+    assert all(f'"{k}"' in report for k in ("policy", "labels", "bce", "eval", "total"))
     # The search CLI on the demo's runs: an implicit PRM (its reference found from the run's config).
     from prm_jax import cli
     capsys.readouterr()

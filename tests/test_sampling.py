@@ -125,6 +125,19 @@ def test_shape_buckets_reuse_compiled_programs(tiny):
     assert s.tokens_generated == 5 * 5 + 7 * 7
 
 
+def test_chunks_get_their_own_length_bucket_and_match_reference(tiny):
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
+    short, long = [1, 10, 11], [1] + [20 + i % 40 for i in range(140)]  # buckets 128 and 256
+    prefixes = [long] * 5 + [short] * 16  # sorted by length: 16 short rows, then a chunk of 5 long ones
+    out = s.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=6, temperature=0.0)
+    assert s.shapes == {(16, 128, 8), (16, 256, 8)}, s.shapes
+    ref = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
+    for p in (short, long):  # each alone: one chunk, its own bucket
+        want = ref.sample([p], jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0).row(0)
+        assert all(out.row(i) == want for i, q in enumerate(prefixes) if q is p)
+
+
 def test_bad_input(tiny):
     cfg, params = tiny
     s = sampling.Sampler(cfg, params, pad_id=0, eos_id=2, step_id=None)

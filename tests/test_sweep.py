@@ -170,7 +170,6 @@ def test_cli_rejects_unknown_flag(tmp_path):
     assert r.returncode != 0 and "--bogus" in r.stderr
 
 
-@pytest.mark.slow
 def test_real_two_point_sweep_soft_vs_hard(tmp_path):
     """`prm-jax sweep` over math_shepherd_bce.py:tiny_soft (soft vs hard labels) through `prm-jax train`,
     2 steps each, gathered into one table."""
