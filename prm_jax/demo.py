@@ -29,6 +29,7 @@ from prm_jax.verifier import Verifier
 MARKER = CharTokenizer.STEP
 AGGS = ("min", "last", "prod", "mean", "softmin")
 VERIFIERS = ("bce", "orm", "pav", "implicit")
+WEAK_POLICY = 0.10  # below this one-sample accuracy the report says the figures are not evidence
 
 SETTINGS = {
     # policy_steps/policy_batch: SFT; label_problems x label_samples: labelled solutions (val_frac of
@@ -355,6 +356,10 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
           f"N up to {n}; mean generated tokens per solution {per:.1f}.\n",
           *(["**The policy is always or never right here, so the comparisons below are degenerate.**\n"]
             if res["policy_accuracy"] in (0.0, 1.0) else []),
+          *([f"**The policy is right on under {WEAK_POLICY:.0%} of samples: its correct answers are mostly "
+             "lucky guesses, so the figures below are not evidence either way (train it longer, e.g. "
+             "`--set policy_steps=2000`).**\n"]
+            if 0.0 < res["policy_accuracy"] < WEAK_POLICY else []),
           "## Figures\n", "| figure | measured | holds |", "|---|---|---|"]
     md += [f"| {f['figure']} | {f['measured']} | {'yes' if f['holds'] else 'NO'} |" for f in figs]
     md += ["\n## Step AUROC against exact ground truth (held-out samples)\n", "| verifier | AUROC |", "|---|---|"]
