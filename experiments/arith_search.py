@@ -14,7 +14,8 @@ are counted so that methods compare at equal compute. Runs `prm_jax.demo.stage_e
     # this CPU (tiny runs from arith_policy_sft.py:tiny and arith_verifier.py:*,tiny under /tmp/arith):
     prm-jax sweep --once --config experiments/arith_search.py:tiny --workdir /tmp/arith_search
 
-`runs` holds policy/ and the verifier runs bce/ orm/ pav/ implicit/ (each a `prm-jax train` workdir).
+`runs` holds policy/ and the verifier runs bce/ orm/ pav/ implicit/ (each a `prm-jax train` workdir);
+`labels` is arith_mc_label.py's labels/ folder (default RUNS/labels).
 Variants: demo, pav_alpha, agg, tiny.
 """
 import json
@@ -40,6 +41,7 @@ def get_config(arg=None):
     c.alpha = 0.5                             # PAV: rank by Q + alpha * A
     c.agg = "min"                             # best-of-N aggregation read into final.json
     c.shared_eval = ""                        # a folder whose eval.json is reused (agg sweep)
+    c.labels = ""                             # arith_mc_label's labels/ (held-out val.jsonl); "" = RUNS/labels
     if arg == "agg":
         c.shared_eval = "runs/arith/search_shared"
     if arg == "tiny":
@@ -71,6 +73,8 @@ def run(config, workdir):
     os.makedirs(where, exist_ok=True)
     for name in RUNS:
         _link(os.path.join(config.runs, name), os.path.join(where, name))
+    # labels/: the held-out labelled split that stage_eval's validation table reads.
+    _link(config.labels or os.path.join(config.runs, "labels"), os.path.join(where, "labels"))
     s = dict(demo.SETTINGS[config.settings], eval_problems=config.eval_problems, n=config.n,
              beam_width=config.beam_width, alpha=config.alpha)
     res = demo.stage_eval(where, s, print)

@@ -165,7 +165,7 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
         train.run(cfg, str(runs / name), mesh=one_device_mesh, progress=False)
 
     out = sweep.run_stage(str(EXP / "arith_search.py:tiny"), str(tmp_path / "search"),
-                          [f"--config.runs={runs}"])
+                          [f"--config.runs={runs}", f"--config.labels={runs / 'mc' / 'labels'}"])
     final = json.loads((tmp_path / "search" / "final.json").read_text())
     assert 0.0 <= final["acc@N/majority"] <= 1.0 and "acc@N/beam_pav" in final, final
     assert final["policy_accuracy"] == out["policy_accuracy"]
