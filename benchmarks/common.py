@@ -366,6 +366,22 @@ def set_results(key: str, value: Any, directory: pathlib.Path | None = None) -> 
     write_json(RESULTS, res, directory)
 
 
+def stage_parser(doc: str):
+    """Returns the argument parser shared by the sampler and scoring stages (their own flags added after)."""
+    import argparse
+
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--no-jax", action="store_true")
+    p.add_argument("--no-peer", action="store_true")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--in-process", action="store_true",
+                   help="run the worker and the peer in this process (tiny CPU runs, tests)")
+    p.add_argument("--budget", type=float, default=None,
+                   help="seconds for this whole stage: later workers get what is left")
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`env` records the environment; `ceilings [--tiny]` measures them; `skip NAME WHY` notes a stage."""
     import argparse

@@ -104,15 +104,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "--worker":
         return worker(argv[1:])
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tiny", action="store_true")
-    p.add_argument("--no-jax", action="store_true")
-    p.add_argument("--no-peer", action="store_true")
-    p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--in-process", action="store_true",
-                   help="run the worker and the peer in this process (tiny CPU runs, tests)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds for this whole stage: later workers get what is left")
+    p = common.stage_parser(__doc__)
     a = p.parse_args(argv)
     deadline = time.time() + a.budget if a.budget else None
     tiny = a.tiny
