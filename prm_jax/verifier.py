@@ -83,11 +83,14 @@ class Verifier:
 
     def score_all(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]]) -> dict:
         """Returns {'probs' or 'reward' and 'q': list of [T_i] float arrays, 'tokens': [N] int array}."""
-        from prm_jax.data import tokenize
-
         if len(problems) != len(steps_list):
             raise ValueError(f"{len(problems)} problems but {len(steps_list)} step lists")
-        exs = [self._encode(p, s) for p, s in zip(problems, steps_list)]
+        return self.score_examples([self._encode(p, s) for p, s in zip(problems, steps_list)])
+
+    def score_examples(self, exs: Sequence[dict]) -> dict:
+        """Returns what `score_all` returns, for examples already made by `tokenize.encode_example`."""
+        from prm_jax.data import tokenize
+
         n_tok = np.asarray([len(e["tokens"]) for e in exs], np.int64) * (2 if self.kind == "implicit" else 1)
         order = sorted(range(len(exs)), key=lambda i: len(exs[i]["tokens"]))
         vals: list = [None] * len(exs)

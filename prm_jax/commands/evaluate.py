@@ -11,7 +11,6 @@ prediction, to --output (JSON).
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import sys
@@ -37,29 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="processbench.json", help="JSON file for metrics and predictions")
 
 
-def _bucket(n: int, cap: int) -> int:
-    """Returns the next power of two >= n (at least 64), capped: few shapes, few compilations."""
-    b = 64
-    while b < n:
-        b *= 2
-    return min(b, max(cap, n))
-
-
-@functools.lru_cache(maxsize=None)
-def _step_probs_fn():
-    """Returns the jitted scorer (model config static), built once so shapes compile once per process."""
-    import jax
-    import jax.numpy as jnp
-
-    from prm_jax import model, scoring
-
-    def step_probs(model_cfg, params, tokens, segment_ids, positions, step_pos):
-        out = model.forward(model_cfg, params, tokens, segment_ids=segment_ids, positions=positions, lm_head=False)
-        return jax.nn.sigmoid(scoring.gather_steps(out.score.astype(jnp.float32), step_pos))
-
-    return jax.jit(step_probs, static_argnums=0)
-
-
 def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batch_size: int, max_len: int,
                      chat_template: str | None = None, progress: bool = True):
     """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
@@ -68,6 +44,7 @@ def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batc
     from tqdm import tqdm
 
     from prm_jax.data import tokenize
+    from prm_jax.verifier import Verifier
 
     examples, probs = {}, [np.zeros(0)] * len(records)
     for i, r in enumerate(records):
@@ -77,18 +54,15 @@ def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batc
         except tokenize.ExampleTooLong:
             pass  # no step fits: nothing scored, counted as truncated below
     truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
-    keys = list(examples)
-    order = [keys[j] for j in np.argsort([len(examples[i]["tokens"]) for i in keys], kind="stable")]
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    for idx in tqdm(batches, desc="scoring", unit="batch", disable=not progress):
-        exs = [examples[i] for i in idx]
-        seq = _bucket(max(len(e["tokens"]) for e in exs), max_len)
-        steps = max(16, 1 << (max(len(e["step_pos"]) for e in exs) - 1).bit_length())
-        padded = exs + [exs[-1]] * (batch_size - len(exs))  # a fixed batch shape; extra rows ignored
-        b = tokenize.pad_batch(padded, seq, steps, tokenizer.pad_id)
-        p = np.asarray(_step_probs_fn()(model_cfg, params, b["tokens"], b["segment_ids"], b["positions"], b["step_pos"]))
-        for row, i in enumerate(idx):
-            probs[i] = p[row, :len(examples[i]["step_pos"])].astype(np.float64)
+    keys = sorted(examples, key=lambda i: len(examples[i]["tokens"]))  # like lengths share a batch
+    # One verifier scorer for search and evaluation: jitted per shape bucket, rows sorted by length.
+    verifier = Verifier("score", model_cfg, params, tokenizer, marker=marker, max_batch=batch_size,
+                        max_len=max_len, chat_template=chat_template)
+    for s in tqdm(range(0, len(keys), batch_size), desc="scoring", unit="batch", disable=not progress):
+        idx = keys[s: s + batch_size]
+        out = verifier.score_examples([examples[i] for i in idx])["probs"]
+        for i, p in zip(idx, out):
+            probs[i] = p.astype(np.float64)
     return probs, truncated
 
 
