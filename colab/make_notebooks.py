@@ -243,7 +243,7 @@ if TINY:
     ("code", """
 import json, numpy as np
 from prm_jax import evaluate, hf
-from prm_jax.commands.evaluate import score_step_probs
+from prm_jax.evaluate import score_step_probs
 from prm_jax.data import readers
 from prm_jax.data.tokenizers import HFTokenizer
 model_cfg, params = hf.load_checkpoint(CHECKPOINT)

@@ -313,3 +313,33 @@ def grade_answer(pred, gold, kind: str, timeout_s: int = 5) -> bool:
     except Exception as e:  # math_verify raises TimeoutError and sympy errors on odd input
         log.warning("grading %r against %r failed (%s: %s); counted as wrong", pred, gold, type(e).__name__, e)
         return False
+
+
+def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batch_size: int, max_len: int,
+                     chat_template: str | None = None, progress: bool = True):
+    """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
+    records lost trailing steps to max_len (their unscored steps cannot be predicted wrong; a record
+    whose prompt alone exceeds max_len has no scored step)."""
+    from tqdm import tqdm
+
+    from prm_jax.data import tokenize
+    from prm_jax.verifier import Verifier
+
+    examples, probs = {}, [np.zeros(0)] * len(records)
+    for i, r in enumerate(records):
+        try:
+            examples[i] = tokenize.encode_example(r, tokenizer, marker=marker, max_len=max_len,
+                                                  max_steps=len(r.steps), chat_template=chat_template)
+        except tokenize.ExampleTooLong:
+            pass  # no step fits: nothing scored, counted as truncated below
+    truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
+    keys = sorted(examples, key=lambda i: len(examples[i]["tokens"]))  # like lengths share a batch
+    # One verifier scorer for search and evaluation: jitted per shape bucket, rows sorted by length.
+    verifier = Verifier("score", model_cfg, params, tokenizer, marker=marker, max_batch=batch_size,
+                        max_len=max_len, chat_template=chat_template)
+    for s in tqdm(range(0, len(keys), batch_size), desc="scoring", unit="batch", disable=not progress):
+        idx = keys[s: s + batch_size]
+        out = verifier.score_examples([examples[i] for i in idx])["probs"]
+        for i, p in zip(idx, out):
+            probs[i] = p.astype(np.float64)
+    return probs, truncated
