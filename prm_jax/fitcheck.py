@@ -8,7 +8,6 @@ Run it with N simulated CPU devices (`prm-jax fit-check --devices N` sets that u
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import jax
 import jax.numpy as jnp

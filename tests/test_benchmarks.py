@@ -167,7 +167,6 @@ def test_all_benchmarks_tiny_end_to_end(tmp_path, monkeypatch, capsys):
     train_step and sampler run their workers in this process (one JAX and one torch import: the
     2-core CPU is the budget); scoring runs as on the GPU, each worker in a subprocess.
     """
-    import scoring as scoring_bench
 
     monkeypatch.setenv("OUT", str(tmp_path))
     assert train_step.main(["--tiny", "--in-process", "--jax", "bce,implicit"]) == 0

@@ -1,5 +1,4 @@
 """The arithmetic task: verifier against hand-made steps, corruption labels, stream, char tokenizer."""
-import numpy as np
 import pytest
 
 from prm_jax.data import arith as A
