@@ -35,6 +35,10 @@ def test_verifier_on_hand_made_steps():
     assert A.check_steps(PROBLEM, ["d = 19"]) == [False]
     assert A.check_steps(PROBLEM, GOLD + [GOLD[-1]]) == [True, True, True, False]
     assert A.check_steps(PROBLEM, [GOLD[1], GOLD[0]]) == [False, False]
+    # a misnamed step leaves the formula's operand never shown: the later step is invalid, no crash
+    misnamed = ["x = a + b = 12 + 7 = 19", "e = d * 3 = 19 * 3 = 57", "f = e - d = 57 - 19 = 38"]
+    problem2 = "a = 12, b = 7, c = 3. d = a + b, e = d * 3, f = e - d. Find f."
+    assert A.step_validity(problem2, misnamed) == [False, False, False]
     assert A.final_answer([]) is None and A.final_answer(["no number"]) is None
 
 

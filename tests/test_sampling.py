@@ -97,6 +97,23 @@ def test_first_token_frequencies_match_softmax(tiny, temperature, top_p):
     assert freq[p == 0].sum() == 0, "tokens outside the nucleus were sampled"
 
 
+@pytest.mark.parametrize("top_p", [1e-6, 0.1, 0.5, 0.9, 0.999])
+def test_nucleus_set_equals_sorted_cumsum_definition(top_p):
+    # Flat (random-weight-like) and peaked rows over a large vocabulary, against a numpy sort.
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 0.05, (8, 5000)), rng.normal(0, 4.0, (8, 5000))]).astype(np.float32)
+    got = np.isfinite(np.asarray(jax.jit(sampling.nucleus_logits)(jnp.asarray(x), top_p)))
+    for row, keep in zip(x.astype(np.float64), got):
+        p = np.exp(row - row.max())
+        p /= p.sum()
+        order = np.argsort(-p)
+        want = np.zeros_like(keep)
+        want[order[(np.cumsum(p[order]) - p[order]) < top_p]] = True
+        # float32 sums may move the boundary by one token: allow that, nothing more.
+        assert np.sum(want != keep) <= 1, (top_p, int(want.sum()), int(keep.sum()))
+        assert keep[order[0]]
+
+
 def test_stops_at_step_marker_and_eos(tiny):
     cfg, params = tiny
     prefix = [1, 10, 11, 12]

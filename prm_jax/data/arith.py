@@ -165,7 +165,9 @@ def step_validity(problem, steps: Sequence[str]) -> list[bool]:
         sx, sy, sres = int(sx), int(sy), int(sres)
         f = p.formulas[t]
         ok = (name, left, op, right) == (f.name, f.left, f.op, f.right) and sop == op
-        ok = ok and sx == shown.get(left) and sy == (shown.get(right) if right in shown else int(right))
+        # A name the problem never defined (a generated step may invent one) is simply invalid.
+        want_y = shown.get(right) if right in shown else (int(right) if right.isdigit() else None)
+        ok = ok and sx == shown.get(left) and sy == want_y
         ok = ok and sres == OPS[sop](sx, sy)
         out.append(bool(ok))
         shown[name] = sres          # later steps are checked against the value shown, right or wrong
