@@ -35,14 +35,17 @@ SETTINGS = {
     # policy_steps/policy_batch: SFT; label_problems x label_samples: labelled solutions (val_frac of
     # the problems held out for validation); k: MC rollouts per step prefix; verifier_passes: epochs
     # over the labelled training solutions; eval_*: held-out problems; sample_batch: sampler rows per
-    # decode step (on a CPU a wide batch costs little more per step than a narrow one for a tiny model).
-    "full": dict(policy_steps=700, policy_batch=32, verifier_passes=2.0, batch_size=32,
+    # decode step (on a CPU a wide batch costs little more per step than a narrow one for a tiny model);
+    # bce_labels: the BCE-PRM's target, "hard" (MC > 0, Math-Shepherd's default) or "soft" (the MC fraction).
+    "full": dict(policy_steps=700, policy_batch=32, verifier_passes=3.0, batch_size=32,
                  label_problems=256, label_samples=4, val_frac=0.125, k=4, eval_problems=64, n=16,
-                 beam_width=4, alpha=0.5, prover="bok:4", sample_batch=256, omega_solutions=96),
+                 beam_width=4, alpha=0.5, prover="bok:4", sample_batch=256, omega_solutions=96,
+                 bce_labels="hard"),
     # Plumbing check (what the test runs): every stage and figure, numbers not meaningful.
     "quick": dict(policy_steps=40, policy_batch=16, verifier_passes=1.0, batch_size=16,
                   label_problems=8, label_samples=2, val_frac=0.25, k=2, eval_problems=6, n=4,
-                  beam_width=2, alpha=0.5, prover="bok:4", sample_batch=64, omega_solutions=8),
+                  beam_width=2, alpha=0.5, prover="bok:4", sample_batch=64, omega_solutions=8,
+                  bce_labels="hard"),
 }
 # Arithmetic task of the demo: short chains of one-digit additions and subtractions. The tiny policy
 # learns to look values up by name only after ~500 SFT steps at batch 32 (the loss drops from ~0.3 to
@@ -50,7 +53,7 @@ SETTINGS = {
 # The demo stops it inside that transition (700 steps: one sample right 35% of the time, majority of
 # 16 right on 47% of problems, some sample right on 91%), so verifiers have something to choose from.
 ARITH = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99,
-             operators=("+", "-"))
+             operators=("+", "-"), self_sub=False)
 SFT_CORRUPT = 0.1  # share of corrupted SFT solutions: the policy also imitates some planted errors
 
 
@@ -179,7 +182,8 @@ def stage_verifier(workdir: str, name: str, s: dict, log) -> None:
     c.data.source = "stepwise_jsonl"
     c.data.path = os.path.join(workdir, "labels", "train.jsonl")
     c.data.oracle_q = False
-    c.data.label_field = "labels"  # soft MC labels (Q^pi) for the BCE-PRM
+    # Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).
+    c.data.label_field = {"hard": "hard_labels", "soft": "labels"}[s["bce_labels"]]
     m = loop.run(c, out)
     open(os.path.join(out, "DONE"), "w").write(json.dumps({"loss": m.get("loss")}))
     log(f"{name}: trained {steps} steps ({s['verifier_passes']} passes over {n_train} solutions), "

@@ -1,4 +1,5 @@
 """The arithmetic task: verifier against hand-made steps, corruption labels, stream, char tokenizer."""
+import numpy as np
 import pytest
 
 from prm_jax.data import arith as A
@@ -102,6 +103,14 @@ def test_config_difficulty_and_validation():
         with pytest.raises(ValueError):
             A.ArithConfig(**bad)
     assert A.ArithConfig.from_dict({"max_steps": 6, "operators": ["+", "-"], "other": 1}).operators == ("+", "-")
+    # self_sub=False: no `x = y - y` formula (counted over many problems), same problems otherwise
+    base = dict(operators=("+", "-"), max_operand=9, const_prob=0.0, min_given=1, max_given=1)
+    with_self = [A.sample_problem(A.ArithConfig(**base), np.random.default_rng(i)) for i in range(300)]
+    without = [A.sample_problem(A.ArithConfig(**base, self_sub=False), np.random.default_rng(i)) for i in range(300)]
+    def n_self(ps):
+        return sum(f.op == "-" and f.left == f.right for p in ps for f in p.formulas)
+    assert n_self(with_self) > 20 and n_self(without) == 0
+    assert [p.given for p in with_self] == [p.given for p in without]
 
 
 def test_each_corruption_kind_gives_a_wrong_step():

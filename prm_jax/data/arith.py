@@ -54,6 +54,8 @@ class ArithConfig:
     max_result: int = 999           # '*' is replaced by '+' when it would exceed this
     operators: tuple = ("+", "-", "*")
     const_prob: float = 0.3         # chance the second operand is a small constant
+    self_sub: bool = True           # allow `d = c - c` (0 whatever c is shown as: an error before it
+                                    # cannot change the answer, so outcome labels miss it)
     corrupt_prob: float = 0.4       # chance a solution has one wrong step
     corruption_kinds: tuple = KINDS
 
@@ -224,6 +226,8 @@ def sample_problem(cfg: ArithConfig, rng: np.random.Generator) -> ArithProblem:
             op = "+" if "+" in cfg.operators else op
         if op == "+" and vx + vy > cfg.max_result and "-" in cfg.operators and vx >= vy:
             op = "-"
+        if op == "-" and right == left and not cfg.self_sub and "+" in cfg.operators:
+            op = "+"
         f = Formula(name, left, op, right)
         formulas.append(f)
         env[name] = OPS[op](vx, vy)
