@@ -37,7 +37,7 @@ SETTINGS = {
     # over the labelled training solutions; eval_*: held-out problems; sample_batch: sampler rows per
     # decode step (on a CPU a wide batch costs little more per step than a narrow one for a tiny model);
     # bce_labels: the BCE-PRM's target, "hard" (MC > 0, Math-Shepherd's default) or "soft" (the MC fraction).
-    "full": dict(policy_steps=700, policy_batch=32, verifier_passes=3.0, batch_size=32,
+    "full": dict(policy_steps=800, policy_batch=32, verifier_passes=3.0, batch_size=32,
                  label_problems=256, label_samples=4, val_frac=0.125, k=4, eval_problems=64, n=16,
                  beam_width=4, alpha=0.5, prover="bok:4", sample_batch=256, omega_solutions=96,
                  bce_labels="hard"),
