@@ -99,7 +99,7 @@ def test_config_difficulty_and_validation():
         assert r.step_labels == [1.0] * len(r.steps) and r.outcome == 1.0
         assert all(" + " in s and "*" not in s for s in r.steps)
     for bad in [dict(operators=("/",)), dict(min_steps=3, max_steps=2), dict(corrupt_prob=1.5),
-                dict(corruption_kinds=("typo",))]:
+                dict(corruption_kinds=("typo",)), dict(operators=("-",), self_sub=False)]:
         with pytest.raises(ValueError):
             A.ArithConfig(**bad)
     assert A.ArithConfig.from_dict({"max_steps": 6, "operators": ["+", "-"], "other": 1}).operators == ("+", "-")

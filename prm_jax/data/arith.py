@@ -76,6 +76,8 @@ class ArithConfig:
             raise ValueError(f"unknown corruption kinds {bad}; known: {KINDS}")
         if not 0.0 <= self.corrupt_prob <= 1.0:
             raise ValueError(f"corrupt_prob must be in [0, 1], got {self.corrupt_prob}")
+        if not self.self_sub and "-" in self.operators and "+" not in self.operators:
+            raise ValueError("self_sub=False replaces `x - x` by `x + x`: it needs '+' among the operators")
 
     @classmethod
     def from_dict(cls, d) -> "ArithConfig":
