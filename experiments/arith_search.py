@@ -9,12 +9,12 @@ are counted so that methods compare at equal compute. Runs `prm_jax.demo.stage_e
         --config.runs=runs/arith
     # alpha of the PAV beam search (Setlur et al.: any alpha in [0.2, 0.6] beat Q alone):
     prm-jax sweep --config experiments/arith_search.py:pav_alpha --workdir runs/arith/alpha
-    # aggregation rule of best-of-N (min, last, prod, mean, softmin): one evaluation, five readings
+    # aggregation rule of best-of-N (min, last, prod, mean, pure): one evaluation, five readings
     prm-jax sweep --config experiments/arith_search.py:agg --workdir runs/arith/agg
     # this CPU (tiny runs from arith_policy_sft.py:tiny and arith_verifier.py:*,tiny under /tmp/arith):
     prm-jax sweep --once --config experiments/arith_search.py:tiny --workdir /tmp/arith_search
 
-`runs` holds policy/ and the verifier runs bce/ orm/ pav/ implicit/ (each a `prm-jax train` workdir);
+`runs` holds policy/ and the verifier runs bce/ qpi/ orm/ pav/ implicit/ (each a `prm-jax train` workdir);
 `labels` is arith_mc_label.py's labels/ folder (default RUNS/labels).
 Variants: demo, pav_alpha, agg, tiny.
 """
@@ -24,7 +24,7 @@ import os
 import ml_collections
 
 VARIANTS = ("demo", "pav_alpha", "agg", "tiny")
-RUNS = ("policy", "bce", "orm", "pav", "implicit")
+RUNS = ("policy", "bce", "qpi", "orm", "pav", "implicit")
 
 
 def get_config(arg=None):
@@ -54,7 +54,7 @@ def get_config(arg=None):
 def get_hyper(h, arg=None):
     """The aggregation rule of best-of-N (variant agg), else alpha of the PAV beam search."""
     if arg == "agg":
-        return h.sweep("agg", ["min", "last", "prod", "mean", "softmin"])
+        return h.sweep("agg", ["min", "last", "prod", "mean", "pure"])
     return h.sweep("alpha", [0.0, 0.2, 0.5, 1.0])
 
 

@@ -24,7 +24,8 @@ COMMANDS = {
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Returns the top-level parser; only the chosen subcommand's module is imported."""
-    parser = argparse.ArgumentParser(prog="prm-jax", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="prm-jax", description=__doc__.splitlines()[0],
+                                     epilog="--debug (anywhere): show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():
@@ -34,9 +35,29 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     return parser
 
 
+# What a user's mistake raises (a missing file, bad data, a bad setting, a NaN checkpoint): one line
+# `error: ...` and exit 2; `--debug` re-raises for the traceback.
+USER_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand and returns its exit code."""
+    """Runs one subcommand and returns its exit code (2 with a one-line message on a user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
+    try:
+        return _run(argv)
+    except USER_ERRORS as e:
+        if debug:
+            raise
+        msg = str(e) or type(e).__name__
+        if isinstance(e, OSError) and e.filename and str(e.filename) not in msg:
+            msg = f"{msg} ({e.filename})"
+        print(f"error: {msg}  [--debug shows the traceback]", file=sys.stderr)
+        return 2
+
+
+def _run(argv: list[str]) -> int:
     parser = build_parser(argv)
     args, extra = parser.parse_known_args(argv)
     if args.command is None:

@@ -5,10 +5,13 @@ Stages (each skipped when its output exists, so an interrupted run resumes):
   2. labels/     solutions sampled from the policy, Math-Shepherd MC labels (K rollouts per step),
                  OmegaPRM binary search (rollouts counted against full MC), PAV targets (Best-of-K
                  prover), exact step correctness in `meta`: one step-wise jsonl;
-  3. bce/ orm/ pav/ implicit/   the verifiers, trained by `prm_jax.loop.run` from that jsonl;
+  3. bce/ qpi/ orm/ pav/ implicit/   the verifiers, trained by `prm_jax.loop.run` from that jsonl:
+                 BCE-PRM on hard MC labels, Q^pi on soft MC labels (the policy's own success
+                 probability, PAV search's Q term), ORM, PAV (the Best-of-K prover's Q^mu), implicit;
   4. eval.json   held-out problems: N samples each, scored by every verifier; majority vote,
                  best-of-N (aggregations x argmax / weighted vote), beam search with the BCE-PRM,
-                 PAV beam search; step AUROC against exact ground truth; token counts;
+                 PAV beam search (rank by Q^pi + alpha * A^mu, answer by Q^pi); step AUROC against
+                 exact ground truth; token counts;
   5. report.md, accuracy_vs_n.png, solution_steps.png; the table is printed.
 """
 from __future__ import annotations
@@ -21,14 +24,18 @@ import time
 import jax
 import numpy as np
 
-from prm_jax import evaluate, labeling, loop, sampling, search
+from prm_jax import evaluate, jsonio, labeling, loop, sampling, search
 from prm_jax.data import arith
 from prm_jax.data.arith import CharTokenizer
 from prm_jax.verifier import Verifier
 
 MARKER = CharTokenizer.STEP
-AGGS = ("min", "last", "prod", "mean", "softmin")
-VERIFIERS = ("bce", "orm", "pav", "implicit")
+# Aggregations per verifier kind: probabilities (score heads) take PURE's min-form too; an implicit
+# PRM's signed step rewards r_t take min / mean, and `last` reads its q_T.
+AGGS = {"score": ("min", "last", "prod", "mean", "pure"), "implicit": ("min", "last", "mean")}
+VOTE_AGGS = ("min", "last", "prod", "mean")  # aggregations whose score is a probability (or is mapped)
+VERIFIERS = ("bce", "qpi", "orm", "pav", "implicit")
+OBJECTIVE = {"bce": "bce", "qpi": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}
 WEAK_POLICY = 0.10  # below this one-sample accuracy the report says the figures are not evidence
 
 SETTINGS = {
@@ -166,7 +173,7 @@ def stage_labels(workdir: str, s: dict, log) -> dict:
     stats.update({"train_solutions": len(train), "val_solutions": len(val), "val_problems": n_val})
     labeling.write_jsonl(path, train)
     labeling.write_jsonl(os.path.join(os.path.dirname(path), "val.jsonl"), val)
-    json.dump(stats, open(stats_path, "w"), indent=1)
+    jsonio.dump(stats, stats_path)
     log(f"labels: {len(items)} solutions ({len(train)} train / {len(val)} val), "
         f"{stats['mc_rollouts']} MC rollouts, OmegaPRM {used}; sampler {pol.sampler.tokens_per_second:.0f} tok/s")
     return stats
@@ -177,7 +184,7 @@ def stage_verifier(workdir: str, name: str, s: dict, log) -> None:
     if _done(os.path.join(out, "DONE")):
         log(f"{name}: exists, skipped")
         return
-    objective = {"bce": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}[name]
+    objective = OBJECTIVE[name]
     n_train = sum(1 for line in open(os.path.join(workdir, "labels", "train.jsonl")) if line.strip())
     # A few passes over many labelled solutions, not many passes over few (those overfit).
     steps = max(1, int(np.ceil(s["verifier_passes"] * n_train / s["batch_size"])))
@@ -186,7 +193,9 @@ def stage_verifier(workdir: str, name: str, s: dict, log) -> None:
     c.data.path = os.path.join(workdir, "labels", "train.jsonl")
     c.data.oracle_q = False
     # Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).
-    c.data.label_field = {"hard": "hard_labels", "soft": "labels"}[s["bce_labels"]]
+    # The Q^pi verifier always learns the soft fraction: the policy's own success probability.
+    labels = "soft" if name == "qpi" else s["bce_labels"]
+    c.data.label_field = {"hard": "hard_labels", "soft": "labels"}[labels]
     m = loop.run(c, out)
     open(os.path.join(out, "DONE"), "w").write(json.dumps({"loss": m.get("loss")}))
     log(f"{name}: trained {steps} steps ({s['verifier_passes']} passes over {n_train} solutions), "
@@ -220,7 +229,7 @@ def validation(workdir: str, vs: dict) -> dict:
     out = {"solutions": len(rows), "steps": int(exact.size)}
     for name, v in vs.items():
         sc = v.score_all([r["prompt"] for r in rows], [r["completions"] for r in rows])
-        vals = np.concatenate(sc["probs"] if v.kind == "score" else sc["q"])
+        vals = np.concatenate(sc["values"])
         out[name] = {"auroc_exact": evaluate.step_auroc(vals, exact),
                      "auroc_mc": evaluate.step_auroc(vals, hard)}
         if v.kind == "score":
@@ -257,12 +266,12 @@ def stage_eval(workdir: str, s: dict, log) -> dict:
         before = v.tokens_scored
         out = v.score_all([problems[i] for i, _ in ok], [x.steps for _, x in ok])
         res["tokens"][f"verifier_{name}_per_problem"] = (v.tokens_scored - before) / len(problems)
-        step = out["probs"] if v.kind == "score" else out["reward"]
-        auroc_vals = out["probs"] if v.kind == "score" else out["q"]
-        res["auroc"][name] = evaluate.step_auroc(np.concatenate(auroc_vals),
+        res["auroc"][name] = evaluate.step_auroc(np.concatenate(out["values"]),
                                                  np.concatenate([np.asarray(t, float) for t in truth]))
-        full = {id(x): sc for (_, x), sc in zip(ok, step)}
-        scores[name] = [[full.get(id(x), np.zeros(0)) for x in xs] for xs in sols]
+        rew = {id(x): r for (_, x), r in zip(ok, out["rewards"])}
+        val = {id(x): q for (_, x), q in zip(ok, out["values"])}
+        scores[name] = ([[rew.get(id(x), np.zeros(0)) for x in xs] for xs in sols],
+                        [[val.get(id(x), np.zeros(0)) for x in xs] for xs in sols])
     ns = [2 ** i for i in range(int(np.log2(n)) + 1)]
 
     def curve(name, sc, method):
@@ -271,19 +280,27 @@ def stage_eval(workdir: str, s: dict, log) -> dict:
 
     curve("majority", None, "majority")
     for name in VERIFIERS:
-        for agg in AGGS:
-            sc = np.asarray([search.solution_scores(row, agg, empty_value=-1e9) for row in scores[name]])
+        kind = vs[name].kind
+        rews, vals = scores[name]
+        for agg in AGGS[kind]:
+            # A solution without steps has no answer, so it never wins whatever it scores.
+            sc = np.asarray([search.solution_scores(r, agg, empty_value=0.0, step_values=v)
+                             for r, v in zip(rews, vals)])
             curve(f"{name}/{agg}/argmax", sc, "argmax")
-            if name != "implicit":  # weighted vote needs non-negative scores (probabilities)
-                curve(f"{name}/{agg}/weighted_vote", np.maximum(sc, 0.0), "weighted_vote")
+            if agg in VOTE_AGGS:  # weighted vote sums probabilities: an implicit PRM's through a sigmoid
+                curve(f"{name}/{agg}/weighted_vote", search.vote_weights(sc, kind == "implicit"), "weighted_vote")
     res["tokens"]["best_of_n_gen_per_problem_at_N"] = {str(k): float(gen_tokens.mean() * k) for k in ns}
-    # Beam searches at N = n beams.
-    for label, rank in (("beam_bce", search.last_step_ranker(vs["bce"])),
-                        ("beam_pav", search.pav_ranker(vs["bce"], vs["pav"], s["alpha"]))):
+    # Beam searches at N = n beams. BCE beam: rank and answer by the BCE-PRM. PAV beam (Setlur et
+    # al.): rank by Q^pi + alpha * A^mu, Q^pi from the soft-label verifier of the policy itself, A^mu
+    # from the PAV (the Best-of-K prover's Q); the answer by Q^pi.
+    res["beam_terms"] = {"beam_bce": {"rank": "bce", "answer": "bce"},
+                         "beam_pav": {"rank": f"qpi + {s['alpha']} * A(pav)", "answer": "qpi"}}
+    for label, rank, final in (
+            ("beam_bce", search.last_step_ranker(vs["bce"]), search.last_step_ranker(vs["bce"])),
+            ("beam_pav", search.pav_ranker(vs["qpi"], vs["pav"], s["alpha"]), search.last_step_ranker(vs["qpi"]))):
         t0 = time.perf_counter()
         out = search.beam_search(pol, problems, jax.random.fold_in(rng, 7), n_beams=n,
-                                 width=s["beam_width"], rank_fn=rank,
-                                 final_fn=search.last_step_ranker(vs["bce"]), max_steps=6,
+                                 width=s["beam_width"], rank_fn=rank, final_fn=final, max_steps=6,
                                  step_tokens=48, finish_tokens=128)
         acc = np.asarray([r.answer is not None and r.answer == g for r, g in zip(out, gold)], float)
         boot = np.random.default_rng(0).integers(0, len(acc), (1000, len(acc)))
@@ -300,7 +317,7 @@ def stage_eval(workdir: str, s: dict, log) -> dict:
     res["example"] = {"problem": problems[i], "steps": x.steps,
                       "truth": [bool(t) for t in arith.check_steps(problems[i], x.steps)],
                       "bce": [float(v) for v in vs["bce"].step_scores([problems[i]], [x.steps])[0]]}
-    json.dump(res, open(path, "w"), indent=1)
+    jsonio.dump(res, path)
     return res
 
 
@@ -341,6 +358,11 @@ def figures(res: dict) -> list[dict]:
     ]
 
 
+def _num(x) -> str:
+    """Returns x with 3 decimals, or 'n/a' for a missing or undefined value (e.g. AUROC of one class)."""
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
 def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     """Writes report.md and the PNGs; returns the markdown table printed to the console."""
     from prm_jax import plots
@@ -377,15 +399,19 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
             if 0.0 < res["policy_accuracy"] < WEAK_POLICY else []),
           "## Figures\n", "| figure | measured | holds |", "|---|---|---|"]
     md += [f"| {f['figure']} | {f['measured']} | {'yes' if f['holds'] else 'NO'} |" for f in figs]
+    md += ["\nVerifiers: `bce` BCE-PRM on hard MC labels (P(some of K rollouts succeeds)), `qpi` BCE on "
+           "soft MC labels (the policy's own Q^pi), `orm` outcome RM, `pav` the Best-of-K prover's Q^mu, "
+           "`implicit` beta * log pi/pi_ref from outcome labels (`last` = q_T, weighted vote on sigmoid)."]
+    md += [f"Beam `{k}`: ranked by {v['rank']}, answer by {v['answer']}." for k, v in res.get("beam_terms", {}).items()]
     md += ["\n## Step AUROC against exact ground truth (held-out samples)\n", "| verifier | AUROC |", "|---|---|"]
-    md += [f"| {k} | {v:.3f} |" for k, v in res["auroc"].items()]
+    md += [f"| {k} | {_num(v)} |" for k, v in res["auroc"].items()]
     val = res.get("val")
     if val:
         md += [f"\n## Held-out validation ({val['solutions']} labelled solutions, {val['steps']} steps, "
                "problems not trained on)\n", "| verifier | AUROC vs exact | AUROC vs hard MC | Brier vs soft MC |",
                "|---|---|---|---|"]
-        md += [f"| {k} | {val[k]['auroc_exact']:.3f} | {val[k]['auroc_mc']:.3f} | "
-               f"{val[k].get('brier_mc', float('nan')):.3f} |" for k in VERIFIERS if k in val]
+        md += [f"| {k} | {_num(val[k]['auroc_exact'])} | {_num(val[k]['auroc_mc'])} | "
+               f"{_num(val[k].get('brier_mc'))} |" for k in VERIFIERS if k in val]
     md += ["\n## Accuracy vs N (bootstrap 95% CI)\n", table,
            "\n![accuracy vs N](accuracy_vs_n.png)\n\n![one solution](solution_steps.png)\n",
            "## Compute\n", "```", json.dumps(res["tokens"], indent=1), "```",

@@ -13,9 +13,11 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from prm_jax import selection
+
+BEST_OF_N_METHODS = selection.SELECTIONS
 log = logging.getLogger(__name__)
 
-BEST_OF_N_METHODS = ("argmax", "weighted_vote", "majority")
 ANSWER_KINDS = ("math", "gsm8k", "arith")
 
 
@@ -62,8 +64,41 @@ def processbench_summary(per_split: dict) -> dict:
     return out
 
 
+def _check_probs(step_probs_list: Sequence) -> None:
+    bad = [i for i, p in enumerate(step_probs_list) if not np.all(np.isfinite(np.asarray(p, np.float64)))]
+    if bad:
+        raise ValueError(f"{len(bad)} of {len(step_probs_list)} solutions have NaN or infinite step "
+                         f"probabilities (first: solution {bad[0]}); a NaN is never a prediction")
+
+
+def processbench_subset(records: Sequence, limit: int, seed: int = 0) -> list:
+    """Returns `limit` records drawn without replacement, stratified by erroneous / all-correct case
+    (each class keeps its share of the file, at least one case of each when both exist), seeded, in
+    file order. ProcessBench files list their erroneous cases first, so a head would have no
+    correct case and F1 = 0."""
+    if limit <= 0:
+        raise ValueError(f"--limit must be positive, got {limit}")
+    if limit >= len(records):
+        return list(records)
+    err = [i for i, r in enumerate(records) if r.first_error() not in (-1, None)]
+    ok = [i for i, r in enumerate(records) if i not in set(err)]
+    n_err = int(round(limit * len(err) / len(records)))
+    if err and ok:
+        n_err = min(max(n_err, 1), limit - 1)
+    n_err = min(n_err, len(err))
+    rng = np.random.default_rng(seed)
+    pick = list(rng.choice(err, n_err, replace=False)) + list(rng.choice(ok, limit - n_err, replace=False))
+    return [records[i] for i in sorted(int(i) for i in pick)]
+
+
 def predict_first_error(step_probs_list: Sequence, threshold: float) -> np.ndarray:
-    """Returns int64 [N]: per solution, the first step with probability < threshold, or -1."""
+    """Returns int64 [N]: per solution, the first step with probability < threshold, or -1.
+
+    NaN or infinite probabilities (and a NaN threshold) are an error, never a prediction.
+    """
+    if not np.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold}")
+    _check_probs(step_probs_list)
     out = np.full(len(step_probs_list), -1, np.int64)
     for i, p in enumerate(step_probs_list):
         below = np.nonzero(np.asarray(p, np.float64) < threshold)[0]
@@ -84,6 +119,7 @@ def best_threshold(step_probs_list: Sequence, labels) -> float:
     labels = np.asarray(labels, np.int64).ravel()
     if len(step_probs_list) != labels.size:
         raise ValueError(f"{len(step_probs_list)} solutions but {labels.size} labels")
+    _check_probs(step_probs_list)
     lo_err, hi_err, hi_ok, values = [], [], [], []
     for i, (p, k) in enumerate(zip(step_probs_list, labels)):
         m = np.minimum.accumulate(np.asarray(p, np.float64).ravel())
@@ -121,81 +157,49 @@ class Curve(NamedTuple):
     hi: np.ndarray
 
 
-def _answer_ids(answers_PxM) -> np.ndarray:
-    """Returns int64 [P, M]: per problem, an id per distinct answer (None answers never match)."""
-    P, M = len(answers_PxM), len(answers_PxM[0]) if len(answers_PxM) else 0
-    ids = np.zeros((P, M), np.int64)
-    for p, row in enumerate(answers_PxM):
-        if len(row) != M:
-            raise ValueError(f"answers row {p} has {len(row)} entries, expected {M}")
-        seen: dict = {}
-        for j, a in enumerate(row):
-            key = ("none", j) if a is None else a
-            ids[p, j] = seen.setdefault(key, len(seen))
-    return ids
-
-
-def _pick_correct(method, idx_RxPxN, scores, correct, ans_ids, ans_correct, rng) -> np.ndarray:
-    """Returns float [R, P]: whether the answer selected from each subset is correct."""
-    R, P, N = idx_RxPxN.shape
-    M = scores.shape[1]
-    prow = np.arange(P)[None, :, None]
-    if method == "argmax":
-        s = scores[prow, idx_RxPxN]
-        j = np.argmax(s, axis=-1)
-        return correct[prow[..., 0], np.take_along_axis(idx_RxPxN, j[..., None], -1)[..., 0]].astype(np.float64)
-    a = ans_ids[prow, idx_RxPxN]  # [R, P, N]
-    w = np.ones_like(a, np.float64) if method == "majority" else scores[prow, idx_RxPxN].astype(np.float64)
-    flat = (np.arange(R * P).reshape(R, P, 1) * M + a).ravel()
-    totals = np.bincount(flat, weights=w.ravel(), minlength=R * P * M).reshape(R, P, M)
-    present = np.bincount(flat, minlength=R * P * M).reshape(R, P, M) > 0
-    # ties broken at random (vote counts are integers, so a jitter below 0.5 only orders ties)
-    jitter = rng.random(totals.shape) * (0.5 if method == "majority" else 1e-12)
-    totals = np.where(present, totals + jitter, -np.inf)
-    chosen = np.argmax(totals, axis=-1)  # [R, P]
-    return ans_correct[np.arange(P)[None, :], chosen].astype(np.float64)
-
-
 def best_of_n_curve(scores_PxM, correct_PxM, answers_PxM=None, ns=None, method: str = "argmax",
                     n_boot: int = 200, seed: int = 0, ci: float = 0.95) -> Curve:
     """Returns Curve(ns, acc, lo, hi): best-of-N accuracy with bootstrap confidence intervals.
 
     From a pool of M candidates per problem, each replicate draws a subset of N (without replacement)
-    per problem and selects one answer: `argmax` (highest score), `weighted_vote` (highest sum of
-    scores per distinct answer; scores should be non-negative, e.g. probabilities) or `majority`
-    (most frequent answer; scores unused); ties are broken at random. Averaging the n_boot draws
-    estimates each problem's expected correctness at N; acc is their mean over problems and
-    [lo, hi] the central `ci` percentile interval of n_boot bootstrap resamples of the problems.
+    per problem and selects one answer with `selection.choose`, the rule `search.select_answer`
+    applies: `argmax` (highest score), `weighted_vote` (highest sum of scores per distinct answer;
+    scores must be probabilities) or `majority` (most frequent answer; scores unused). Candidates
+    whose answer is None never win; ties go to the candidate first in pool order. Without
+    `answers_PxM` (argmax only) every candidate counts as having its own answer. Averaging the
+    n_boot draws estimates each problem's expected correctness at N; acc is their mean over problems
+    and [lo, hi] the central `ci` percentile interval of n_boot bootstrap resamples of the problems.
     ns default: powers of two up to M.
     """
-    if method not in BEST_OF_N_METHODS:
-        raise ValueError(f"unknown best-of-N method {method!r}; expected one of {BEST_OF_N_METHODS}")
+    selection.check_rule(method)
     correct = np.asarray(correct_PxM).astype(bool)
     P, M = correct.shape
-    scores = np.zeros((P, M)) if scores_PxM is None else np.asarray(scores_PxM, np.float64)
-    if scores.shape != (P, M):
-        raise ValueError(f"scores shape {scores.shape} != correct shape {(P, M)}")
-    if np.any(~np.isfinite(scores)) and method != "majority":
-        raise ValueError("scores contain NaN or inf")
-    if method != "argmax":
-        if answers_PxM is None:
+    scores = None if scores_PxM is None else np.asarray(scores_PxM, np.float64)
+    if method != "majority":
+        if scores is None:
+            raise ValueError(f"method {method!r} needs scores_PxM")
+        if scores.shape != (P, M):
+            raise ValueError(f"scores shape {scores.shape} != correct shape {(P, M)}")
+        if np.any(~np.isfinite(scores)):
+            raise ValueError("scores contain NaN or inf")
+    if answers_PxM is None:
+        if method != "argmax":
             raise ValueError(f"method {method!r} needs answers_PxM")
-        ans_ids = _answer_ids(answers_PxM)
-        if ans_ids.shape != (P, M):
-            raise ValueError(f"answers shape {ans_ids.shape} != correct shape {(P, M)}")
-        ans_correct = np.zeros((P, M), bool)
-        np.logical_or.at(ans_correct, (np.repeat(np.arange(P), M), ans_ids.ravel()), correct.ravel())
+        ids = np.broadcast_to(np.arange(M), (P, M))
     else:
-        ans_ids = ans_correct = None
+        ids = selection.answer_ids(answers_PxM)
+        if ids.shape != (P, M):
+            raise ValueError(f"answers shape {ids.shape} != correct shape {(P, M)}")
     ns = np.asarray([2 ** i for i in range(int(np.log2(M)) + 1)] if ns is None else ns, np.int64)
     if np.any(ns < 1) or np.any(ns > M):
         raise ValueError(f"every N must be in [1, {M}], got {ns.tolist()}")
     rng = np.random.default_rng(seed)
     acc, lo, hi = [], [], []
     for n in ns:
-        idx = np.argsort(rng.random((n_boot, P, M)), axis=-1)[..., :n]
-        right_RxP = _pick_correct(method, idx, scores, correct, ans_ids, ans_correct, rng)
-        per_problem = right_RxP.mean(0)  # expected correctness of each problem at this N
+        idx = np.sort(np.argsort(rng.random((n_boot, P, M)), axis=-1)[..., :n], axis=-1)
+        chosen_RxP = selection.choose(method, idx, ids, scores)
+        right_RxP = np.where(chosen_RxP >= 0, correct[np.arange(P)[None, :], np.maximum(chosen_RxP, 0)], False)
+        per_problem = right_RxP.astype(np.float64).mean(0)  # expected correctness of each problem at N
         acc.append(per_problem.mean())
         reps = per_problem[rng.integers(0, P, size=(n_boot, P))].mean(1)
         lo.append(np.quantile(reps, (1 - ci) / 2))

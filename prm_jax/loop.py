@@ -32,8 +32,9 @@ def make_tokenizer(config):
     return mk(config.data)
 
 
-def default_iterator(config, *, tokenizer, batch_size, process_index, process_count):
-    """Returns the data module's train iterator for `config.data` (this process's rows)."""
+def default_iterator(config, *, tokenizer, batch_size, process_index, process_count, role="train"):
+    """Returns the data module's iterator for `config.data` (this process's rows) over the training
+    records (role 'train') or the held-out split (role 'eval')."""
     from prm_jax import data
 
     make = getattr(data, "make_train_iterator", None)
@@ -42,7 +43,7 @@ def default_iterator(config, *, tokenizer, batch_size, process_index, process_co
     t = config.train
     it = make(config.data, tokenizer, batch_size=batch_size, seq_len=int(t.seq_len),
               max_steps=int(t.max_steps), seed=int(t.seed), process_index=process_index,
-              process_count=process_count)
+              process_count=process_count, role=role)
     return OracleQ(it) if get(config, "data.oracle_q", False) else it
 
 
@@ -148,8 +149,15 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
     if make_iterator is None:
         tokenizer = make_tokenizer(config)
         make_iterator = default_iterator
+    from prm_jax import model as model_lib
+    from prm_jax import objectives
+
+    why = objectives.packing_error(config.objective, dict(config.loss)) if get(config, "data.pack", False) else None
+    if why:
+        raise ValueError(f"data.pack=True is not supported here: {why}; set --config.data.pack=False")
     vocab = getattr(tokenizer, "vocab_size", None)
     s = train.setup(config, mesh=mesh, vocab_size=vocab)
+    token_source = f"tokenizer {getattr(tokenizer, 'name', type(tokenizer).__name__)!r}" if tokenizer else "the data"
     config_dict = to_dict(config)
     config_dict["model"]["vocab_size"] = s.model_cfg.vocab_size  # resolved from the tokenizer
     it = make_iterator(config, tokenizer=tokenizer, batch_size=local_bs, process_index=pidx,
@@ -206,6 +214,9 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
         with _Preemption() as pre:
             for step in range(start + 1, total + 1):
                 local = next(it)
+                for key in ("tokens", "rejected_tokens"):
+                    if key in local:
+                        model_lib.check_token_ids(s.model_cfg, local[key], source=token_source)
                 data_state = it.get_state()
                 if step_fn is None:
                     example = {k: jax.ShapeDtypeStruct((int(t.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
@@ -248,15 +259,14 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
 
 
 def evaluate(s: train.Setup, state, eval_fn, config, make_iterator, tokenizer, local_bs, batch_sh) -> dict:
-    """Returns eval metrics over `train.eval_batches` batches of a held-out stream (seed + 1)."""
+    """Returns eval metrics over `train.eval_batches` batches of the held-out split (role 'eval':
+    `data.eval_path` or `data.eval_frac` of the problems; see `data.pipeline.build_source`)."""
     from ml_collections import ConfigDict
 
     cfg = ConfigDict(to_dict(config))
     cfg.train.seed = int(config.train.seed) + 1_000_003
-    if "seed" in cfg.data:
-        cfg.data.seed = int(cfg.data.seed) + 1_000_003
     it = make_iterator(cfg, tokenizer=tokenizer, batch_size=local_bs, process_index=jax.process_index(),
-                       process_count=jax.process_count())
+                       process_count=jax.process_count(), role="eval")
     outs = []
     for _ in range(int(get(config, "train.eval_batches", 4))):
         outs.append(jax.device_get(eval_fn(state, sharding.shard_batch(next(it), batch_sh))))

@@ -59,9 +59,13 @@ def bce_step_loss(step_logits_BxT, step_labels_BxT, step_mask_BxT, weights=None)
     return loss, metrics
 
 
-def orm_mask(step_mask_BxT):
-    """Returns a bool mask [B, T] keeping only the last unmasked step of each row (outcome RM)."""
-    m = jnp.asarray(step_mask_BxT, bool)
+def orm_mask(step_exists_BxT):
+    """Returns a bool mask [B, T] keeping only the last True entry of each row (outcome RM).
+
+    Pass the steps that exist (`step_pos >= 0`), not the label mask: an outcome-only record has no
+    step labels, and a ProcessBench-style record leaves its last steps unlabelled.
+    """
+    m = jnp.asarray(step_exists_BxT, bool)
     T = m.shape[-1]
     last = jnp.max(jnp.where(m, jnp.arange(T), -1), axis=-1, keepdims=True)
     return m & (jnp.arange(T) == last)
@@ -74,14 +78,17 @@ def sequence_log_ratio(logp_BxL, ref_logp_BxL, response_mask_BxL):
     return jnp.sum(jnp.where(m, d, 0.0), axis=-1)
 
 
-def implicit_ce_loss(logp_BxL, ref_logp_BxL, response_mask_BxL, outcome_B, beta: float):
+def implicit_ce_loss(logp_BxL, ref_logp_BxL, response_mask_BxL, outcome_B, beta: float, outcome_mask_B=None):
     """Returns (loss, metrics): mean BCE of sigmoid(r) against the outcome, r = beta * sum log-ratio.
 
-    Rows without response tokens contribute nothing. metrics: loss, outcome_acc (r > 0 against
+    The sum runs over `response_mask` (the objective passes the step tokens). Rows without such
+    tokens, or whose outcome_mask is False (unknown or truncated outcome), contribute nothing. metrics: loss, outcome_acc (r > 0 against
     outcome >= 0.5), reward_mean, reward_correct / reward_wrong (mean r over rows with outcome
     >= 0.5 / < 0.5), num_examples.
     """
     valid = jnp.any(jnp.asarray(response_mask_BxL, bool), axis=-1)
+    if outcome_mask_B is not None:
+        valid = valid & jnp.asarray(outcome_mask_B, bool)
     r = beta * sequence_log_ratio(logp_BxL, ref_logp_BxL, response_mask_BxL)
     r = jnp.where(valid, r, 0.0)
     y = jnp.where(valid, scoring.as_float(outcome_B), 0.0)
@@ -100,13 +107,17 @@ def implicit_ce_loss(logp_BxL, ref_logp_BxL, response_mask_BxL, outcome_B, beta:
     return loss, metrics
 
 
-def implicit_dpo_loss(logp_c_BxL, ref_logp_c_BxL, mask_c_BxL, logp_r_BxL, ref_logp_r_BxL, mask_r_BxL, beta: float):
+def implicit_dpo_loss(logp_c_BxL, ref_logp_c_BxL, mask_c_BxL, logp_r_BxL, ref_logp_r_BxL, mask_r_BxL, beta: float,
+                      pair_mask_B=None):
     """Returns (loss, metrics): mean of -log sigmoid(r_chosen - r_rejected), r = beta * sum log-ratio.
 
-    A pair counts only if both sides have response tokens. metrics: loss, pair_acc (r_c > r_r),
+    A pair counts only if both sides have response tokens and pair_mask_B (both outcomes known and
+    untruncated) holds. metrics: loss, pair_acc (r_c > r_r),
     margin, reward_chosen, reward_rejected, num_pairs.
     """
     valid = jnp.any(jnp.asarray(mask_c_BxL, bool), axis=-1) & jnp.any(jnp.asarray(mask_r_BxL, bool), axis=-1)
+    if pair_mask_B is not None:
+        valid = valid & jnp.asarray(pair_mask_B, bool)
     vf = valid.astype(jnp.float32)
     r_c = jnp.where(valid, beta * sequence_log_ratio(logp_c_BxL, ref_logp_c_BxL, mask_c_BxL), 0.0)
     r_r = jnp.where(valid, beta * sequence_log_ratio(logp_r_BxL, ref_logp_r_BxL, mask_r_BxL), 0.0)

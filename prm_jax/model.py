@@ -505,6 +505,23 @@ def forward(cfg: ModelConfig, params: Any, tokens: jax.Array, *, segment_ids: Op
   return out
 
 
+def check_token_ids(cfg: ModelConfig, tokens, *, source: str) -> None:
+  """Raises ValueError if any token id (host array) is negative or >= cfg.vocab_size.
+
+  An out-of-range id would be gathered from outside the embedding table and turn every score into
+  NaN; `source` names where the ids came from (the tokenizer) for the message.
+  """
+  ids = np.asarray(tokens)
+  if ids.size == 0:
+    return
+  hi, lo = int(ids.max()), int(ids.min())
+  if hi >= cfg.vocab_size or lo < 0:
+    bad = hi if hi >= cfg.vocab_size else lo
+    raise ValueError(f'token id {bad} from {source} is outside the model vocabulary of size '
+                     f'{cfg.vocab_size} (ids must be in [0, {cfg.vocab_size - 1}]): the tokenizer '
+                     'does not match the checkpoint')
+
+
 def output_embedding(cfg: ModelConfig, params: Any) -> jax.Array:
   """Returns the [D, V] output projection (the embedding table transposed when tied)."""
   if cfg.tie_embeddings:

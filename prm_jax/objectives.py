@@ -1,5 +1,12 @@
 """Training objectives: one function per `config.objective`, from (params, batch) to loss and metrics.
 
+The implicit PRM's reward r = beta * sum log pi / pi_ref runs over the solution's step tokens
+(`step_ids >= 0`: each step and its marker), not the whole response: the EOS that training appends
+for the policy's sake is left out, so that a verifier scoring the same solution (rendered without
+EOS, as every prefix in search is) reads q_T = r exactly. The ORM reads the last step that exists
+(`step_pos >= 0`) whatever the step labels, with the outcome as its target; every outcome loss
+masks rows by `outcome_mask` (unknown outcome, or steps truncated away).
+
 Each objective returns `(loss, aux)` with `aux = {"metrics": {...scalars...}, "step_scores": [B, T],
 "outcome_scores": [B] or absent}`, where a step score is the verifier's logit read at the step's
 closing marker: `gather_steps(out.score, step_pos)` for the step-head objectives, and the cumulative
@@ -21,11 +28,11 @@ NEEDS_REF = ("implicit_ce", "implicit_dpo")
 # Batch keys each objective reads (beyond tokens / segment_ids / positions).
 BATCH_KEYS = {
     "bce": ("step_pos", "step_labels", "step_mask"),
-    "orm": ("step_pos", "step_mask", "outcome"),
+    "orm": ("step_pos", "outcome", "outcome_mask"),
     "pav": ("step_pos", "q_targets", "step_mask", "v0"),
-    "implicit_ce": ("response_mask", "outcome", "step_ids", "step_pos", "step_mask"),
-    "implicit_dpo": ("response_mask", "step_ids", "step_pos", "step_mask", "rejected_tokens",
-                     "rejected_response_mask"),
+    "implicit_ce": ("outcome", "outcome_mask", "step_ids", "step_pos", "step_mask"),
+    "implicit_dpo": ("step_ids", "step_pos", "step_mask", "outcome_mask", "rejected_tokens",
+                     "rejected_step_ids", "rejected_outcome_mask"),
     "sft": ("response_mask",),
 }
 
@@ -43,8 +50,25 @@ def _forward(model_cfg, params, batch, prefix: str = "", lm_head: bool = False):
                      positions=batch.get(prefix + "positions"), lm_head=lm_head)
 
 
-def _logprobs(model_cfg, params, batch, prefix: str, chunk_size: int):
-    """Returns (logp_BxL float32, hidden) through the chunked hidden @ output-embedding path."""
+def packing_error(objective: str, loss_cfg: Mapping[str, Any] | None = None) -> str | None:
+    """Returns why `objective` cannot train on packed rows (several examples per row), or None.
+
+    Step-level objectives read each step at its own marker, so packing is exact for them. The ORM,
+    the implicit PRM and PAV's `mse_adv` need a per-example outcome or v0, which a packed row does
+    not have (`outcome` / `v0` are per row).
+    """
+    if objective in ("orm", "implicit_ce", "implicit_dpo"):
+        return f"objective {objective!r} needs one outcome per example; a packed row has one per row"
+    if objective == "pav" and dict(loss_cfg or {}).get("pav_mode", "bce") == "mse_adv":
+        return "pav_loss mode 'mse_adv' needs one v0 per example; a packed row has one per row"
+    return None
+
+
+def token_logprobs(model_cfg, params, batch, prefix: str = "", chunk_size: int = 1024):
+    """Returns (logp_BxL float32, model output) through the chunked hidden @ output-embedding path.
+
+    Training and the implicit verifier both use it, so the float32 [B, L, V] is never held.
+    """
     out = _forward(model_cfg, params, batch, prefix, lm_head=False)
     # The head runs in the compute dtype (fp32 master weights would promote the whole vocabulary
     # projection to fp32); the chunked path still accumulates and normalises in float32.
@@ -83,7 +107,7 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
             loss, metrics = losses.bce_step_loss(logits_BxT, batch["step_labels"], mask)
             labels = batch["step_labels"]
         elif objective == "orm":
-            mask = losses.orm_mask(mask)
+            mask = losses.orm_mask(batch["step_pos"] >= 0) & batch["outcome_mask"].astype(bool)[:, None]
             labels = jnp.broadcast_to(batch["outcome"].astype(jnp.float32)[:, None], mask.shape)
             loss, metrics = losses.bce_step_loss(logits_BxT, labels, mask)
         else:  # pav
@@ -97,24 +121,26 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
         if ref_params is None:
             raise ValueError(f"objective {objective!r} needs reference params in the train state")
         ref_params = jax.lax.stop_gradient(ref_params)
-        logp, _ = _logprobs(model_cfg, params, batch, "", chunk)
-        ref_logp, _ = _logprobs(model_cfg, ref_params, batch, "", chunk)
+        logp, _ = token_logprobs(model_cfg, params, batch, "", chunk)
+        ref_logp, _ = token_logprobs(model_cfg, ref_params, batch, "", chunk)
         ref_logp = jax.lax.stop_gradient(ref_logp)
         T = batch["step_pos"].shape[1]
         q_BxT = scoring.implicit_q_values(logp, ref_logp, batch["step_ids"], T, beta)
+        steps_BxL = batch["step_ids"] >= 0
         if objective == "implicit_ce":
-            loss, metrics = losses.implicit_ce_loss(logp, ref_logp, batch["response_mask"],
-                                                    batch["outcome"], beta)
+            loss, metrics = losses.implicit_ce_loss(logp, ref_logp, steps_BxL, batch["outcome"], beta,
+                                                    batch["outcome_mask"])
             outcome = batch["outcome"]
         else:
-            logp_r, _ = _logprobs(model_cfg, params, batch, "rejected_", chunk)
-            ref_logp_r, _ = _logprobs(model_cfg, ref_params, batch, "rejected_", chunk)
+            logp_r, _ = token_logprobs(model_cfg, params, batch, "rejected_", chunk)
+            ref_logp_r, _ = token_logprobs(model_cfg, ref_params, batch, "rejected_", chunk)
             ref_logp_r = jax.lax.stop_gradient(ref_logp_r)
+            pair_ok = batch["outcome_mask"].astype(bool) & batch["rejected_outcome_mask"].astype(bool)
             loss, metrics = losses.implicit_dpo_loss(
-                logp, ref_logp, batch["response_mask"], logp_r, ref_logp_r,
-                batch["rejected_response_mask"], beta)
+                logp, ref_logp, steps_BxL, logp_r, ref_logp_r, batch["rejected_step_ids"] >= 0, beta,
+                pair_ok)
             outcome = jnp.ones(logp.shape[:1], jnp.float32)  # the chosen side is the correct one
-        r_B = beta * losses.sequence_log_ratio(logp, ref_logp, batch["response_mask"])
+        r_B = beta * losses.sequence_log_ratio(logp, ref_logp, steps_BxL)
         aux = {"metrics": metrics, "step_scores": q_BxT, "step_mask": batch["step_mask"],
                "outcome_scores": r_B, "outcome": outcome}
         if "step_labels" in batch:
@@ -122,7 +148,7 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
         return loss, aux
 
     def sft(params, ref_params, batch):
-        logp, _ = _logprobs(model_cfg, params, batch, "", chunk)
+        logp, _ = token_logprobs(model_cfg, params, batch, "", chunk)
         loss, metrics = losses.sft_loss(logp, batch["tokens"], batch["response_mask"])
         return loss, {"metrics": metrics}
 

@@ -224,6 +224,7 @@ class Sampler:
             b = self.max_batch if len(rows) > self.max_batch // 4 else _bucket_pow2(len(rows), MIN_BATCH)
             rows = rows + [rows[0]] * (b - len(rows))  # filler rows: a real prefix, never all-invalid
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)
+            model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
             self.shapes.add((b, p_len, new_bucket))
             out = self._fn(new_bucket)(
                 self.params, toks, pos, valid, stop_S, jnp.int32(max_new_tokens),

@@ -11,7 +11,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-AGGREGATIONS = ("min", "last", "prod", "mean", "sum", "softmin")
+AGGREGATIONS = ("min", "last", "prod", "mean", "sum", "softmin", "pure")
 
 
 def as_float(x) -> jax.Array:
@@ -114,11 +114,17 @@ def aggregate(
 ) -> jax.Array:
     """Returns score_B (float32): one solution score from its unmasked step scores.
 
-    how: `min`, `last` (the last unmasked step), `prod`, `mean`, `sum`, or `softmin`
-    (weights w = softmax(-r / temperature) over unmasked steps, score = sum w * r; tends to `min` as
-    temperature -> 0). Rows without any unmasked step give `empty_value`.
+    how: `min`, `last` (the last unmasked step), `prod`, `mean`, `sum`, `softmin` (weights
+    w = softmax(-x / temperature) over unmasked steps, score = sum w * x; tends to `min` as
+    temperature -> 0), or `pure`: PURE's min-form credit ("Stop Summation") on step probabilities p,
+    r = p(+) - p(-) = 2p - 1, w = softmax(-r / temperature) with PURE's temperature 0.1, score =
+    sum w * r in [-1, 1]. Since -r / T = -p / (T / 2) + const, pure(p, T) = 2 * softmin(p, T / 2) - 1:
+    softmin on probabilities ranks like PURE only at half PURE's temperature (0.05, not 0.1).
+    Rows without any unmasked step give `empty_value`.
     """
     x = as_float(step_scores_BxT)
+    if how == "pure":
+        x, how = 2.0 * x - 1.0, "softmin"
     m = step_mask_BxT.astype(bool)
     has_any = jnp.any(m, axis=1)
     if how == "min":

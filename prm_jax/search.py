@@ -1,13 +1,16 @@
 """Reward-guided search: majority vote, best-of-N, step-level beam search and PAV beam search.
 
 A `policy` (see `prm_jax.sampling.Policy`) samples whole solutions or one more step; a `verifier`
-(see `prm_jax.verifier.Verifier`) returns per-step scores for (problem, steps) pairs, batched through
-one jitted forward. Every method returns `SearchResult`s that count generated tokens and verifier
-tokens, so that methods are compared at equal compute.
+(see `prm_jax.verifier.Verifier`) returns, per solution, step rewards (`step_scores`: what min /
+prod / mean / pure aggregate) and prefix values (`values`: the verifier's estimate for the solution
+so far, read by `last` and by beam ranking). For a score-head PRM both are P(step correct); for an
+implicit PRM the reward of step t is r_t and the value is q_t = r_0 + ... + r_t, so `last` is q_T,
+the outcome reward it was trained on. Every method returns `SearchResult`s that count generated
+and verifier tokens, so that methods are compared at equal compute.
 
-Answer selection (best-of-N): `argmax` picks the answer of the best-scored solution; `vote` sums
-solution scores per distinct answer (score-weighted majority vote). Solutions without an answer
-never win.
+Answer selection is `prm_jax.selection` (argmax, weighted_vote, majority; None answers never win,
+ties go to the first candidate), the same rule `evaluate.best_of_n_curve` applies. Weighted vote
+sums probabilities: an implicit PRM's signed scores are mapped through a sigmoid (`vote_weights`).
 """
 from __future__ import annotations
 
@@ -18,19 +21,24 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from prm_jax import scoring
-
-SELECTIONS = ("argmax", "vote")
+from prm_jax import scoring, selection
+from prm_jax.selection import SELECTIONS, select_answer  # noqa: F401  (the search API)
 
 
 @dataclasses.dataclass
 class Solution:
-    """One sampled solution: its steps, its parsed final answer (None if none) and its cost."""
+    """One sampled solution: its steps, its parsed final answer (None if none) and its cost.
+
+    step_scores: per-step rewards from a verifier; step_values: its per-prefix values (None: the
+    same as step_scores); signed: the scores are unbounded rewards (implicit PRM), not probabilities.
+    """
     steps: list[str]
     answer: Any = None
     complete: bool = True
     gen_tokens: int = 0
     step_scores: np.ndarray | None = None
+    step_values: np.ndarray | None = None
+    signed: bool = False
 
 
 @dataclasses.dataclass
@@ -44,41 +52,40 @@ class SearchResult:
 
 def majority_vote(answers: Sequence[Any]) -> Any:
     """Returns the most frequent non-None answer (ties: the one seen first), or None."""
-    counts = collections.Counter(a for a in answers if a is not None)
-    if not counts:
-        return None
-    best = max(counts.values())
-    return next(a for a in answers if a is not None and counts[a] == best)
+    return select_answer(answers, None, "majority")
 
 
 def solution_scores(step_scores: Sequence[np.ndarray], how: str, temperature: float = 0.1,
-                    empty_value: float = -np.inf) -> np.ndarray:
-    """Returns score_N (float64): each solution's step scores aggregated with `how` (scoring.aggregate)."""
+                    empty_value: float = -np.inf, step_values: Sequence[np.ndarray] | None = None
+                    ) -> np.ndarray:
+    """Returns score_N (float64): each solution's step scores aggregated with `how` (scoring.aggregate).
+
+    `last` reads the last entry of `step_values` when given (an implicit PRM's q_T), else of
+    `step_scores`; a solution without steps scores `empty_value`.
+    """
     if not step_scores:
         return np.zeros((0,), np.float64)
-    t = max(1, max(len(s) for s in step_scores))
-    x = np.zeros((len(step_scores), t), np.float32)
-    m = np.zeros((len(step_scores), t), bool)
-    for i, s in enumerate(step_scores):
+    src = step_values if (how == "last" and step_values is not None) else step_scores
+    t = max(1, max(len(s) for s in src))
+    x = np.zeros((len(src), t), np.float32)
+    m = np.zeros((len(src), t), bool)
+    for i, s in enumerate(src):
         x[i, : len(s)] = s
         m[i, : len(s)] = True
+    if how == "pure" and np.any((x[m] < 0) | (x[m] > 1)):
+        raise ValueError("aggregation 'pure' (PURE's min-form on r = 2p - 1) needs step probabilities in [0, 1]")
     out = np.asarray(scoring.aggregate(x, m, how, temperature=temperature), np.float64)
     return np.where(m.any(1), out, empty_value)
 
 
-def select_answer(answers: Sequence[Any], scores: np.ndarray, select: str = "argmax") -> Any:
-    """Returns the chosen answer: of the best-scored solution ('argmax') or the best score sum ('vote')."""
-    if select not in SELECTIONS:
-        raise ValueError(f"unknown answer selection {select!r}; expected one of {SELECTIONS}")
-    idx = [i for i, a in enumerate(answers) if a is not None]
-    if not idx:
-        return None
-    if select == "argmax":
-        return answers[max(idx, key=lambda i: (scores[i], -i))]
-    totals: dict[Any, float] = collections.defaultdict(float)
-    for i in idx:
-        totals[answers[i]] += float(scores[i])
-    return max(totals, key=lambda a: totals[a])
+def vote_weights(scores, signed: bool) -> np.ndarray:
+    """Returns weighted-vote weights in [0, 1]: sigmoid(score) for signed (implicit) scores, else the
+    scores themselves (probabilities), checked."""
+    s = np.asarray(scores, np.float64)
+    if signed:
+        s = 1.0 / (1.0 + np.exp(-s))
+    selection.check_vote_weights(s)
+    return s
 
 
 def best_of_n(solutions: Sequence[Solution], how: str = "min", select: str = "argmax",
@@ -86,7 +93,10 @@ def best_of_n(solutions: Sequence[Solution], how: str = "min", select: str = "ar
     """Returns the answer chosen among scored solutions (their `step_scores` must be set)."""
     if any(s.step_scores is None for s in solutions):
         raise ValueError("best_of_n needs solutions with step_scores; score them with a verifier first")
-    scores = solution_scores([s.step_scores for s in solutions], how, temperature)
+    values = [s.step_scores if s.step_values is None else s.step_values for s in solutions]
+    scores = solution_scores([s.step_scores for s in solutions], how, temperature, step_values=values)
+    if select == "weighted_vote":
+        scores = vote_weights(scores, any(s.signed for s in solutions))
     return select_answer([s.answer for s in solutions], scores, select)
 
 
@@ -94,9 +104,9 @@ def score_solutions(verifier, problems: Sequence[str], solutions: Sequence[Seque
     """Sets `step_scores` on every solution (one batched verifier call); returns verifier tokens used."""
     flat = [(p, s) for p, sols in zip(problems, solutions) for s in sols]
     before = verifier.tokens_scored
-    scores = verifier.step_scores([p for p, _ in flat], [s.steps for _, s in flat])
-    for (_, s), sc in zip(flat, scores):
-        s.step_scores = sc
+    out = verifier.score_all([p for p, _ in flat], [s.steps for _, s in flat])
+    for (_, s), r, v in zip(flat, out["rewards"], out["values"]):
+        s.step_scores, s.step_values, s.signed = r, v, verifier.kind == "implicit"
     return verifier.tokens_scored - before
 
 
@@ -115,22 +125,36 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
                 rank_fn: Callable, final_fn: Callable, max_steps: int = 16, temperature: float = 1.0,
                 top_p: float = 1.0, step_tokens: int = 64, finish_tokens: int = 256,
                 ) -> list[SearchResult]:
-    """Returns one SearchResult per problem from step-level beam search.
+    """Returns one SearchResult per problem from step-level beam search (search-and-learn's form).
 
-    Every round, each kept beam gets `width` sampled next steps (the first round samples `n_beams`
-    first steps from the question); `rank_fn(problems, parents, children) -> (rank_scores, vtokens)`
-    scores the children (lists of step lists) and the top `n_beams // width` survive. A surviving
-    child that ended (EOS) is set aside as finished and its slot is not refilled; beams still open
-    after `max_steps` rounds are sampled to the end. `final_fn(problems, solutions) -> (scores,
-    vtokens)` picks the answer among the finished solutions (highest score).
+    Round 0 samples `n_beams` first steps from the question; every later round samples `width` next
+    steps from each of the K = n_beams // width active beams. A round's children are deduplicated
+    (same steps, same ended flag: one copy is kept and scored). Children that ended (EOS, or no new
+    step) leave the search for the problem's finished set, unless the same solution is there already;
+    the open ones are ranked by `rank_fn(problems, parents, children) -> (scores, vtokens)` and the
+    top K become the next active set, so the slots of finished beams are refilled from the ranked
+    candidates (with fewer than K open candidates, the best ones are repeated to fill K slots). A
+    problem stops once it has `n_beams` finished solutions, no open candidate, or after `max_steps`
+    rounds; beams still open then are sampled to the end, one sample each. `final_fn(problems,
+    steps_list) -> (scores, vtokens)` picks the answer among the finished solutions (highest score;
+    None answers never win). Generated tokens count every sample drawn (each copy of a beam pays
+    for its own children); verifier tokens count every distinct child scored.
     """
     if n_beams % width or n_beams < width:
         raise ValueError(f"n_beams ({n_beams}) must be a positive multiple of width ({width})")
     keep = n_beams // width
-    live = [[[]] for _ in problems]  # per problem: list of open step lists
+    live: list[list[list[str]]] = [[[]] for _ in problems]  # per problem: the active step lists
     done: list[list[Solution]] = [[] for _ in problems]
+    done_keys: list[set] = [set() for _ in problems]
     gen = np.zeros(len(problems), np.int64)
     ver = np.zeros(len(problems), np.int64)
+
+    def finish(i, steps, ended):
+        key = (tuple(steps), ended)
+        if key not in done_keys[i]:
+            done_keys[i].add(key)
+            done[i].append(Solution(list(steps), policy.answer(steps) if ended else None, ended))
+
     for rnd in range(max_steps):
         req = [(i, beam) for i, beams in enumerate(live) for beam in beams
                for _ in range(n_beams if rnd == 0 else width)]
@@ -140,26 +164,29 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
                                      jax.random.fold_in(rng, rnd), mode="step",
                                      temperature=temperature, top_p=top_p,
                                      max_new_tokens=step_tokens)
-        children = [b + c.steps for (_, b), c in zip(req, conts)]
-        for (i, _), c in zip(req, conts):
+        open_children: list[tuple[int, list[str], list[str]]] = []  # (problem, parent, child)
+        seen: set = set()
+        for (i, parent), c in zip(req, conts):
             gen[i] += c.num_tokens
-        scores, vtok = rank_fn([problems[i] for i, _ in req], [b for _, b in req], children)
-        for j, (i, _) in enumerate(req):
-            ver[i] += vtok[j]
+            child = parent + c.steps
+            if c.ended or not c.steps:
+                finish(i, child, c.ended)
+            elif (i, tuple(child)) not in seen:
+                seen.add((i, tuple(child)))
+                open_children.append((i, parent, child))
+        if open_children:
+            scores, vtok = rank_fn([problems[i] for i, _, _ in open_children],
+                                   [p for _, p, _ in open_children], [c for _, _, c in open_children])
         by_problem = collections.defaultdict(list)
-        for j, (i, _) in enumerate(req):
+        for j, (i, _, _) in enumerate(open_children):
+            ver[i] += vtok[j]
             by_problem[i].append(j)
         for i in range(len(problems)):
-            js = sorted(by_problem.get(i, []), key=lambda j: -scores[j])[:keep]
-            live[i] = []
-            budget = keep - len(done[i])
-            for j in js[:max(budget, 0)]:
-                c = conts[j]
-                if c.ended or not c.steps:
-                    done[i].append(Solution(children[j], policy.answer(children[j]) if c.ended else None,
-                                            c.ended))
-                else:
-                    live[i].append(children[j])
+            ranked = sorted(by_problem.get(i, []), key=lambda j: (-scores[j], j))[:keep]
+            if len(done[i]) >= n_beams or not ranked:
+                live[i] = []
+                continue
+            live[i] = [open_children[ranked[k % len(ranked)]][2] for k in range(keep)]
     # Beams still open after the step budget are finished by the policy, one sample each.
     open_req = [(i, b) for i, beams in enumerate(live) for b in beams]
     if open_req:
@@ -169,8 +196,7 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
                                      max_new_tokens=finish_tokens)
         for (i, b), c in zip(open_req, conts):
             gen[i] += c.num_tokens
-            steps = b + c.steps
-            done[i].append(Solution(steps, policy.answer(steps) if c.ended else None, c.ended))
+            finish(i, b + c.steps, c.ended)
     flat = [(i, s) for i in range(len(problems)) for s in done[i]]
     fscores, fvtok = final_fn([problems[i] for i, _ in flat], [s.steps for _, s in flat])
     results = []
@@ -179,34 +205,35 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
         for j in js:
             ver[i] += fvtok[j]
         sols = [flat[j][1] for j in js]
-        answers = [s.answer for s in sols]
-        answer = select_answer(answers, np.asarray([fscores[j] for j in js]), "argmax")
+        answer = select_answer([s.answer for s in sols], np.asarray([fscores[j] for j in js]), "argmax")
         results.append(SearchResult(answer, int(gen[i]), int(ver[i]), sols))
     return results
 
 
 def last_step_ranker(verifier) -> Callable:
-    """Returns a beam `rank_fn`/`final_fn` scoring a step list by the verifier's score at its last step."""
+    """Returns a beam `rank_fn`/`final_fn` scoring a step list by the verifier's value of it: the
+    value at its last step (a score-head PRM's probability, an implicit PRM's q_T)."""
     def rank(problems, parents_or_children, children=None):
         steps = parents_or_children if children is None else children
-        scores, toks = verifier.step_scores(problems, steps, return_tokens=True)
+        scores, toks = verifier.values(problems, steps, return_tokens=True)
         return np.asarray([s[-1] if len(s) else -np.inf for s in scores]), toks
     return rank
 
 
 def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
-    """Returns a beam `rank_fn` ranking children by Q^pi(child) + alpha * A^mu(child).
+    """Returns a beam `rank_fn` ranking children by Q^pi(child) + alpha * A^mu(child) (Setlur et al.).
 
-    A^mu = PAV(child's last step) - PAV(parent's last step). For a first step the parent is the bare
+    Q^pi is `q_verifier`'s value of the child: a verifier of the base policy itself (trained on soft
+    MC labels of pi), not of the prover. A^mu = PAV(child's last step) - PAV(parent's last step). For a first step the parent is the bare
     question, whose value V^mu(question) is the same for every sibling and so cannot change their
     order; it is taken as the mean PAV prediction over the problem's first steps.
     """
     def rank(problems, parents, children):
-        q, qt = q_verifier.step_scores(problems, children, return_tokens=True)
-        mu, mt = pav_verifier.step_scores(problems, children, return_tokens=True)
+        q, qt = q_verifier.values(problems, children, return_tokens=True)
+        mu, mt = pav_verifier.values(problems, children, return_tokens=True)
         mu_last = np.asarray([s[-1] if len(s) else 0.0 for s in mu])
         parent_idx = [j for j, p in enumerate(parents) if p]
-        par, pt = pav_verifier.step_scores([problems[j] for j in parent_idx],
+        par, pt = pav_verifier.values([problems[j] for j in parent_idx],
                                            [parents[j] for j in parent_idx], return_tokens=True)
         prev = np.full(len(children), np.nan)
         for j, s in zip(parent_idx, par):

@@ -1,14 +1,20 @@
 """Jitted, batched verifier scoring of (problem, steps) pairs: score-head verifiers and implicit PRMs.
 
 * `kind='score'` (BCE-PRM, ORM, PAV): P(step correct) = sigmoid(score-head logit at the step's marker).
-  A BCE-PRM trained on soft MC labels predicts Q^pi; a PAV predicts the prover's Q^mu.
-* `kind='implicit'`: r_t = beta * sum over step t's tokens of log pi(y) / pi_ref(y) (step reward), and
-  q_t = its running sum (the implicit Q read at step t's end). `output` picks what `step_scores`
-  returns ('reward', aggregated with min for best-of-N as the paper does, or 'q').
+  A BCE-PRM trained on soft MC labels predicts Q^pi; on hard labels from K rollouts, P(any of K
+  rollouts succeeds), a Best-of-K prover's Q; a PAV predicts the prover's Q^mu.
+* `kind='implicit'`: r_t = beta * sum over step t's tokens of log pi(y) / pi_ref(y) (step reward),
+  and q_t = r_0 + ... + r_t, the implicit Q read at step t's end; q_T is the outcome reward the
+  objective trains (the same step tokens, no EOS: see `prm_jax.objectives`). Log-probs go through
+  the chunked path training uses, so the [B, L, V] logits are never held.
 
-Inputs are rendered with `prm_jax.data.tokenize.encode_example`, the same function training uses,
-padded to shape buckets and scored by one jitted function per bucket. `tokens_scored` counts verifier
-compute in tokens (an implicit PRM runs two models, so its tokens count twice).
+`score_all` returns, per solution: `rewards` (what best-of-N aggregates: the probabilities, or r_t),
+`values` (the verifier's estimate of the solution so far at each step: the probabilities, or q_t;
+`last` aggregation and beam ranking read it), `probs` (in [0, 1]: the probabilities, or sigmoid(q_t),
+the implicit PRM's ProcessBench read-out) and `tokens`. Inputs are rendered with
+`prm_jax.data.tokenize.encode_example`, the same function training uses, padded to shape buckets
+and scored by one jitted function per bucket. `tokens_scored` counts verifier compute in tokens
+(an implicit PRM runs two models, so its tokens count twice).
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prm_jax import model as model_lib
-from prm_jax import scoring
+from prm_jax import objectives, scoring
 
 KINDS = ("score", "implicit")
 # Shape buckets: on a CPU a compile costs more than many padded rows, so batches round up to a power
@@ -38,23 +44,23 @@ def _score_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, s
     return jax.nn.sigmoid(scoring.gather_steps(out.score, step_pos_BxT))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
+@functools.partial(jax.jit, static_argnums=(0, 7, 9))
 def _implicit_rewards(cfg, params, ref_params, tokens_BxL, positions_BxL, segment_ids_BxL,
-                      step_ids_BxL, num_steps, beta):
+                      step_ids_BxL, num_steps, beta, chunk_size):
     """Returns the implicit step rewards r_BxT = beta * per-step sums of policy/reference log-ratios."""
-    def logp(p):
-        out = model_lib.forward(cfg, p, tokens_BxL, segment_ids=segment_ids_BxL,
-                                positions=positions_BxL, lm_head=True)
-        return scoring.token_logprobs(out.logits, tokens_BxL)
-    return scoring.implicit_step_rewards(logp(params), logp(ref_params), step_ids_BxL, num_steps, beta)
+    batch = {"tokens": tokens_BxL, "positions": positions_BxL, "segment_ids": segment_ids_BxL}
+    logp, _ = objectives.token_logprobs(cfg, params, batch, chunk_size=chunk_size)
+    ref_logp, _ = objectives.token_logprobs(cfg, ref_params, batch, chunk_size=chunk_size)
+    return scoring.implicit_step_rewards(logp, ref_logp, step_ids_BxL, num_steps, beta)
 
 
 class Verifier:
-    """Scores solutions step by step. See the module docstring for `kind` and `output`."""
+    """Scores solutions step by step. See the module docstring for `kind` and what it returns."""
 
     def __init__(self, kind: str, model_cfg, params, tokenizer, *, marker: str, ref_params=None,
                  beta: float = 0.05, output: str = "reward", max_batch: int = 64, max_len: int = 512,
-                 max_steps: int = 128, chat_template: str | None = None, name: str = ""):
+                 max_steps: int = 128, chat_template: str | None = None, name: str = "",
+                 logprob_chunk: int = 1024):
         if kind not in KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
         if kind == "score" and not model_cfg.score_head:
@@ -67,6 +73,7 @@ class Verifier:
         self.tokenizer, self.marker, self.chat_template = tokenizer, marker, chat_template
         self.beta, self.output, self.name = float(beta), output, name or kind
         self.max_batch, self.max_len, self.max_steps = int(max_batch), int(max_len), int(max_steps)
+        self.logprob_chunk = int(logprob_chunk)
         self.tokens_scored = 0
 
     def _encode(self, problem: str, steps: Sequence[str]) -> dict:
@@ -82,7 +89,8 @@ class Verifier:
         return ex
 
     def score_all(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]]) -> dict:
-        """Returns {'probs' or 'reward' and 'q': list of [T_i] float arrays, 'tokens': [N] int array}."""
+        """Returns {'rewards', 'values', 'probs' (lists of [T_i] float arrays), 'tokens': [N] int array}
+        (implicit PRMs also under their own names 'reward' and 'q')."""
         if len(problems) != len(steps_list):
             raise ValueError(f"{len(problems)} problems but {len(steps_list)} step lists")
         return self.score_examples([self._encode(p, s) for p, s in zip(problems, steps_list)])
@@ -94,6 +102,7 @@ class Verifier:
         n_tok = np.asarray([len(e["tokens"]) for e in exs], np.int64) * (2 if self.kind == "implicit" else 1)
         order = sorted(range(len(exs)), key=lambda i: len(exs[i]["tokens"]))
         vals: list = [None] * len(exs)
+        source = f"the tokenizer of verifier {self.name!r} ({getattr(self.tokenizer, 'name', type(self.tokenizer).__name__)})"
         for s in range(0, len(order), self.max_batch):
             idx = order[s: s + self.max_batch]
             chunk = [exs[i] for i in idx]
@@ -102,29 +111,46 @@ class Verifier:
             seq = -(-max(len(e["tokens"]) for e in chunk) // LEN_BUCKET) * LEN_BUCKET
             t = max(MIN_STEPS, 1 << (max(len(e["step_pos"]) for e in chunk) - 1).bit_length())
             batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
+            model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
             if self.kind == "score":
                 out = _score_head_probs(self.cfg, self.params, batch["tokens"], batch["positions"],
                                         batch["segment_ids"], batch["step_pos"])
             else:
                 out = _implicit_rewards(self.cfg, self.params, self.ref_params, batch["tokens"],
                                         batch["positions"], batch["segment_ids"], batch["step_ids"], t,
-                                        jnp.float32(self.beta))
+                                        jnp.float32(self.beta), self.logprob_chunk)
             out = np.asarray(out)
             for j, i in enumerate(idx):
                 vals[i] = out[j, : len(exs[i]["step_pos"])].astype(np.float32)
+        bad = [i for i, v in enumerate(vals) if not np.all(np.isfinite(v))]
+        if bad:
+            raise FloatingPointError(f"verifier {self.name!r} gave non-finite step scores for {len(bad)} of "
+                                     f"{len(vals)} solutions (first: solution {bad[0]}); the checkpoint's "
+                                     "weights are not finite")
         self.tokens_scored += int(n_tok.sum())
         if self.kind == "score":
-            return {"probs": vals, "tokens": n_tok}
-        return {"reward": vals, "q": [np.cumsum(v) for v in vals], "tokens": n_tok}
+            return {"probs": vals, "rewards": vals, "values": vals, "tokens": n_tok}
+        q = [np.cumsum(v).astype(np.float32) for v in vals]
+        return {"reward": vals, "q": q, "rewards": vals, "values": q,
+                "probs": [1.0 / (1.0 + np.exp(-x)) for x in q], "tokens": n_tok}
 
-    def step_scores(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *,
-                    return_tokens: bool = False):
-        """Returns per-solution step scores (list of [T_i] arrays) [and verifier tokens per solution]."""
+    def _pick(self, key, problems, steps_list, return_tokens):
         if not problems:
             return ([], np.zeros(0, np.int64)) if return_tokens else []
         out = self.score_all(problems, steps_list)
-        scores = out["probs"] if self.kind == "score" else out[self.output]
-        return (scores, out["tokens"]) if return_tokens else scores
+        return (out[key], out["tokens"]) if return_tokens else out[key]
+
+    def step_scores(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *,
+                    return_tokens: bool = False):
+        """Returns per-solution step scores (list of [T_i] arrays) [and verifier tokens per solution]:
+        the probabilities, or for an implicit PRM r_t (output='reward') or q_t (output='q')."""
+        key = "probs" if self.kind == "score" else {"reward": "reward", "q": "q"}[self.output]
+        return self._pick(key, problems, steps_list, return_tokens)
+
+    def values(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *,
+               return_tokens: bool = False):
+        """Returns per-solution prefix values (probabilities, or an implicit PRM's q_t) [and tokens]."""
+        return self._pick("values", problems, steps_list, return_tokens)
 
 
 def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None = None,

@@ -59,15 +59,19 @@ def test_best_threshold_hand_example_and_errors():
 
 
 def _np_pick(method, s, c, a):
+    """Brute-force selection: None answers never win; every tie goes to the first candidate."""
+    cand = [j for j in range(len(a)) if a[j] is not None]
+    if not cand:
+        return False
     if method == "argmax":
-        return c[int(np.argmax(s))]
+        best = max(s[j] for j in cand)
+        return c[next(j for j in cand if s[j] == best)]
     tot = {}
-    for si, ai in zip(s, a):
-        tot[ai] = tot.get(ai, 0.0) + (1.0 if method == "majority" else si)
+    for j in cand:
+        tot[a[j]] = tot.get(a[j], 0.0) + (1.0 if method == "majority" else s[j])
     best = max(tot.values())
-    winners = [k for k, v in tot.items() if v == best]
-    # expectation over random tie-breaks
-    return np.mean([c[list(a).index(w)] for w in winners])
+    win = next(a[j] for j in cand if tot[a[j]] == best)
+    return c[next(j for j in cand if a[j] == win)]
 
 
 @pytest.mark.parametrize("method", evaluate.BEST_OF_N_METHODS)
@@ -103,10 +107,10 @@ def test_best_of_n_curve_defaults_and_errors():
         evaluate.best_of_n_curve(np.zeros((3, 8)), correct, None, method="weighted_vote")
     with pytest.raises(ValueError, match="N must be"):
         evaluate.best_of_n_curve(np.zeros((3, 8)), correct, ns=[16])
-    # None answers never pool together
+    # None answers never win (they neither pool together nor count as an answer of their own)
     ans = [[None, None, "x"]]
     c = evaluate.best_of_n_curve(None, np.array([[0, 0, 1]], bool), ans, ns=[3], method="majority", n_boot=300)
-    assert c.acc[0] == pytest.approx(1 / 3, abs=0.08)
+    assert c.acc[0] == 1.0
 
 
 def test_step_auroc_hand_computed_with_ties():
@@ -335,6 +339,11 @@ def test_evaluate_processbench_command_end_to_end(tmp_path, monkeypatch, capsys,
     bad.write_text('{"id": "x", "problem": "p", "steps": ["a"], "final_answer_correct": true, "label": 5}\n')
     from prm_jax.data.records import DataError
 
-    with pytest.raises(DataError, match="bad.jsonl:1"):
+    with pytest.raises(DataError, match="bad.jsonl:1"):   # --debug: the exception itself
         cli.main(["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(bad),
-                  "--output", str(out)])
+                  "--output", str(out), "--debug"])
+    capsys.readouterr()
+    assert cli.main(["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(bad),
+                     "--output", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "bad.jsonl:1: label out of range" in err[-1], err

@@ -179,6 +179,11 @@ def np_aggregate(x, m, how, temperature=0.1):
             w = np.exp(z - z.max())
             w /= w.sum()
             out.append(np.sum(w * v))
+        elif how == "pure":  # PURE (Stop Summation): r = p(+) - p(-), w = softmax(-r / T), credit sum w r
+            r = v - (1.0 - v)
+            w = np.exp(-r / temperature - np.max(-r / temperature))
+            w /= w.sum()
+            out.append(np.sum(w * r))
     return np.array(out)
 
 

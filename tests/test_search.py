@@ -1,4 +1,6 @@
 """Search: votes, best-of-N aggregation and selection, beam and PAV beam on scripted policies/verifiers."""
+import collections
+
 import jax
 import numpy as np
 import pytest
@@ -17,8 +19,8 @@ def test_select_answer_argmax_and_weighted_vote():
     answers = [1, 2, 2, None, 1]
     scores = np.asarray([0.9, 0.5, 0.5, 5.0, 0.05])
     assert search.select_answer(answers, scores, "argmax") == 1          # None never wins
-    assert search.select_answer(answers, scores, "vote") == 2            # 2: 1.0 > 1: 0.95
-    assert search.select_answer(answers, np.asarray([0.9, 0.5, 0.3, 0, 0.2]), "vote") == 1
+    assert search.select_answer(answers, scores, "weighted_vote") == 2            # 2: 1.0 > 1: 0.95
+    assert search.select_answer(answers, np.asarray([0.9, 0.5, 0.3, 0, 0.2]), "weighted_vote") == 1
     with pytest.raises(ValueError, match="unknown answer selection"):
         search.select_answer(answers, scores, "best")
 
@@ -95,24 +97,100 @@ class DigitVerifier:
         self.tokens_scored += int(toks.sum())
         return (scores, toks) if return_tokens else scores
 
+    values = step_scores  # a score-head verifier: the prefix value is the step probability
 
-def test_beam_search_keeps_top_beams_and_counts_tokens():
-    pol, ver = ScriptedPolicy(), DigitVerifier()
+
+class TreePolicy:
+    """A deterministic step tree: the k-th copy of prefix P in one call gets digit (seed(P) + k) % 10.
+
+    A prefix of `depth` steps answers EOS alone (no new step) in a separate call, as a policy that
+    emits the step marker and then EOS does. Counts the tokens it hands out per problem (2 per step,
+    1 per EOS) and records every call's (problem, prefix) requests.
+    """
+
+    def __init__(self, depth=2, ends=()):
+        self.depth, self.ends, self.tokens, self.requests = depth, set(ends), collections.Counter(), []
+
+    @staticmethod
+    def seed(prefix):
+        return sum((i + 3) * int(d) for i, d in enumerate(prefix)) % 10
+
+    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0,
+                      max_new_tokens=64, desc=None):
+        self.requests.append([(p, tuple(x)) for p, x in zip(problems, prefixes)])
+        seen, out = collections.Counter(), []
+        for p, pre in zip(problems, prefixes):
+            k = seen[(p, tuple(pre))]
+            seen[(p, tuple(pre))] += 1
+            if len(pre) >= self.depth:
+                c = Continuation([], True, 1)                  # EOS alone
+            else:
+                d = str((self.seed(pre) + k) % 10)
+                ended = d in self.ends
+                c = Continuation([d], ended, 2 + int(ended))
+            self.tokens[p] += c.num_tokens
+            out.append(c)
+        return out
+
+    def answer(self, steps):
+        return int(steps[-1]) if steps else None
+
+
+def _brute_top(parents, width, keep, first=None):
+    """Returns the top `keep` distinct open children (by last digit, ties to the first) of `parents`."""
+    kids = []
+    for par in parents:
+        for k in range(first or width):
+            c = par + (str((TreePolicy.seed(par) + k) % 10),)
+            if c not in kids:
+                kids.append(c)
+    return sorted(kids, key=lambda c: -int(c[-1]))[:keep]
+
+
+def test_beam_search_finished_beams_are_distinct_and_counted_honestly():
+    """The issue's case: marker, then EOS in a separate call. 8 beams, width 2: every finished
+    solution is distinct (before: 4 finished, 2 distinct) and equals the brute-force top-K leaves."""
+    pol, ver = TreePolicy(depth=2), DigitVerifier()
     rank = search.last_step_ranker(ver)
-    res = search.beam_search(pol, ["p", "q"], jax.random.PRNGKey(0), n_beams=4, width=2, rank_fn=rank,
-                             final_fn=rank, max_steps=5)
-    # Round 0: 4 first steps from the question (cycle "1","5","3","9" by slot): keep 9 and 5.
-    # Round 1: children of [9] are 1 and 5 (slot j and j+1 cycles), of [5] are 3 and 9 ... keep the best 2.
-    # Round 2: every child ends (3 steps); the two best finish; the answer is the highest last step.
-    assert pol.calls[0] == ("step", 8) and pol.calls[1] == ("step", 8)
-    assert [m for m, _ in pol.calls] == ["step", "step", "step"]
-    for r in res:
-        assert len(r.solutions) == 2 and all(len(s.steps) == 3 and s.complete for s in r.solutions)
-        assert r.answer == max(s.answer for s in r.solutions)
-        # 3 rounds x 4 children x 2 tokens + 2 EOS tokens per finished child in the last round (4 children).
-        assert r.gen_tokens == 3 * 4 * 2 + 4
-        # ranked 4 + 4 + 4 children (10 tokens per step: 1, 2, 3 steps) + 2 finished (3 steps each).
-        assert r.verifier_tokens == 4 * 10 + 4 * 20 + 4 * 30 + 2 * 30
+    res = search.beam_search(pol, ["p", "q"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank,
+                             final_fn=rank, max_steps=6)
+    top1 = _brute_top([()], 2, 4, first=8)
+    top2 = _brute_top(top1, 2, 4)
+    for r, prob in zip(res, ["p", "q"]):
+        got = [tuple(s.steps) for s in r.solutions]
+        assert len(got) == len(set(got)) == 4, got
+        assert sorted(got) == sorted(top2)
+        assert all(s.complete for s in r.solutions)
+        assert r.answer == max(int(c[-1]) for c in top2)
+        assert r.gen_tokens == pol.tokens[prob]      # every sample drawn counts, copies included
+    assert sum(r.verifier_tokens for r in res) == ver.tokens_scored
+    # round 0: 8 first steps; rounds 1 and 2: K = 4 beams x width 2 (the EOS-only round is sampled too)
+    assert [len(c) for c in pol.requests] == [16, 16, 16]
+
+
+def test_beam_search_refills_slots_of_finished_beams():
+    """When top-ranked children end, the next-ranked open ones take their slots: K beams keep expanding."""
+    pol, ver = TreePolicy(depth=3, ends=("9", "8")), DigitVerifier()
+    rank = search.last_step_ranker(ver)
+    res = search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank,
+                             final_fn=rank, max_steps=6)
+    # Round 0's children are the digits 0..7 (none ends); round 1 expands the top 4 (7, 6, 5, 4).
+    assert pol.requests[1] == [("p", (d,)) for d in "7654" for _ in range(2)]
+    # Round 1's children of 7 / 6 / 5 / 4; those ending in 8 or 9 finish, the open rest refill 4 slots.
+    kids = []
+    for par in ("7", "6", "5", "4"):
+        for k in range(2):
+            c = (par, str((TreePolicy.seed((par,)) + k) % 10))
+            if c not in kids:
+                kids.append(c)
+    open_kids = sorted([c for c in kids if c[-1] not in "89"], key=lambda c: -int(c[-1]))
+    want = [open_kids[i % len(open_kids)] for i in range(4)]
+    assert [pre for _, pre in pol.requests[2][::2]] == want
+    assert len(pol.requests[2]) == 8
+    finished = [tuple(s.steps) for s in res[0].solutions]
+    assert len(finished) == len(set(finished))
+    assert {c for c in kids if c[-1] in "89"} <= set(finished)
+    assert res[0].gen_tokens == pol.tokens["p"]
 
 
 def test_beam_search_finishes_open_beams_at_budget_and_validates():

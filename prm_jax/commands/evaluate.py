@@ -11,7 +11,6 @@ prediction, to --output (JSON).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -32,7 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--chat-template", default=None, help="'hf' or a string with {problem}; as in training")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-len", type=int, default=2048, help="tokens per solution; later steps are unscored")
-    p.add_argument("--limit", type=int, default=None, help="first N cases of each split (smoke runs)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="N cases of each split, a seeded subset stratified by erroneous / correct case (smoke runs)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     p.add_argument("--output", default="processbench.json", help="JSON file for metrics and predictions")
 
 
@@ -49,7 +50,7 @@ def _table(results: dict) -> str:
 def run(args) -> int:
     if args.task != "processbench":
         raise SystemExit(f"unknown evaluation task {args.task!r}")
-    from prm_jax import evaluate, hf
+    from prm_jax import evaluate, hf, jsonio
     from prm_jax.data import readers
     from prm_jax.data.tokenizers import HFTokenizer
 
@@ -58,17 +59,23 @@ def run(args) -> int:
         raise SystemExit(f"--data files must have distinct names (splits are named by file stem): {names}")
     if args.pick_threshold_on is not None and args.pick_threshold_on not in names:
         raise SystemExit(f"--pick-threshold-on {args.pick_threshold_on!r} is not one of the splits {names}")
+    for path in args.data:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ProcessBench split not found: {path}")
     model_cfg, params = hf.load_checkpoint(args.checkpoint)
     tokenizer = HFTokenizer(args.tokenizer or args.checkpoint)
 
     split_probs, split_labels, split_ids, truncated = {}, {}, {}, {}
     for name, path in zip(names, args.data):
         records = readers.read_all("processbench", path)
-        if args.limit is not None:
-            records = records[:args.limit]
         if not records:
             raise SystemExit(f"{path}: no ProcessBench cases")
-        print(f"[evaluate] {name}: {len(records)} cases from {path}", file=sys.stderr)
+        subset = ""
+        if args.limit is not None and args.limit < len(records):
+            n_all = len(records)
+            records = evaluate.processbench_subset(records, args.limit, args.seed)
+            subset = f" (a seeded subset of {n_all}, stratified by erroneous / correct, seed {args.seed})"
+        print(f"[evaluate] {name}: {len(records)} cases from {path}{subset}", file=sys.stderr)
         split_probs[name], truncated[name] = evaluate.score_step_probs(
             model_cfg, params, tokenizer, records, marker=args.marker, batch_size=args.batch_size,
             max_len=args.max_len, chat_template=args.chat_template)
@@ -99,9 +106,9 @@ def run(args) -> int:
     if any(truncated.values()):
         print(f"note: cases with steps cut by --max-len {args.max_len}: {truncated}", file=sys.stderr)
     out = {"checkpoint": os.path.abspath(args.checkpoint), "threshold": threshold, "threshold_source": source,
-           "marker": args.marker, "max_len": args.max_len, "results": results, "predictions": predictions}
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    with open(args.output, "w") as f:
-        json.dump(out, f, indent=1)
+           "marker": args.marker, "max_len": args.max_len, "limit": args.limit,
+           "subset": None if args.limit is None else f"stratified by erroneous / correct, seed {args.seed}",
+           "results": results, "predictions": predictions}
+    jsonio.dump(out, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

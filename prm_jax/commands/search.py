@@ -12,7 +12,6 @@ Prints one JSON object: accuracy, generated and verifier tokens per problem.
 from __future__ import annotations
 
 import argparse
-import json
 
 METHODS = ("majority", "best_of_n", "weighted_vote", "beam", "pav_beam")
 
@@ -24,11 +23,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verifier-hf", help="local Hugging Face folder of the verifier (instead)")
     p.add_argument("--verifier-kind", default="score", choices=("score", "implicit"))
     p.add_argument("--ref-workdir", help="implicit PRM reference (default: the run's init.ref_workdir)")
-    p.add_argument("--pav-workdir", help="PAV workdir (pav_beam: A from the PAV, Q from --verifier)")
+    p.add_argument("--pav-workdir", help="PAV workdir (pav_beam: A^mu from the PAV, Q^pi from --verifier, "
+                   "which should be a verifier of the policy itself, e.g. trained on soft MC labels)")
     p.add_argument("--method", default="best_of_n", choices=METHODS)
     p.add_argument("--n", type=int, default=16, help="samples (best-of-N) or beams")
     p.add_argument("--width", type=int, default=4, help="beam width M: next steps per kept beam")
-    p.add_argument("--agg", default="min", help="step-score aggregation: min last prod mean softmin")
+    p.add_argument("--agg", default="min", help="step-score aggregation: min last prod mean pure (PURE min-form) softmin")
     p.add_argument("--alpha", type=float, default=0.5, help="PAV beam: Q + alpha * A")
     p.add_argument("--max-steps", type=int, default=16, help="beam: step budget")
     p.add_argument("--temperature", type=float, default=1.0)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     import jax
     import numpy as np
 
-    from prm_jax import search
+    from prm_jax import jsonio, search
     from prm_jax.verifier import load_verifier
 
     pol, tok, marker = _policy(args)
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         if args.method == "majority":
             answers = [search.majority_vote([s.answer for s in xs]) for xs in sols]
         else:
-            sel = "argmax" if args.method == "best_of_n" else "vote"
+            sel = "argmax" if args.method == "best_of_n" else "weighted_vote"
             answers = [search.best_of_n(xs, args.agg, sel) for xs in sols]
         gen = sum(s.gen_tokens for xs in sols for s in xs)
     else:
@@ -122,8 +122,7 @@ def run(args: argparse.Namespace) -> int:
     out = {"method": args.method, "n": args.n, "problems": len(problems), "accuracy": acc,
            "gen_tokens_per_problem": gen / len(problems), "verifier_tokens_per_problem": vtok / len(problems),
            "sampler_tokens_per_s": pol.sampler.tokens_per_second}
-    print(json.dumps(out))
+    print(jsonio.dumps(out))
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(out, f, indent=1)
+        jsonio.dump(out, args.out)
     return 0

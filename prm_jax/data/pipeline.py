@@ -13,6 +13,7 @@ an emitted batch, so restoring it resumes at the same record (packing re-reads a
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Iterator
 
 import numpy as np
@@ -41,14 +42,41 @@ class ListSource:
         return self.records[i]
 
 
+ROLES = ("train", "eval")
+
+
+def in_eval_split(problem: str, eval_frac: float) -> bool:
+    """Returns whether `problem` belongs to the held-out evaluation split (a stable hash of its text)."""
+    h = int.from_bytes(hashlib.sha1(problem.encode("utf-8")).digest()[:4], "big")
+    return h / 2 ** 32 < eval_frac
+
+
+def split_description(data_cfg) -> str:
+    """Returns a one-line description of the evaluation split `data_cfg` defines."""
+    if _get(data_cfg, "eval_path"):
+        return f"held-out file {_get(data_cfg, 'eval_path')}"
+    frac = float(_get(data_cfg, "eval_frac", 0.0))
+    if frac > 0:
+        return f"{frac:.0%} of problems held out by a hash of their text (never trained on)"
+    return "none"
+
+
 class ArithSource:
-    """The unbounded seeded arithmetic stream as a random-access source (no len)."""
+    """The unbounded seeded arithmetic stream as a random-access source (no len).
 
-    def __init__(self, cfg: arith.ArithConfig, seed: int):
-        self.cfg, self.seed = cfg, int(seed)
+    With `eval_frac` > 0 the stream is split by problem: role 'train' yields None for the held-out
+    problems and role 'eval' for the others (the iterator skips and counts them).
+    """
 
-    def __getitem__(self, i: int) -> Record:
-        return arith.make_record(self.cfg, self.seed, i)
+    def __init__(self, cfg: arith.ArithConfig, seed: int, eval_frac: float = 0.0, role: str = "train"):
+        self.cfg, self.seed, self.eval_frac, self.role = cfg, int(seed), float(eval_frac), role
+
+    def _keep(self, problem: str) -> bool:
+        return self.eval_frac <= 0 or in_eval_split(problem, self.eval_frac) == (self.role == "eval")
+
+    def __getitem__(self, i: int) -> Record | None:
+        r = arith.make_record(self.cfg, self.seed, i)
+        return r if self._keep(r.problem) else None
 
 
 class PairSource:
@@ -80,6 +108,8 @@ class ArithPairSource(ArithSource):
         kinds = self.cfg.corruption_kinds or arith.KINDS
         bad, _ = arith.solve(p, rng, corrupt_at=int(rng.integers(len(p.formulas))),
                              kind=kinds[int(rng.integers(len(kinds)))])
+        if not self._keep(p.text):
+            return None
         base = f"arith-pair-{self.seed}-{i}"
         return _arith_record(p, arith.solve(p)[0], base + "-c"), _arith_record(p, bad, base + "-r")
 
@@ -99,13 +129,30 @@ def _get(cfg, key, default=None):
     return default if v is None else v
 
 
-def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None):
-    """Returns a random-access source for `data_cfg` (records, or pairs if `pair` is set)."""
+def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None, role: str = "train"):
+    """Returns a random-access source for `data_cfg` (records, or pairs if `pair` is set).
+
+    role 'train' reads the training records; role 'eval' the held-out split: `eval_path` (a file of
+    the same format) or the `eval_frac` share of problems (by a hash of the problem text, which the
+    training role then leaves out). An evaluation without either is an error: it would read the
+    training records.
+    """
+    if role not in ROLES:
+        raise ValueError(f"unknown data role {role!r}; expected one of {ROLES}")
     src = _get(data_cfg, "source", "arith")
     pair = bool(_get(data_cfg, "pair", False))
+    eval_path, eval_frac = _get(data_cfg, "eval_path"), float(_get(data_cfg, "eval_frac", 0.0))
+    if not 0.0 <= eval_frac < 1.0:
+        raise ValueError(f"data.eval_frac must be in [0, 1), got {eval_frac}")
+    if role == "eval" and not eval_path and eval_frac == 0:
+        raise ValueError("evaluation needs a held-out split: set data.eval_path (a file) or data.eval_frac "
+                         "(a share of problems held out by hash); without one it would read the training records")
     if src == "arith":
+        if eval_path:
+            raise ValueError("the arith source is split by data.eval_frac, not data.eval_path")
         cfg = arith.ArithConfig.from_dict(_get(data_cfg, "arith", {}))
-        return ArithPairSource(cfg, seed) if pair else ArithSource(cfg, seed)
+        cls = ArithPairSource if pair else ArithSource
+        return cls(cfg, seed, eval_frac, role)
     if src == "tfds":
         from prm_jax.data import tfds_builders
 
@@ -114,6 +161,8 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None)
             return PairSource([rs[i] for i in range(len(rs))])
         return rs
     paths = _get(data_cfg, "paths") or _get(data_cfg, "path")
+    if role == "eval" and eval_path:
+        paths = eval_path
     if not paths:
         raise ValueError(f"data source {src!r} needs `path` or `paths`")
     records = readers.read_all(src, paths, skip_bad=bool(_get(data_cfg, "skip_bad", False)), skipped=skipped,
@@ -121,6 +170,10 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None)
                                after_first_error=_get(data_cfg, "after_first_error", "keep"),
                                group=_get(data_cfg, "group", "solution"), split=_get(data_cfg, "split_on", "\n\n"),
                                label_field=_get(data_cfg, "label_field", "labels"))
+    if not eval_path and eval_frac > 0:
+        records = [r for r in records if in_eval_split(r.problem, eval_frac) == (role == "eval")]
+        if not records:
+            raise ValueError(f"data.eval_frac={eval_frac} leaves no {role} records in {paths}")
     return PairSource(records) if pair else ListSource(records)
 
 
@@ -154,7 +207,8 @@ class TrainIterator:
             raise ValueError(f"{self.n} records cannot be sharded over {process_count} processes")
         self.epoch, self.pos = 0, 0
         # examples placed in batches, records skipped as too long, trailing steps truncated away
-        self.counts = {"examples": 0, "too_long": 0, "dropped_steps": 0}
+        self.counts = {"examples": 0, "too_long": 0, "dropped_steps": 0, "held_out": 0,
+                       "outcome_masked": 0, "whitespace_only_steps": 0}
         self.skipped = skipped if skipped is not None else SkipCounter()
         self._perm_epoch, self._perm = None, None
         self._peeked = None             # (example, cursor before it): read but not yet placed (packing)
@@ -195,6 +249,8 @@ class TrainIterator:
         if rec.steps and len(ex["step_pos"]) == 0:
             self.counts["too_long"] += 1          # not even the first step fits
             return None
+        # kept (the step is its marker alone) but counted: such steps are usually a splitting artifact
+        self.counts["whitespace_only_steps"] += sum(1 for st in rec.steps[:len(ex["step_pos"])] if not st.strip())
         return ex
 
     def _next_example(self):
@@ -205,6 +261,9 @@ class TrainIterator:
             if i is None:
                 return None, before
             item = self.source[i]
+            if item is None:                      # a problem of the other split (train / eval)
+                self.counts["held_out"] += 1
+                continue
             if self.pairs:
                 exs = [self._encode(r) for r in item]
                 if all(x is not None for x in exs):
@@ -267,6 +326,8 @@ class TrainIterator:
         self.counts["examples"] += len(exs)
         flat = [x for ex in exs for x in (ex if isinstance(ex, tuple) else (ex,))]
         self.counts["dropped_steps"] += sum(int(x["dropped_steps"]) for x in flat)
+        # examples whose outcome losses mask them (unknown outcome, or steps truncated away)
+        self.counts["outcome_masked"] += sum(int(not x["outcome_mask"]) for x in flat)
 
     # --- state -------------------------------------------------------------------------------
     def get_state(self) -> dict:
@@ -283,18 +344,20 @@ class TrainIterator:
             if state.get(key) != mine:
                 raise ValueError(f"iterator state has {key}={state.get(key)!r}, this loader has {mine!r}")
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
-        self.counts = dict(state.get("counts", self.counts))
+        self.counts = {**{k: 0 for k in self.counts}, **state.get("counts", {})}
         self._peeked = None
 
 
 def make_train_iterator(data_cfg, tokenizer, *, batch_size: int, seq_len: int, max_steps: int, seed: int = 0,
-                        process_index: int | None = None, process_count: int | None = None) -> TrainIterator:
+                        process_index: int | None = None, process_count: int | None = None,
+                        role: str = "train") -> TrainIterator:
     """Returns the training iterator for `data_cfg` (ConfigDict or dict; keys in the module README).
 
     Keys: source ('arith' | readers.FORMATS | 'tfds'), path / paths (tfds: path = prepare's out_dir,
     plus format and split), marker (default: '<step>' for the char tokenizer), chat_template, pack,
     skip_bad, neutral, after_first_error, group, label_field, split_on, shuffle, repeat, add_eos,
-    add_bos, pair, arith (ArithConfig fields).
+    add_bos, pair, arith (ArithConfig fields), eval_path / eval_frac (the held-out split that
+    role='eval' reads; see build_source).
     """
     if process_index is None or process_count is None:
         import jax
@@ -306,7 +369,7 @@ def make_train_iterator(data_cfg, tokenizer, *, batch_size: int, seq_len: int, m
             raise ValueError("data config needs `marker` (e.g. '\\n\\n', 'ки', '<extra_0>') for this tokenizer")
         marker = arith.CharTokenizer.STEP
     skipped = SkipCounter()
-    source = build_source(data_cfg, seed, skipped=skipped)
+    source = build_source(data_cfg, seed, skipped=skipped, role=role)
     enc = Encoding(marker=marker, seq_len=seq_len, max_steps=max_steps, chat_template=_get(data_cfg, "chat_template"),
                    add_bos=_get(data_cfg, "add_bos"), add_eos=bool(_get(data_cfg, "add_eos", False)))
     return TrainIterator(source, tokenizer, enc, batch_size=batch_size, seed=seed, process_index=process_index,

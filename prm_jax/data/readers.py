@@ -59,7 +59,7 @@ def iter_json_items(path: str) -> Iterator[tuple[int, object]]:
             if not line.strip():
                 continue
             try:
-                yield n, json.loads(line)
+                yield n, json.loads(line.rstrip("\r\n"))  # a column past the newline would read "column 1"
             except json.JSONDecodeError as e:
                 raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=n)
 
@@ -143,10 +143,17 @@ def _prm800k_line(obj, n, *, neutral="positive", after_first_error="keep", **_) 
     if path_steps:
         out.append(Record(problem, path_steps, _ratings_to_labels(path_ratings, neutral, after_first_error),
                           answer=answer, source="prm800k", id=base, meta=meta))
+    # The chosen path's first error (under `neutral`): with after_first_error='drop', an alternative
+    # step later than it continues a prefix that is already wrong, so it is left unlabelled like the
+    # chosen path's own steps after the error.
+    path_labels = _ratings_to_labels(path_ratings, neutral, "keep")
+    first_err = next((i for i, x in enumerate(path_labels) if x is not None and x < 0.5), len(path_labels))
     for k, j, text, rating in alts:
         if rating is None:
             continue
         lab = _ratings_to_labels([rating], neutral, "keep")
+        if after_first_error == "drop" and k > first_err:
+            lab = [None]
         out.append(Record(problem, path_steps[:k] + [text], [None] * k + lab, answer=answer,
                           source="prm800k", id=f"{base}-s{k}c{j}", meta={"alternative": True}))
     if not out:
@@ -180,6 +187,10 @@ class _StepwiseGrouper:
     def row(self, obj, n) -> list[Record]:
         problem, prefix, step, rating, preferred = _stepwise_row(obj)
         lab = _ratings_to_labels([rating], self.neutral, "keep")
+        c = self.chain
+        if (self.afe == "drop" and c is not None and c[0] == problem and c[1][:len(prefix)] == prefix
+                and any(x is not None and x < 0.5 for x in _ratings_to_labels(c[2][:len(prefix)], self.neutral, "keep"))):
+            lab = [None]                # the prefix holds an error already (see _prm800k_line)
         single = Record(problem, prefix + [step], [None] * len(prefix) + lab, source="prm800k_stepwise",
                         id=f"prm800k_stepwise-{n}", meta={"alternative": not preferred})
         if self.group == "row":
@@ -221,6 +232,9 @@ def _math_shepherd_line(obj, n, **_) -> list[Record]:
             pos += 1
     if pos != len(label):
         raise DataError("'label' is longer than 'input'")
+    if pieces[-1].strip():
+        tail = pieces[-1].strip()
+        raise DataError(f"text after the last {MS_TAG!r} tag is not a labelled step: {tail[:40]!r}")
     head = pieces[0]
     cut = head.find("Step 1:")
     if cut < 0:
@@ -365,7 +379,7 @@ def _iter_jsonl_from(path: str, first: int) -> Iterator[tuple[int, object]]:
             if n < first or not line.strip():
                 continue
             try:
-                yield n, json.loads(line)
+                yield n, json.loads(line.rstrip("\r\n"))
             except json.JSONDecodeError as e:
                 raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=n)
 

@@ -13,7 +13,7 @@ from prm_jax.data.records import Record
 def record_stats(records: Iterable[Record], tokenizer, *, marker: str, chat_template: str | None = None,
                  progress: bool = False) -> dict:
     """Returns a JSON-able dict of counts over `records` and token lengths of their rendered form."""
-    n = steps = pos = neg = unl = soft = labelled = with_error = 0
+    n = steps = pos = neg = unl = soft = labelled = with_error = blank = 0
     outcome = collections.Counter()
     first = collections.Counter()
     lengths, nsteps = [], []
@@ -28,6 +28,7 @@ def record_stats(records: Iterable[Record], tokenizer, *, marker: str, chat_temp
         n += 1
         sources[r.source] += 1
         steps += len(r.steps)
+        blank += sum(1 for st in r.steps if not st.strip())
         nsteps.append(len(r.steps))
         for lab in (r.step_labels or [None] * len(r.steps)):
             if lab is None:
@@ -56,6 +57,7 @@ def record_stats(records: Iterable[Record], tokenizer, *, marker: str, chat_temp
         "positive_steps": int(pos),
         "negative_steps": int(neg),
         "unlabelled_steps": int(unl),
+        "whitespace_only_steps": int(blank),  # kept (a step of nothing but its marker), counted here
         "soft_label_steps": int(soft),
         "examples_with_step_labels": labelled,
         "examples_with_error": with_error,

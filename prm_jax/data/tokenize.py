@@ -159,7 +159,8 @@ def _place(out: dict, row: int, ex: dict, tok_off: int, step_off: int, seg: int)
     out["tokens"][row, sl] = ex["tokens"]
     out["segment_ids"][row, sl] = seg
     out["positions"][row, sl] = ex["positions"]
-    out["step_ids"][row, sl] = ex["step_ids"]
+    # step ids index the row's steps (like step_pos), so the examples of a packed row never share one
+    out["step_ids"][row, sl] = np.where(ex["step_ids"] >= 0, ex["step_ids"] + step_off, -1)
     out["response_mask"][row, sl] = ex["response_mask"]
     st = slice(step_off, step_off + s)
     out["step_pos"][row, st] = ex["step_pos"] + tok_off
