@@ -80,6 +80,7 @@ def make_batch(objective: str, batch: int, seq: int, vocab: int, seed: int = 0) 
         step_ids[:, bounds[t]:bounds[t + 1]] = t
     resp = step_ids >= 0
     return {"tokens": tokens, "response_mask": resp, "outcome": rng.integers(0, 2, batch).astype(np.float32),
+            "outcome_mask": np.ones(batch, bool),
             "step_ids": step_ids, "step_pos": np.tile((bounds[1:] - 1).astype(np.int32), (batch, 1)),
             "step_mask": np.ones((batch, T), bool)}
 

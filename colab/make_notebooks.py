@@ -92,7 +92,7 @@ from prm_jax import config as config_lib, train
 cfg = config_lib.load_config(str(ROOT / "experiments" / ("arith_prm.py:bce,tiny" if TINY else "arith_prm.py:bce,small")))
 if TINY:
     config_lib.apply_overrides(cfg, ["--config.train.steps=12", "--config.train.batch_size=8",
-                                     "--config.train.ckpt_every=12", "--config.train.eval_every=12",
+                                     "--config.train.ckpt_every=12", "--config.train.eval_every=12", "--config.data.eval_frac=0.05",
                                      "--config.train.eval_batches=1"])
 final = train.run(cfg, WORKDIR)
 {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}

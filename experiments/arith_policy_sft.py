@@ -30,6 +30,7 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(SIZES[arg])
     c.loss = ml_collections.ConfigDict(dict(logprob_chunk=1024))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="arith", tokenizer="char", marker=None, pack=False, pair=False, shuffle=True, add_eos=True,
         arith=ml_collections.ConfigDict(dict(ARITH, corrupt_prob=SFT_CORRUPT))))
     c.optim = ml_collections.ConfigDict(dict(

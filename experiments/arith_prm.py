@@ -54,6 +54,7 @@ def get_config(arg=None):
     c.model = ml_collections.ConfigDict(SIZES[size])
     c.loss = ml_collections.ConfigDict(dict(beta=0.05, pav_mode="bce", logprob_chunk=1024))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.0,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="arith", tokenizer="char", marker=None, pack=False, pair=objective == "implicit_dpo",
         shuffle=True, oracle_q=objective == "pav", arith=ml_collections.ConfigDict(dict(corrupt_prob=0.5))))
     c.optim = ml_collections.ConfigDict(dict(
@@ -78,5 +79,6 @@ def get_config(arg=None):
         c.loss.beta = 0.05
     if size == "small":
         c.train.update(steps=500, batch_size=32, ckpt_every=100, eval_every=100)
+        c.data.eval_frac = 0.05  # evaluation reads problems held out of training
         c.optim.update(lr=1e-3, warmup=50)
     return c

@@ -40,6 +40,7 @@ def get_config(arg=None):
         mlp_dim=384, max_seq_len=256))
     c.loss = ml_collections.ConfigDict(dict(beta=0.05, pav_mode="bce", logprob_chunk=1024))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="stepwise_jsonl", path=str(MC_TINY) if tiny else "runs/arith/mc/labels/train.jsonl",
         label_field="labels",          # soft MC; 'hard_labels' for hard
         tokenizer="char", marker="<step>", pack=False, pair=False, shuffle=True, repeat=True,
@@ -58,6 +59,7 @@ def get_config(arg=None):
         c.loss.beta = 0.5              # random init and reference: see arith_prm.py
     if tiny:
         c.train.update(steps=20, batch_size=4, log_every=1, ckpt_every=20, eval_every=20, eval_batches=1)
+        c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
     return c
 
 

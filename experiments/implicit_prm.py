@@ -46,6 +46,7 @@ def get_config(arg=None):
     c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, ref_hf_path=ckpt, workdir=None, ref_workdir=None))
     c.loss = ml_collections.ConfigDict(dict(beta=0.05, logprob_chunk=512))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="outcome_jsonl", path="/path/to/outcomes.jsonl", format=None, split="train",
         tokenizer="char" if tiny else ckpt, marker="\n\n", split_on="\n\n", chat_template=None,
         pack=False,                    # outcome labels are per row: no packing for the implicit PRM
@@ -70,6 +71,7 @@ def get_config(arg=None):
         c.loss.beta = 0.5              # random init, no SFT reference: see arith_prm.py
         c.train.update(steps=20, batch_size=2, seq_len=160, max_steps=8, ckpt_every=0, eval_every=20,
                        eval_batches=1, log_every=1)
+        c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=1e-3, warmup=2, accum_steps=1)
         c.mesh.shape = dict(data=-1)
     return c

@@ -39,6 +39,7 @@ def get_config(arg=None):
     ckpt = ml_collections.FieldReference(None if tiny else "/path/to/Qwen2.5-Math-7B", field_type=str)
     c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, workdir=None))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="stepwise_jsonl" if soft else "math_shepherd",
         path="/path/to/mc_labels.jsonl" if soft else "/path/to/math-shepherd.jsonl",
         format=None, split="train",
@@ -60,6 +61,7 @@ def get_config(arg=None):
         c.data.pack = False
         c.train.update(steps=20, batch_size=2, seq_len=512, max_steps=16, ckpt_every=0, eval_every=20,
                        eval_batches=1, log_every=1)
+        c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=3e-3, warmup=2, accum_steps=1)
         c.mesh.shape = dict(data=-1)
     return c

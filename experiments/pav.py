@@ -46,6 +46,7 @@ def get_config(arg=None):
     c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, workdir=None))
     c.loss = ml_collections.ConfigDict(dict(pav_mode="bce", logprob_chunk=1024))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="stepwise_jsonl", path="/path/to/pav_targets.jsonl", format=None, split="train",
         label_field="labels", tokenizer="char" if tiny else ckpt, marker="\n", chat_template=None,
         pack=False,                    # v0 is per row: no packing for the PAV
@@ -63,5 +64,6 @@ def get_config(arg=None):
         c.data.marker = "<step>"
         c.train.update(steps=20, batch_size=4, seq_len=160, max_steps=8, ckpt_every=0, eval_every=20,
                        eval_batches=1, log_every=1)
+        c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=3e-3, warmup=2, accum_steps=1)
     return c

@@ -49,6 +49,7 @@ def get_config(arg=None):
     ckpt = ml_collections.FieldReference(None if tiny else "/path/to/Qwen2.5-Math-7B", field_type=str)
     c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, workdir=None))
     c.data = ml_collections.ConfigDict(dict(
+        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
         source="prm800k", path="/path/to/prm800k/phase2_train.jsonl", format=None, split="train",
         tokenizer="char" if tiny else ckpt,  # the checkpoint's own tokenizer
         marker="\n\n", chat_template=None,
@@ -71,6 +72,7 @@ def get_config(arg=None):
         c.data.marker = "<step>"
         c.train.update(steps=30, batch_size=4, seq_len=512, max_steps=24, ckpt_every=0, eval_every=30,
                        eval_batches=1, log_every=1)
+        c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=3e-3, warmup=3)
     return c
 

@@ -352,7 +352,8 @@ def figures(res: dict) -> list[dict]:
          "measured": f"PAV beam {pav:.3f} ({toks:.0f} tok/problem) vs ORM best-of-{orm_n} {orm:.3f}",
          "holds": pav >= orm},
         {"figure": "BCE-PRM step AUROC vs exact ground truth >= 0.85",
-         "measured": f"{res['auroc']['bce']:.3f}", "holds": res["auroc"]["bce"] >= 0.85},
+         "measured": _num(res["auroc"]["bce"]),
+         "holds": res["auroc"]["bce"] is not None and res["auroc"]["bce"] >= 0.85},
         {"figure": f"implicit PRM within 3 points of BCE-PRM at best-of-{n} (min, argmax)",
          "measured": f"{imp16:.3f} vs {bce16:.3f}", "holds": imp16 >= bce16 - 0.03},
     ]

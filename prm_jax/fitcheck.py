@@ -22,7 +22,7 @@ _KEY_SPECS = {  # key -> (per-row shape in terms of L / T, dtype)
     "tokens": ("L", jnp.int32), "segment_ids": ("L", jnp.int32), "positions": ("L", jnp.int32),
     "step_ids": ("L", jnp.int32), "response_mask": ("L", jnp.bool_), "step_pos": ("T", jnp.int32),
     "step_labels": ("T", jnp.float32), "step_mask": ("T", jnp.bool_), "q_targets": ("T", jnp.float32),
-    "outcome": ("", jnp.float32), "v0": ("", jnp.float32),
+    "outcome": ("", jnp.float32), "outcome_mask": ("", jnp.bool_), "v0": ("", jnp.float32),
 }
 
 

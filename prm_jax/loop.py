@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Callable
@@ -177,6 +178,12 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
     total = int(t.steps)
     writer = MetricsWriter(workdir, enabled=pidx == 0)
     eval_every = int(get(config, "train.eval_every", 0) or 0)
+    if eval_every:
+        from prm_jax.data.pipeline import split_description
+
+        final_split = split_description(config.data)
+        if pidx == 0:
+            print(f"[train] evaluation every {eval_every} steps on: {final_split}", file=sys.stderr)
     log_every = max(1, int(get(config, "train.log_every", 1)))
     step_sleep = float(get(config, "train.step_sleep", 0.0) or 0.0)  # test hook: slow the loop down
     bar = None
@@ -187,6 +194,8 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
 
     step_fn = eval_fn = batch_sh = None
     final: dict[str, Any] = {"step": start, "preempted": False}
+    if eval_every:
+        final["eval_split"] = final_split
     pending = None  # (step, metrics still on device, this process's non-pad tokens)
     t_last = time.perf_counter()
     data_state = it.get_state()

@@ -158,3 +158,44 @@ def test_arith_loader_imports_without_grain_and_tfds():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "(2, 128)" in out.stdout
+
+
+def test_evaluation_reads_a_held_out_split_by_problem(tmp_path):
+    """Evaluation never reads the training records: without a split it is an error; eval_frac holds
+    problems out by hash (disjoint from training, for files and the arith stream); eval_path reads a file."""
+    from prm_jax.data import pipeline
+    from prm_jax.data.records import Record
+
+    path = tmp_path / "train.jsonl"
+    recs = [Record(f"problem {i}", [f"s{i}"], [1.0]) for i in range(200)]
+    path.write_text("".join(json.dumps({"prompt": r.problem, "completions": r.steps, "labels": r.step_labels}) + "\n"
+                            for r in recs))
+    cfg = {"source": "stepwise_jsonl", "path": str(path)}
+    with pytest.raises(ValueError, match="held-out split"):
+        pipeline.build_source(cfg, role="eval")
+    cfg["eval_frac"] = 0.2
+    train = {r.problem for r in pipeline.build_source(cfg, role="train").records}
+    ev = {r.problem for r in pipeline.build_source(cfg, role="eval").records}
+    assert not train & ev and train | ev == {r.problem for r in recs}
+    assert 20 <= len(ev) <= 60                           # about 20% of 200
+    held = tmp_path / "held.jsonl"
+    held.write_text(json.dumps({"prompt": "other", "completions": ["x"], "labels": [0]}) + "\n")
+    only = pipeline.build_source({"source": "stepwise_jsonl", "path": str(path), "eval_path": str(held)}, role="eval")
+    assert [r.problem for r in only.records] == ["other"]
+    assert "held-out file" in pipeline.split_description({"eval_path": str(held)})
+    # the arith stream: the two roles see disjoint problems
+    a_cfg = {"source": "arith", "eval_frac": 0.3}
+    tok = arith.CharTokenizer()
+    seen = {}
+    for role in ("train", "eval"):
+        it = pipeline.make_train_iterator(a_cfg, tok, batch_size=32, seq_len=256, max_steps=8, seed=0,
+                                          process_index=0, process_count=1, role=role)
+        probs = set()
+        for _ in range(3):
+            b = next(it)
+            for row in b["tokens"]:
+                text = tok.decode([t for t in row if t != tok.pad_id])
+                probs.add(text.split("\n")[0])
+        seen[role] = probs
+        assert it.counts["held_out"] > 0
+    assert seen["train"] and seen["eval"] and not seen["train"] & seen["eval"]

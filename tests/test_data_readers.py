@@ -188,3 +188,76 @@ def test_stepwise_jsonl_from_labeling_with_hard_labels(tmp_path):
     (hard,) = R.read_all("stepwise_jsonl", str(p), label_field="hard_labels")
     assert soft.step_labels == [0.5, 0.0] and hard.step_labels == [1.0, 0.0]
     assert soft.q_values is None and soft.v0 is None and soft.meta == {"k": 8} and soft.outcome == 0.0
+
+
+def _raw_line(ratings_path, alt_at, alt_rating):
+    """A raw PRM800K line: the chosen path rated `ratings_path`, one alternative at step `alt_at`."""
+    steps = []
+    for k, r in enumerate(ratings_path):
+        comps = [{"text": f"step {k}", "rating": r}]
+        if k == alt_at:
+            comps.append({"text": f"alt {k}", "rating": alt_rating})
+        steps.append({"completions": comps, "chosen_completion": 0})
+    return {"question": {"problem": "What is 1+1?", "ground_truth_answer": "2"},
+            "label": {"steps": steps, "finish_reason": "found_error"}}
+
+
+@pytest.mark.parametrize("neutral", ["positive", "negative"])
+def test_prm800k_alternatives_follow_after_first_error(tmp_path, neutral):
+    """An alternative step after the chosen path's first error continues a wrong prefix: with
+    after_first_error='drop' it is unlabelled like the path's own later steps (before: always kept)."""
+    path = tmp_path / "raw.jsonl"
+    # path ratings 1, 0, -1, 1: the first error is step 1 under neutral=negative, step 2 under positive
+    lines = [_raw_line([1, 0, -1, 1], alt_at=k, alt_rating=1) for k in (1, 2, 3)]
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    first_err = 1 if neutral == "negative" else 2
+    for afe in ("keep", "drop"):
+        recs = R.read_all("prm800k", str(path), neutral=neutral, after_first_error=afe)
+        alts = {int(r.id.split("-s")[1].split("c")[0]): r for r in recs if r.meta.get("alternative")}
+        main = [r for r in recs if not r.meta.get("alternative")][0]
+        assert set(alts) == {1, 2, 3} and len(recs) == 6      # the same records under either setting
+        for k, a in alts.items():
+            assert a.step_labels[:k] == [None] * k and a.steps[-1] == f"alt {k}"
+            want = None if (afe == "drop" and k > first_err) else 1.0
+            assert a.step_labels[k] == want, (afe, k)
+        if afe == "drop":
+            assert main.step_labels[first_err + 1:] == [None] * (3 - first_err)
+
+
+def test_math_shepherd_text_after_last_tag_is_bad_input(tmp_path):
+    path = tmp_path / "ms.jsonl"
+    row = {"input": "Q? Step 1: a ки Step 2: b ки The answer is 3",
+           "label": "Q? Step 1: a + Step 2: b - The answer is 3"}
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match=r"ms.jsonl:1: text after the last 'ки' tag .*The answer is 3"):
+        R.read_all("math_shepherd", str(path))
+    skipped = SkipCounter()
+    assert R.read_all("math_shepherd", str(path), skip_bad=True, skipped=skipped) == [] and skipped.total == 1
+    # trailing whitespace is not text
+    row = {"input": "Q? Step 1: a ки Step 2: b ки \n", "label": "Q? Step 1: a + Step 2: b - \n"}
+    path.write_text(json.dumps(row) + "\n")
+    assert [r.step_labels for r in R.read_all("math_shepherd", str(path))] == [[1.0, 0.0]]
+
+
+def test_whitespace_only_steps_are_counted(tmp_path):
+    from prm_jax.data import pipeline, stats
+    from prm_jax.data.arith import CharTokenizer
+
+    recs = [Record("a = 1. Find a.", ["x", "  ", "y"], [1.0, 1.0, 1.0]), Record("b", ["\n"], [0.0])]
+    s = stats.record_stats(recs, CharTokenizer(), marker="<step>")
+    assert s["whitespace_only_steps"] == 2
+    it = pipeline.TrainIterator(pipeline.ListSource(recs), CharTokenizer(), pipeline.Encoding("<step>", 64, 4),
+                                batch_size=2, shuffle=False)
+    next(it)
+    assert it.counts["whitespace_only_steps"] == 2
+
+
+def test_truncated_json_line_reports_its_real_column(tmp_path):
+    """A line cut before its newline: the column is where the text ends, not 'column 1' of a next line."""
+    path = tmp_path / "cut.jsonl"
+    good = json.dumps({"prompt": "p", "completions": ["a"], "labels": [1]})
+    cut = good[:good.index(",")]                    # '{"prompt": "p"': the object is never closed
+    path.write_text(good + "\n" + cut + "\n")
+    with pytest.raises(DataError) as e:
+        R.read_all("stepwise_jsonl", str(path))
+    assert "cut.jsonl:2:" in str(e.value) and f"(column {len(cut) + 1})" in str(e.value), str(e.value)

@@ -21,6 +21,17 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         c = res["curves"][name]
         assert all(0.0 <= lo <= a <= hi <= 1.0 for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])), name
     assert set(res["auroc"]) == set(demo.VERIFIERS)
+    # PAV beam: ranked by Q^pi (the soft-label verifier of the policy) + alpha * A^mu (the PAV), answered by Q^pi
+    assert res["beam_terms"]["beam_pav"] == {"rank": f"qpi + {demo.SETTINGS['quick']['alpha']} * A(pav)",
+                                             "answer": "qpi"}
+    from prm_jax.checkpoint import Checkpointer
+
+    for name, field in (("qpi", "labels"), ("bce", "hard_labels")):   # Q^pi learns the soft MC fraction
+        ck = Checkpointer(os.path.join(workdir, name), async_save=False)
+        try:
+            assert ck.restore_config()["data"]["label_field"] == field, name
+        finally:
+            ck.close()
     assert res["tokens"]["beam_pav_gen_per_problem"] > 0 and res["tokens"]["verifier_bce_per_problem"] > 0
     assert len(out["figures"]) == 4
     # Every labelled record carries exact step truth, and labels are probabilities.

@@ -347,3 +347,92 @@ def test_evaluate_processbench_command_end_to_end(tmp_path, monkeypatch, capsys,
                      "--output", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "bad.jsonl:1: label out of range" in err[-1], err
+
+
+def _ckpt(tmp_path, folder, cfg, params):
+    import shutil
+
+    from prm_jax import hf
+
+    shutil.copytree(folder, tmp_path / "ckpt")
+    hf.save_checkpoint(str(tmp_path / "ckpt"), cfg, params)
+    return str(tmp_path / "ckpt")
+
+
+def test_tokenizer_ids_beyond_the_vocabulary_are_an_error_not_nan(tmp_path, capsys, tiny_prm):
+    """A checkpoint whose tokenizer emits ids >= vocab_size: before, every probability was NaN, every
+    prediction -1 and the run exited 0; now one error naming the tokenizer, the id and the vocabulary."""
+    from prm_jax import cli, sampling
+    from prm_jax.verifier import Verifier
+
+    folder, tok, cfg, params = tiny_prm
+    small_cfg, small_params = _tiny_model(64)            # the byte tokenizer's ids go up to 257
+    ckpt = _ckpt(tmp_path, folder, small_cfg, small_params)
+    _write_split(tmp_path / "s.jsonl", 4, np.random.default_rng(3))
+    rc = cli.main(["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(tmp_path / "s.jsonl"),
+                   "--output", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and not (tmp_path / "o.json").exists()
+    assert err.startswith("error: token id ") and "vocabulary of size 64" in err and "tokenizer" in err, err
+    with pytest.raises(ValueError, match="outside the model vocabulary of size 64"):
+        Verifier("score", small_cfg, small_params, tok, marker="\n\n").step_scores(["p?"], [["zz"]])
+    smp = sampling.Sampler(small_cfg, small_params, pad_id=0, eos_id=1, step_id=None, max_batch=16)
+    with pytest.raises(ValueError, match="token id 200 from the sampler's prefixes"):
+        smp.sample([[3, 200]], jax_key(), max_new_tokens=4)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate.predict_first_error([np.asarray([0.9, np.nan])], 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate.best_threshold([np.asarray([np.nan])], [0])
+
+
+def jax_key():
+    import jax
+
+    return jax.random.PRNGKey(0)
+
+
+def test_outputs_are_strict_json_and_limit_is_stratified(tmp_path, capsys, tiny_prm):
+    """`--limit` on a file listing its erroneous cases first (as each real split does) keeps both kinds
+    (before: only erroneous, F1 = 0, and a bare NaN in the output JSON)."""
+    from prm_jax import cli
+
+    folder, _, cfg, params = tiny_prm
+    ckpt = _ckpt(tmp_path, folder, cfg, params)
+    cases = [{"id": f"e{i}", "problem": f"p{i}?", "steps": ["a", "b"], "final_answer_correct": False, "label": 1}
+             for i in range(8)] + [{"id": f"c{i}", "problem": f"q{i}?", "steps": ["a"], "final_answer_correct": True,
+                                     "label": -1} for i in range(4)]
+    (tmp_path / "split.json").write_text(json.dumps(cases))
+    out = tmp_path / "o.json"
+    assert cli.main(["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(tmp_path / "split.json"),
+                     "--limit", "6", "--output", str(out)]) == 0
+    text = out.read_text()
+
+    def no_constants(c):
+        raise ValueError(f"non-standard JSON constant {c}")
+
+    res = json.loads(text, parse_constant=no_constants)       # strict: NaN / Infinity rejected
+    m = res["results"]["split"]
+    assert m["n"] == 6 and m["n_erroneous"] == 4 and m["n_correct"] == 2 and "stratified" in res["subset"]
+    # a split of erroneous cases only has acc_correct undefined: null, not NaN
+    (tmp_path / "err.json").write_text(json.dumps(cases[:3]))
+    assert cli.main(["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(tmp_path / "err.json"),
+                     "--output", str(out)]) == 0
+    res = json.loads(out.read_text(), parse_constant=no_constants)
+    assert res["results"]["err"]["acc_correct"] is None
+    sub = evaluate.processbench_subset(__import__("prm_jax.data.readers", fromlist=["x"]).read_all(
+        "processbench", str(tmp_path / "split.json")), 6, seed=0)
+    assert [r.first_error() == -1 for r in sub].count(True) == 2
+
+
+def test_user_errors_are_one_line_messages(tmp_path, capsys, tiny_prm):
+    from prm_jax import cli
+
+    folder, _, cfg, params = tiny_prm
+    _write_split(tmp_path / "s.jsonl", 3, np.random.default_rng(4))
+    for args, where in [(["--checkpoint", str(tmp_path / "missing"), "--data", str(tmp_path / "s.jsonl")], "missing"),
+                        (["--checkpoint", _ckpt(tmp_path, folder, cfg, params), "--data", str(tmp_path / "nope.json")],
+                         "nope.json")]:
+        rc = cli.main(["evaluate", "processbench", *args, "--output", str(tmp_path / "o.json")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and where in err[0], err
+        assert "Traceback" not in err[0]

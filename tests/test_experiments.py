@@ -156,7 +156,7 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
                             [f"--config.policy_workdir={policy}"])
     assert stats["mc_rollouts"] > 0 and (runs / "mc" / "labels" / "train.jsonl").is_file()
 
-    for objective, name in (("bce", "bce"), ("orm", "orm"), ("pav", "pav"), ("implicit_ce", "implicit")):
+    for objective, name in (("bce", "bce"), ("bce", "qpi"), ("orm", "orm"), ("pav", "pav"), ("implicit_ce", "implicit")):
         cfg = config_lib.load_config(str(EXP / f"arith_verifier.py:{objective},tiny"))
         over = short + [f"--config.init.workdir={policy}"]
         if objective == "implicit_ce":

@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_abstract_batch_keys_and_shapes():
     b = fitcheck.abstract_batch("implicit_dpo", 4, 32, 6)
     assert b["tokens"].shape == (4, 32) and b["rejected_tokens"].shape == (4, 32)
-    assert b["step_pos"].shape == (4, 6) and b["rejected_response_mask"].dtype == np.bool_
+    assert b["step_pos"].shape == (4, 6) and b["rejected_step_ids"].dtype == np.int32
     assert fitcheck.abstract_batch("pav", 2, 8, 3)["v0"].shape == (2,)
 
 

@@ -269,3 +269,19 @@ def test_gradients_match_finite_differences_float64():
         ids = jnp.array([[-1, 0, 0, 1, 1, -1], [-1, -1, 0, 1, 2, 2]])
         q = jax.jit(lambda a, b: scoring.implicit_q_values(a, b, ids, 3, 0.1))
         check_grads(q, (logp, ref), order=1, modes=("rev",), eps=1e-6, atol=1e-6, rtol=1e-6)
+
+
+def test_pure_is_the_papers_min_form_and_softmin_at_half_its_temperature():
+    """PURE: r = p(+) - p(-) = 2p - 1, w = softmax(-r / 0.1), credit sum w r. softmin on p ranks the
+    same only at T = 0.05, where 2 * softmin(p) - 1 equals PURE's credit."""
+    rng = np.random.default_rng(9)
+    p = rng.random((16, 5)).astype(np.float32)
+    m = np.ones_like(p, bool)
+    pure = np.asarray(scoring.aggregate(p, m, "pure"))                # PURE's T = 0.1 is the default
+    r = 2.0 * p.astype(np.float64) - 1.0
+    w = np.exp(-r / 0.1 - (-r / 0.1).max(1, keepdims=True))
+    w /= w.sum(1, keepdims=True)
+    np.testing.assert_allclose(pure, (w * r).sum(1), atol=1e-5)
+    half = np.asarray(scoring.aggregate(p, m, "softmin", temperature=0.05))
+    np.testing.assert_allclose(pure, 2 * half - 1, atol=1e-5)
+    assert np.all(pure >= -1) and np.all(pure <= 1)

@@ -9,12 +9,18 @@ Formats (`FORMATS`):
   prm800k            raw phase files: one labelled trajectory per line. The main path follows
                      `chosen_completion` (or `human_completion`, unlabelled, when none is chosen);
                      every other rated completion at a step becomes its own record: the main path's
-                     earlier steps as an unlabelled prefix plus that alternative step, labelled.
+                     earlier steps as an unlabelled prefix plus that alternative step, labelled
+                     (neutral= as on the main path; with after_first_error='drop' an alternative
+                     after the main path's first error is kept as a record, its step unlabelled,
+                     so the record count does not depend on the setting).
   prm800k_stepwise   one row per rated step (`instruction, responses, next_response, rating,
                      is_preferred_response`). group='solution' (default) rebuilds each trajectory:
                      preferred rows that extend the current chain form one record, other rows become
                      prefix + step records as above; group='row' gives one prefix + step record a row.
-  math_shepherd      `input` with steps closed by `ки`, `label` the same text with + / - per tag.
+  math_shepherd      `input` with steps closed by `ки`, `label` the same text with + / - per tag;
+                     text after the last tag is bad input (it would be an unlabelled step).
+Whitespace-only steps are kept (a step that is its marker alone) and counted: `data stats`
+reports `whitespace_only_steps`, the training loader's counts too.
   processbench       `steps`, `label` (earliest wrong step, -1 none), `final_answer_correct`; steps
                      after the first error are unlabelled. JSON array files or jsonl.
   stepwise_jsonl     `prompt`, `completions` (steps), `labels` (bool or float in [0, 1]; another
