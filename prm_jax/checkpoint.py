@@ -1,18 +1,57 @@
 """Orbax checkpoints of a training run: train state + data-iterator state + config, under WORKDIR/ckpt.
 
-Layout: `WORKDIR/ckpt/<step>/{state,data,config}`; `state` through `StandardSave` (sharded arrays,
-restored straight into their target shardings), `data` and `config` as JSON. Saves are asynchronous;
-`wait()` blocks until the last one is on disk.
+Layout: `WORKDIR/ckpt/<step>/{state,data,config,check}`; `state` through `StandardSave` (sharded
+arrays, restored straight into their target shardings), `data`, `config` and `check` as JSON. Saves
+are asynchronous. `check` holds a fingerprint of every state array (its bits summed as uint32,
+computed on the device) taken at save time: a restore recomputes it, so flipped or truncated bytes
+are caught even where Orbax reads them without complaint. A checkpoint that fails to restore or
+to match its fingerprint (or holds a non-finite value) is skipped with a warning naming it and the
+next older one is tried; a resuming run moves the skipped ones to `WORKDIR/ckpt_corrupt/<step>`. Half-written `*.orbax-checkpoint-tmp*`
+folders of an interrupted save are removed when the checkpointer opens.
 """
 from __future__ import annotations
 
 import base64
+import logging
 import os
+import shutil
 from typing import Any
 
+import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
 
-ITEMS = ("state", "data", "config")
+ITEMS = ("state", "data", "config", "check")
+log = logging.getLogger(__name__)
+
+
+class CorruptCheckpointError(RuntimeError):
+    """No checkpoint under the folder could be restored and validated; the message lists why."""
+
+
+def _bits(x):
+    if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        return x.astype(jnp.uint32)
+    width = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32}[x.dtype.itemsize]
+    return jax.lax.bitcast_convert_type(x, width).astype(jnp.uint32)
+
+
+@jax.jit
+def _fingerprint(tree):
+    """Returns ({leaf: uint32 sum of its bits (mod 2^32)}, all float leaves finite)."""
+    sums = jax.tree_util.tree_map(lambda x: jnp.sum(_bits(x), dtype=jnp.uint32), tree)
+    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
+              if jnp.issubdtype(x.dtype, jnp.floating)]
+    return sums, jnp.all(jnp.stack(finite)) if finite else jnp.bool_(True)
+
+
+def fingerprint(state) -> tuple[list[int], bool]:
+    """Returns (per-leaf bit sums in tree order, whether every float is finite) of a state pytree."""
+    sums, finite = jax.device_get(_fingerprint(state))
+    return [int(x) for x in jax.tree_util.tree_leaves(sums)], bool(finite)
 
 
 def _encode_data_state(data_state: Any) -> Any:
@@ -35,6 +74,12 @@ class Checkpointer:
 
     def __init__(self, workdir: str, *, max_to_keep: int | None = 3, async_save: bool = True):
         self.directory = os.path.abspath(os.path.join(workdir, "ckpt"))
+        self.quarantine = os.path.abspath(os.path.join(workdir, "ckpt_corrupt"))
+        if os.path.isdir(self.directory) and jax.process_index() == 0:
+            for name in os.listdir(self.directory):
+                if ".orbax-checkpoint-tmp" in name:   # a save that a kill interrupted
+                    log.warning("removing the half-written checkpoint %s", os.path.join(self.directory, name))
+                    shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
         options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
                                                enable_async_checkpointing=async_save)
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
@@ -45,30 +90,87 @@ class Checkpointer:
 
     def save(self, step: int, state: Any, data_state: Any, config_dict: dict) -> None:
         """Starts an asynchronous save of step `step` (forced: the caller decides when to save)."""
+        sums, finite = fingerprint(state)
+        if not finite:
+            raise FloatingPointError(f"refusing to save step {step}: the state holds NaN or inf")
         self.manager.save(int(step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
             data=ocp.args.JsonSave(_encode_data_state(data_state)),
-            config=ocp.args.JsonSave(config_dict)), force=True)
+            config=ocp.args.JsonSave(config_dict),
+            check=ocp.args.JsonSave({"bit_sums": sums})), force=True)
 
-    def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, Any, dict]:
-        """Returns (state, data_state, config_dict) of `step` (default: latest), state in its shardings.
-
-        `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying `.sharding`.
-        """
-        step = self.latest_step() if step is None else step
-        if step is None:
+    def _candidates(self, step: int | None) -> list[int]:
+        steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [int(step)]
+        if not steps:
             raise FileNotFoundError(f"no checkpoint under {self.directory}")
-        out = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state),
-            data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
-        return out["state"], _decode_data_state(out["data"]), out["config"]
+        return steps
+
+    def _set_aside(self, step: int) -> None:
+        src = os.path.join(self.directory, str(step))
+        if jax.process_index() == 0 and os.path.isdir(src):
+            os.makedirs(self.quarantine, exist_ok=True)
+            dst = os.path.join(self.quarantine, str(step))
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.move(src, dst)
+            log.warning("moved the unusable checkpoint %s to %s", src, dst)
+
+    def restore(self, abstract_state: Any, step: int | None = None, *,
+                set_aside: bool = False) -> tuple[Any, Any, dict]:
+        """Returns (state, data_state, config_dict) of `step` (default: the newest valid one).
+
+        `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying `.sharding`. Without `step`, a
+        newest checkpoint that fails to restore or to validate is skipped with a warning naming it,
+        and the next older one restored; with `set_aside` (a run about to save those steps again) the
+        skipped ones are then moved to WORKDIR/ckpt_corrupt. CorruptCheckpointError when none is left.
+        """
+        errors, skipped = [], []
+        for cand in self._candidates(step):
+            try:
+                out = self.manager.restore(cand, args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+                sums, finite = fingerprint(out["state"])
+                saved = self._saved_sums(cand)
+                if not finite:
+                    raise ValueError("the restored state holds NaN or inf")
+                if saved is not None and saved != sums:
+                    bad = sum(a != b for a, b in zip(saved, sums))
+                    raise ValueError(f"{bad} of {len(sums)} arrays differ from their fingerprint at save time")
+            except Exception as e:  # Orbax raises many kinds (OUT_OF_RANGE, JSONDecodeError, ValueError)
+                why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
+                errors.append(f"step {cand}: {why}")
+                if step is not None:
+                    raise CorruptCheckpointError(f"checkpoint {os.path.join(self.directory, str(cand))} "
+                                                 f"cannot be restored: {why}") from e
+                log.warning("checkpoint %s is unusable (%s); trying an older one",
+                            os.path.join(self.directory, str(cand)), why)
+                skipped.append(cand)
+                continue
+            if set_aside and skipped:
+                for bad_step in skipped:
+                    self._set_aside(bad_step)
+                self.manager.reload()
+            return out["state"], _decode_data_state(out["data"]), out["config"]
+        raise CorruptCheckpointError(f"no valid checkpoint under {self.directory}: " + "; ".join(errors))
+
+    def _saved_sums(self, step: int) -> list[int] | None:
+        if not os.path.isdir(os.path.join(self.directory, str(step), "check")):
+            return None               # saved before fingerprints existed
+        check = self.manager.restore(step, args=ocp.args.Composite(check=ocp.args.JsonRestore()))["check"]
+        return [int(x) for x in check["bit_sums"]]
 
     def restore_config(self, step: int | None = None) -> dict:
-        """Returns the config dict saved with `step` (default: latest)."""
-        step = self.latest_step() if step is None else step
-        if step is None:
-            raise FileNotFoundError(f"no checkpoint under {self.directory}")
-        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+        """Returns the config dict saved with `step` (default: the newest one whose config reads)."""
+        errors = []
+        for cand in self._candidates(step):
+            try:
+                return self.manager.restore(cand, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+            except Exception as e:
+                errors.append(f"step {cand}: {type(e).__name__}: {e}")
+                if step is not None:
+                    raise CorruptCheckpointError(f"config of checkpoint {os.path.join(self.directory, str(cand))} "
+                                                 f"cannot be read: {e}") from e
+        raise CorruptCheckpointError(f"no readable checkpoint config under {self.directory}: " + "; ".join(errors))
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are finished."""

@@ -66,11 +66,16 @@ def apply_overrides(config, overrides: Sequence[str]):
         node = config
         for i, part in enumerate(parts[:-1]):
             if part not in node:
-                raise KeyError(f"override {item!r}: config has no key {'.'.join(parts[:i + 1])!r}")
+                raise KeyError(f"override {item!r}: config has no key {'.'.join(parts[:i + 1])!r}"
+                               f"{_nearest(part, node, parts[:i])}")
             node = node[part]
         last = parts[-1]
         if last not in node and parts[0] not in OPEN_SECTIONS:
-            raise KeyError(f"override {item!r}: config has no key {key!r}")
+            raise KeyError(f"override {item!r}: config has no key {key!r}{_nearest(last, node, parts[:-1])}")
+        if parts[0] == "data" and last not in node:
+            from prm_jax.data.pipeline import check_data_keys
+
+            check_data_keys({".".join(parts[1:2]): None} if len(parts) == 2 else {"arith": {parts[-1]: None}})
         old = node[last] if last in node else None
         value = _parse_value(raw, old)
         try:
@@ -79,6 +84,26 @@ def apply_overrides(config, overrides: Sequence[str]):
             raise TypeError(f"override {item!r}: {value!r} does not fit the type of the current "
                             f"value {old!r} ({e})") from None
     return config
+
+
+def _nearest(name: str, node, prefix) -> str:
+    import difflib
+
+    keys = list(node.keys()) if hasattr(node, "keys") else []
+    near = difflib.get_close_matches(name, keys, n=1)
+    return f" (did you mean --config.{'.'.join(list(prefix) + [near[0]])}?)" if near else ""
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """Returns [(dotted key, old value, new value)] where two nested config dicts differ."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
 
 
 def to_dict(config) -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from typing import Any, Callable, Optional, Union
 
 import jax
@@ -191,28 +192,51 @@ class _SafetensorsFolder:
     index = os.path.join(path, 'model.safetensors.index.json')
     single = os.path.join(path, 'model.safetensors')
     if os.path.isfile(index):
-      with open(index) as f:
-        self.where = dict(json.load(f)['weight_map'])
+      try:
+        with open(index) as f:
+          self.where = dict(json.load(f)['weight_map'])
+      except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f'{index}: not a safetensors index ({type(e).__name__}: {e})') from None
+      root = os.path.realpath(path)
+      for name, fname in self.where.items():
+        real = os.path.realpath(os.path.join(path, fname))
+        if os.path.dirname(real) != root:
+          raise ValueError(f'{index}: tensor {name!r} points to {fname!r}, outside the checkpoint folder {path}')
     elif os.path.isfile(single):
-      with safe_open(single, 'numpy') as f:
-        self.where = {k: 'model.safetensors' for k in f.keys()}
+      self.where = {k: 'model.safetensors' for k in self._open_file('model.safetensors').keys()}
     else:
       bins = [n for n in os.listdir(path) if n.endswith(('.bin', '.pt', '.pth'))]
       hint = f' (found {bins}: pickle checkpoints are not loaded; convert them to safetensors)' if bins else ''
       raise FileNotFoundError(f'no model.safetensors or model.safetensors.index.json in {path}{hint}')
-    self._open = {}
+    self.read: set = set()
+
+  def _open_file(self, fname: str):
+    if not hasattr(self, '_open'):
+      self._open = {}
+    if fname not in self._open:
+      full = os.path.join(self.path, fname)
+      try:
+        self._open[fname] = self._safe_open(full, 'numpy')
+      except Exception as e:  # safetensors raises its own error on a truncated or malformed header
+        raise ValueError(f'{full}: not a readable safetensors file ({type(e).__name__}: {e})') from None
+    return self._open[fname]
 
   def get(self, name: str) -> np.ndarray:
     if name not in self.where:
       files = sorted(set(self.where.values()))
       raise KeyError(f'tensor {name!r} missing from checkpoint {self.path} (files: {files})')
     fname = self.where[name]
-    if fname not in self._open:
-      self._open[fname] = self._safe_open(os.path.join(self.path, fname), 'numpy')
+    f = self._open_file(fname)
     try:
-      return self._open[fname].get_tensor(name)
-    except Exception as e:  # an index pointing at a file that lacks the tensor
-      raise KeyError(f'tensor {name!r} could not be read from {os.path.join(self.path, fname)}: {e}') from e
+      out = f.get_tensor(name)
+    except Exception as e:  # an index pointing at a file that lacks the tensor, or a truncated file
+      raise ValueError(f'tensor {name!r} could not be read from {os.path.join(self.path, fname)}: {e}') from None
+    self.read.add(name)
+    return out
+
+  def unused(self) -> list:
+    """Returns the names of the folder's tensors that were never read, sorted."""
+    return sorted(set(self.where) - self.read)
 
 
 def _place(arr: np.ndarray, sharding) -> jax.Array:
@@ -224,6 +248,22 @@ def _place(arr: np.ndarray, sharding) -> jax.Array:
 def _check_shape(got: np.ndarray, want: tuple, name: str, path: str):
   if tuple(got.shape) != tuple(want):
     raise ValueError(f'tensor {name!r} in {path} has shape {tuple(got.shape)}, config implies {tuple(want)}')
+
+
+def _hf_shape(to_hf, ours_shape: tuple, pdt) -> tuple:
+  """Returns the HF-side shape of a tensor whose prm-jax shape is `ours_shape` (no data touched)."""
+  return tuple(jax.eval_shape(to_hf, jax.ShapeDtypeStruct(tuple(ours_shape), pdt)).shape)
+
+
+def _read(folder, name: str, to_ours, to_hf, ours_shape: tuple, pdt, path: str) -> np.ndarray:
+  """Returns tensor `name` in prm-jax's layout, its HF shape checked first (rank included), so a
+  wrong size is named with both shapes instead of failing inside a reshape."""
+  w = folder.get(name)
+  _check_shape(w, _hf_shape(to_hf, ours_shape, pdt), name, path)
+  return to_ours(w)
+
+
+_LAYER_RE = re.compile(r'model\.layers\.(\d+)\.')
 
 
 def load_checkpoint(path: str, *, dtype: Any = None,
@@ -251,21 +291,19 @@ def load_checkpoint(path: str, *, dtype: Any = None,
   top, per_layer = _top_specs(cfg), _layer_specs(cfg)
   bar = tqdm(total=len(top) + len(per_layer) * cfg.n_layers, desc=f'load {os.path.basename(path)}',
              unit='tensor', disable=len(per_layer) * cfg.n_layers < 200)
-  for ppath, name, to_ours, _ in top:
+  for ppath, name, to_ours, to_hf in top:
     want = _get(abstract, ppath).shape
-    w = to_ours(folder.get(name))
-    _check_shape(w, want, name, path)
+    w = _read(folder, name, to_ours, to_hf, want, pdt, path)
     _set(params, ppath, _place(np.asarray(w, pdt), None if shardings is None else _get(shardings, ppath)))
     del w
     bar.update()
-  for ppath, suffix, to_ours, _ in per_layer:
+  for ppath, suffix, to_ours, to_hf in per_layer:
     full = ('layers',) + ppath
     want = _get(abstract, full).shape
     buf = np.empty(want, pdt)
     for i in range(cfg.n_layers):
       name = f'model.layers.{i}.{suffix}'
-      w = to_ours(folder.get(name))
-      _check_shape(w, want[1:], name, path)
+      w = _read(folder, name, to_ours, to_hf, want[1:], pdt, path)
       buf[i] = w
       del w
       bar.update()
@@ -277,6 +315,14 @@ def load_checkpoint(path: str, *, dtype: Any = None,
         _set(params, layer_path, _place(buf[i], None if shardings is None else _get(shardings, layer_path)))
     del buf
   bar.close()
+  unused = folder.unused()
+  extra_layers = sorted({int(m.group(1)) for n in unused for m in [_LAYER_RE.match(n)] if m and int(m.group(1)) >= cfg.n_layers})
+  if extra_layers:
+    raise ValueError(f'{path}: tensors of layers {extra_layers} are in the checkpoint but config.json says '
+                     f'num_hidden_layers={cfg.n_layers} (e.g. {next(n for n in unused if _LAYER_RE.match(n))!r})')
+  if unused:
+    log.warning('%s: %d tensors the config does not use were not loaded: %s', path, len(unused),
+                ', '.join(unused[:8]) + (' ...' if len(unused) > 8 else ''))
   if cfg.score_head:
     head = _load_score_head(path, cfg, pdt)
     for k, v in head.items():

@@ -6,6 +6,7 @@ so a NaN never reaches disk. SIGTERM finishes the current step, saves, and retur
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -19,11 +20,18 @@ import numpy as np
 from prm_jax import sharding, train
 from prm_jax.checkpoint import Checkpointer
 from prm_jax.config import from_json, get, to_dict
-from prm_jax.metrics import MetricsWriter
+from prm_jax.metrics import MetricsWriter, truncate_metrics
 
 
 class NonFiniteLossError(FloatingPointError):
-    """Raised when a step's loss is NaN or inf; the message names the step."""
+    """Raised when a step's loss, gradient norm or updated weights are NaN or inf; names the step."""
+
+
+class Preempted(BaseException):
+    """Raised by SIGTERM outside the training steps (loading, compiling): the run stops at once.
+
+    A BaseException, so that no `except Exception` on the way (data readers, Orbax) swallows it.
+    """
 
 
 def make_tokenizer(config):
@@ -108,10 +116,13 @@ def load_params_into(workdir: str, s: train.Setup):
 
 
 class _Preemption:
-    """Turns SIGTERM into a flag the loop polls (only in the main thread)."""
+    """SIGTERM handling (main thread only): inside the step loop the first SIGTERM sets a flag the
+    loop polls after each step (it then saves and returns); anywhere else (reading data, building
+    the state, compiling) or on a second SIGTERM it raises Preempted at once."""
 
     def __init__(self):
         self.requested = False
+        self.in_steps = False
         self._old = None
 
     def __enter__(self):
@@ -120,7 +131,10 @@ class _Preemption:
         return self
 
     def _handle(self, signum, frame):
-        self.requested = True
+        if self.in_steps and not self.requested:
+            self.requested = True
+            return
+        raise Preempted("SIGTERM")
 
     def __exit__(self, *exc):
         if self._old is not None:
@@ -132,16 +146,77 @@ def _to_host(metrics) -> dict:
     return {k: float(np.asarray(v)) for k, v in jax.device_get(metrics).items()}
 
 
+# Settings a resumed run may change freely (budget, logging, where the first weights came from).
+RESUME_FREE = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_ckpts", "train.eval_every",
+               "train.eval_batches", "train.step_sleep", "train.compiler_options", "mesh.", "init.")
+
+
+def check_resume(saved: dict, new: dict, workdir: str, allow_change: bool) -> list:
+    """Returns the changed keys a resume accepts; raises ValueError when the model / objective changed,
+    or other settings did and `allow_change` is False."""
+    from prm_jax.config import config_diff
+
+    def free(key):
+        return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_FREE)
+
+    diffs = [d for d in config_diff(saved, new) if not free(d[0])]
+    show = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:8]) + (" ..." if len(diffs) > 8 else "")
+    fatal = [k for k, _, _ in diffs if k.startswith("model.") or k == "objective"]
+    if fatal:
+        raise ValueError(f"cannot resume {workdir}: its checkpoint has another model / objective ({show}); "
+                         "use a new --workdir to start afresh")
+    if diffs and not allow_change:
+        raise ValueError(f"resuming {workdir} with changed settings ({show}); pass --allow-config-change "
+                         "to resume with them, or use a new --workdir to start afresh")
+    if diffs:
+        print(f"[train] resuming {workdir} with changed settings: {show}", file=sys.stderr)
+    return diffs
+
+
 def run(config, workdir: str, *, make_iterator: Callable | None = None, progress: bool = True,
-        mesh=None) -> dict:
+        mesh=None, allow_config_change: bool = False) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics.
 
     make_iterator(config, tokenizer=, batch_size=, process_index=, process_count=) replaces the data
     module's iterator (tests, notebooks). The returned dict has the last step's metrics, `step`,
     `tokens_per_s`, `preempted`, and the last eval's metrics prefixed `eval_`.
     """
+    with _Preemption() as pre:
+        try:
+            return _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change)
+        except Preempted:
+            print(f"[train] SIGTERM before the first step finished: stopped, nothing to save ({workdir})",
+                  file=sys.stderr)
+            return {"step": None, "preempted": True, "tokens_per_s": 0.0}
+
+
+def _data_counts(it) -> dict:
+    """Returns the loader's counts of skipped, truncated and masked records (empty for other iterators)."""
+    inner = getattr(it, "it", it)                       # OracleQ wraps the data iterator
+    counts = dict(getattr(inner, "counts", {}) or {})
+    skipped = getattr(inner, "skipped", None)
+    if skipped is not None:
+        counts["skipped_bad"] = skipped.total
+    return counts
+
+
+def _report_data(it) -> None:
+    """Prints the loader's counts after its first batch: what was skipped, truncated or masked."""
+    counts = _data_counts(it)
+    if counts:
+        print(f"[data] after the first batch: {json.dumps(counts)}", file=sys.stderr)
+    skipped = getattr(getattr(it, "it", it), "skipped", None)
+    if skipped is not None and skipped.total:
+        print(f"[data] skipped {skipped.total} bad records: {json.dumps(skipped.as_dict())}", file=sys.stderr)
+
+
+def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change) -> dict:
     t = config.train
     pidx, pcount = jax.process_index(), jax.process_count()
+    if "data" in config and get(config, "data.source", "arith") != "synthetic" and make_iterator is None:
+        from prm_jax.data.pipeline import check_data_keys
+
+        check_data_keys(config.data)
     if int(t.batch_size) % pcount:
         raise ValueError(f"train.batch_size={t.batch_size} does not divide by {pcount} processes")
     local_bs = int(t.batch_size) // pcount
@@ -163,12 +238,21 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
     config_dict["model"]["vocab_size"] = s.model_cfg.vocab_size  # resolved from the tokenizer
     it = make_iterator(config, tokenizer=tokenizer, batch_size=local_bs, process_index=pidx,
                        process_count=pcount)
+    source = getattr(getattr(it, "it", it), "source", None)
+    if source is not None:
+        from prm_jax.data.pipeline import check_targets
+
+        field = objectives.RECORD_TARGETS[config.objective]
+        if field == "q_values" and get(config, "data.oracle_q", False):
+            field = "step_labels"                   # OracleQ builds the PAV targets from step labels
+        check_targets(source, field, config.objective)
 
     ckpt_every = int(get(config, "train.ckpt_every", 0) or 0)
     ck = Checkpointer(workdir, max_to_keep=int(get(config, "train.keep_ckpts", 3))) if ckpt_every > 0 else None
     start = 0
     if ck is not None and ck.latest_step() is not None:
-        state, data_state, _ = ck.restore(s.abstract_state)
+        check_resume(ck.restore_config(), config_dict, workdir, allow_config_change)
+        state, data_state, _ = ck.restore(s.abstract_state, set_aside=True)
         it.set_state(data_state)
         start = int(jax.device_get(state.step))
     else:
@@ -176,6 +260,8 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
         state = train.init_state(s, params=params, ref_params=ref)
 
     total = int(t.steps)
+    if pidx == 0:
+        truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start)  # rows past the restored step replay
     writer = MetricsWriter(workdir, enabled=pidx == 0)
     eval_every = int(get(config, "train.eval_every", 0) or 0)
     if eval_every:
@@ -204,9 +290,14 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
         nonlocal t_last
         step, dev_metrics, ntok = p
         m = _to_host(dev_metrics)
-        if not np.isfinite(m["loss"]):
-            raise NonFiniteLossError(f"non-finite loss {m['loss']} at step {step} (the last good "
-                                     f"checkpoint is kept in {workdir}/ckpt)")
+        if not np.isfinite(m["loss"]) or m.get("state_finite", 1.0) != 1.0:
+            kept = ck.latest_step() if ck is not None else None
+            where = (f"the last good checkpoint, step {kept}, is kept in {workdir}/ckpt" if kept is not None
+                     else "no checkpoint was saved")
+            raise NonFiniteLossError(
+                f"non-finite training state at step {step} (loss {m['loss']}, grad_norm {m.get('grad_norm')}, "
+                f"param_norm {m.get('param_norm')}): nothing of this step is saved; {where}")
+        m.update({f"data/{k}": v for k, v in _data_counts(it).items()})
         now = time.perf_counter()
         m["tokens_per_s"] = ntok * pcount / max(now - t_last, 1e-9)
         t_last = now
@@ -219,44 +310,65 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
         final["step"] = step
         return m
 
+    last_saved = start
+
+    def save(step):
+        nonlocal last_saved
+        read_pending()
+        if step != last_saved:
+            ck.save(step, state, data_state, config_dict)
+            last_saved = step
+
+    def read_pending():
+        nonlocal pending
+        if pending is not None:
+            read(pending)
+            pending = None
+
     try:
-        with _Preemption() as pre:
-            for step in range(start + 1, total + 1):
+        for step in range(start + 1, total + 1):
+            pre.in_steps = False          # reading data: a SIGTERM stops at once (below)
+            try:
                 local = next(it)
-                for key in ("tokens", "rejected_tokens"):
-                    if key in local:
-                        model_lib.check_token_ids(s.model_cfg, local[key], source=token_source)
-                data_state = it.get_state()
-                if step_fn is None:
-                    example = {k: jax.ShapeDtypeStruct((int(t.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
-                               for k, v in local.items()}
-                    batch_sh = train.batch_shardings_of(s, example)
-                    step_fn = train.make_train_step(s, example)
-                batch = sharding.shard_batch(local, batch_sh)
-                state, metrics = step_fn(state, batch)
-                if pending is not None:
-                    read(pending)
-                pending = (step, metrics, train.tokens_in(local))
-                if step_sleep:
-                    time.sleep(step_sleep)
-                save_now = ck is not None and (step % ckpt_every == 0 or step == total or pre.requested)
-                if save_now or (eval_every and step % eval_every == 0):
-                    read(pending)
-                    pending = None
-                if save_now:
-                    ck.save(step, state, data_state, config_dict)
-                if eval_every and step % eval_every == 0:
-                    if eval_fn is None:
-                        eval_fn = train.make_eval_step(s, example)
-                    final.update({"eval_" + k: v for k, v in evaluate(s, state, eval_fn, config, make_iterator,
-                                                                      tokenizer, local_bs, batch_sh).items()})
-                    writer.write(step, {k[5:]: v for k, v in final.items() if k.startswith("eval_")}, prefix="eval/")
-                if pre.requested:
-                    final["preempted"] = True
-                    break
-            if pending is not None:
-                read(pending)
-                pending = None
+            except Preempted:
+                # the last finished step's state and the data position before this batch agree
+                if ck is not None and final["step"] > start:
+                    save(final["step"] if pending is None else pending[0])
+                final["preempted"] = True
+                break
+            pre.in_steps = True
+            if step == start + 1 and pidx == 0:
+                _report_data(it)
+            for key in ("tokens", "rejected_tokens"):
+                if key in local:
+                    model_lib.check_token_ids(s.model_cfg, local[key], source=token_source)
+            if step_fn is None:
+                example = {k: jax.ShapeDtypeStruct((int(t.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
+                           for k, v in local.items()}
+                batch_sh = train.batch_shardings_of(s, example)
+                step_fn = train.make_train_step(s, example)
+            batch = sharding.shard_batch(local, batch_sh)
+            state, metrics = step_fn(state, batch)
+            data_state = it.get_state()
+            read_pending()
+            pending = (step, metrics, train.tokens_in(local))
+            if step_sleep:
+                time.sleep(step_sleep)
+            save_now = ck is not None and (step % ckpt_every == 0 or step == total or pre.requested)
+            if save_now:
+                save(step)                # reads (and so checks) this step's metrics first
+            if eval_every and step % eval_every == 0:
+                read_pending()
+                if eval_fn is None:
+                    eval_fn = train.make_eval_step(s, example)
+                final.update({"eval_" + k: v for k, v in evaluate(s, state, eval_fn, config, make_iterator,
+                                                                  tokenizer, local_bs, batch_sh).items()})
+                writer.write(step, {k[5:]: v for k, v in final.items() if k.startswith("eval_")}, prefix="eval/")
+            if pre.requested:
+                final["preempted"] = True
+                break
+        pre.in_steps = False
+        read_pending()
     finally:
         if ck is not None:
             ck.close()

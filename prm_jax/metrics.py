@@ -94,6 +94,21 @@ class MetricsWriter:
             self._tb = None
 
 
+def truncate_metrics(path: str, step: int) -> int:
+    """Drops the rows of metrics.jsonl after `step` (a resumed run writes them again); returns how many."""
+    if not os.path.exists(path):
+        return 0
+    with open(path) as f:
+        lines = [line for line in f if line.strip()]
+    keep = [line for line in lines if json.loads(line).get("step", 0) <= step]
+    if len(keep) != len(lines):
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.writelines(keep)
+        os.replace(tmp, path)
+    return len(lines) - len(keep)
+
+
 def read_jsonl(path: str) -> list[dict]:
     """Returns the rows of a metrics.jsonl file."""
     with open(path) as f:

@@ -23,6 +23,9 @@ import jax.numpy as jnp
 from prm_jax import losses, scoring
 
 OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft")
+# The Record field each objective learns from (None: the text itself); checked before training.
+RECORD_TARGETS = {"bce": "step_labels", "orm": "outcome", "implicit_ce": "outcome", "implicit_dpo": "outcome",
+                  "pav": "q_values", "sft": None}
 # Objectives that need a frozen reference model in the train state.
 NEEDS_REF = ("implicit_ce", "implicit_dpo")
 # Batch keys each objective reads (beyond tokens / segment_ids / positions).

@@ -205,7 +205,12 @@ def train_step_fn(s: Setup) -> Callable:
         params = optax.apply_updates(state.params, updates)
         if nan_step >= 0:
             loss = jnp.where(state.step + 1 == nan_step, jnp.nan, loss)
-        out = {**metrics, "loss": loss, "grad_norm": grad_norm,
+        param_norm = optax.tree.norm(params)
+        # One flag for the host: a state is saved only when its step's loss, gradient and updated
+        # weights are all finite (a finite loss can still come with an inf gradient and NaN weights).
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
+        out = {**metrics, "loss": loss, "grad_norm": grad_norm, "param_norm": param_norm,
+               "state_finite": finite.astype(jnp.float32),
                "lr": jnp.asarray(s.lr_schedule(state.step), jnp.float32)}
         rng, _ = jax.random.split(state.rng)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), out

@@ -74,6 +74,9 @@ def synthetic_batch(index: int, *, batch_size: int, seq_len: int, max_steps: int
         "rejected_segment_ids": np.ones((B, L), np.int32),
         "rejected_positions": np.broadcast_to(np.arange(L, dtype=np.int32), (B, L)).copy(),
         "rejected_response_mask": step_ids >= 0,
+        "rejected_step_ids": step_ids,
+        "outcome_mask": np.ones((B,), bool),
+        "rejected_outcome_mask": np.ones((B,), bool),
     }
     if rows is not None:
         batch = {k: v[rows] for k, v in batch.items()}

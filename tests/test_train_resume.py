@@ -111,3 +111,33 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     assert "NonFiniteLossError" in err and "at step 5" in err, err[-3000:]
     assert _ckpt_steps(tmp_path) == [2, 4]
     assert max(_losses(tmp_path)) == 4
+
+
+def test_sigterm_while_reading_data_stops_within_seconds(tmp_path):
+    """SIGTERM during data loading (a 600k-record file): before, only the step loop polled the flag."""
+    big = tmp_path / "big.jsonl"
+    line = json.dumps({"prompt": "a = 1. Find a.", "completions": ["a = 1"], "labels": [1]}) + "\n"
+    big.write_text(line * 600_000)
+    cmd = [sys.executable, "-m", "prm_jax.cli", "train", "--config",
+           os.path.join(ROOT, "experiments", "arith_prm.py:bce,tiny"), "--workdir", str(tmp_path / "w"),
+           "--config.data.source=stepwise_jsonl", f"--config.data.path={big}", "--config.data.tokenizer=char",
+           "--no-progress"]
+    p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(6.0)                       # imports done, the reader is inside the file
+    assert p.poll() is None, p.stderr.read()[-2000:]
+    t0 = time.time()
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert time.time() - t0 < 10, time.time() - t0
+    assert p.returncode == 0 and "SIGTERM before the first step finished" in err, err[-2000:]
+
+
+@pytest.mark.slow
+def test_fault_injection_script_resumes_match():
+    """The random-kill script (3 kills here; 20 by default when run by hand)."""
+    script = os.path.join(ROOT, "tests", "fault_injection.py")
+    p = subprocess.run([sys.executable, script, "--kills", "3", "--steps", "6", "--seed", "1"], env=_env(),
+                       capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = json.loads(p.stdout.split("SUMMARY ", 1)[1])
+    assert summary["matched_uninterrupted_losses"] == 3

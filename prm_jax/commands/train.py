@@ -6,7 +6,6 @@ Resumes from the latest checkpoint in DIR. Exit code 0 on success and on SIGTERM
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 ACCEPTS_EXTRA = True  # --config.key=value overrides arrive in args.extra
@@ -17,6 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, TensorBoard events")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     parser.add_argument("--print-config", action="store_true", help="print the final config and exit")
+    parser.add_argument("--allow-config-change", action="store_true",
+                        help="resume although settings other than the model / objective changed (listed as a warning)")
     parser.add_argument("--distributed", action="store_true",
                         help="call jax.distributed.initialize() first (multi-host: same command on every host)")
 
@@ -33,12 +34,13 @@ def run(args: argparse.Namespace) -> int:
         import jax
 
         jax.distributed.initialize()
-    from prm_jax import loop
+    from prm_jax import jsonio, loop
 
     try:
-        final = loop.run(config, args.workdir, progress=not args.no_progress)
+        final = loop.run(config, args.workdir, progress=not args.no_progress,
+                         allow_config_change=args.allow_config_change)
     except loop.NonFiniteLossError as e:
         print(f"prm-jax train: {e}", file=sys.stderr)
         return 1
-    print(json.dumps({k: v for k, v in final.items() if isinstance(v, (int, float, bool, str))}))
+    print(jsonio.dumps({k: v for k, v in final.items() if isinstance(v, (int, float, bool, str))}))
     return 0

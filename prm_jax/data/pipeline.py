@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 from typing import Iterator
 
 import numpy as np
@@ -23,17 +24,18 @@ from prm_jax.data.records import DataError, Record, SkipCounter
 from prm_jax.data.tokenizers import make_tokenizer  # noqa: F401  (re-exported for the trainer)
 
 STATE_VERSION = 1
+ARITH_MISSES = 10_000  # records of the unbounded stream that may fail to fit in a row before it is an error
 TOKEN_FIELDS = ("tokens", "segment_ids", "positions", "step_ids", "response_mask", "step_pos",
                 "step_labels", "step_mask", "step_segment", "outcome", "outcome_mask")
 
 
 class ListSource:
-    """Random access over an in-memory list of Records."""
+    """Random access over an in-memory list of Records; `name` (the files) appears in messages."""
 
-    def __init__(self, records: list[Record]):
+    def __init__(self, records: list[Record], name: str = "the records given"):
         if not records:
-            raise ValueError("data source is empty")
-        self.records = records
+            raise DataError(f"data source is empty: no records in {name}")
+        self.records, self.name = records, name
 
     def __len__(self) -> int:
         return len(self.records)
@@ -43,6 +45,31 @@ class ListSource:
 
 
 ROLES = ("train", "eval")
+# Every key of a config's `data` section that prm-jax reads (the section is checked against it, so a
+# misspelled key is an error, not a silent default). `arith` holds ArithConfig fields.
+DATA_KEYS = ("source", "path", "paths", "format", "split", "tokenizer", "marker", "chat_template", "pack",
+             "pair", "shuffle", "repeat", "add_eos", "add_bos", "skip_bad", "neutral", "after_first_error",
+             "group", "label_field", "split_on", "arith", "oracle_q", "eval_path", "eval_frac")
+
+
+def check_data_keys(data_cfg, where: str = "config.data") -> None:
+    """Raises KeyError for a key of the data section that nothing reads, naming the nearest one."""
+    import difflib
+
+    keys = list(data_cfg.keys()) if hasattr(data_cfg, "keys") else []
+    for k in keys:
+        if k not in DATA_KEYS:
+            near = difflib.get_close_matches(k, DATA_KEYS, n=1)
+            raise KeyError(f"{where}.{k} is not a data setting" + (f" (did you mean {where}.{near[0]}?)" if near else
+                                                                   f"; known: {', '.join(DATA_KEYS)}"))
+    sub = data_cfg.get("arith") if hasattr(data_cfg, "get") else None
+    if sub:
+        fields = [f.name for f in dataclasses.fields(arith.ArithConfig)]
+        for k in sub.keys():
+            if k not in fields:
+                near = difflib.get_close_matches(k, fields, n=1)
+                raise KeyError(f"{where}.arith.{k} is not an ArithConfig field"
+                               + (f" (did you mean {where}.arith.{near[0]}?)" if near else ""))
 
 
 def in_eval_split(problem: str, eval_frac: float) -> bool:
@@ -82,7 +109,8 @@ class ArithSource:
 class PairSource:
     """DPO pairs (chosen, rejected) for the same problem: correct vs incorrect outcome."""
 
-    def __init__(self, records: list[Record]):
+    def __init__(self, records: list[Record], name: str = "the records given"):
+        self.name = name
         by_problem: dict[str, tuple[list, list]] = {}
         for r in records:
             if r.outcome is None:
@@ -141,6 +169,10 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
         raise ValueError(f"unknown data role {role!r}; expected one of {ROLES}")
     src = _get(data_cfg, "source", "arith")
     pair = bool(_get(data_cfg, "pair", False))
+    fmt = _get(data_cfg, "format")
+    if fmt is not None and src != "tfds" and fmt != src:
+        raise ValueError(f"data.format={fmt!r} is read only for source='tfds'; a file's format is data.source "
+                         f"(here {src!r}): set --config.data.source={fmt}")
     eval_path, eval_frac = _get(data_cfg, "eval_path"), float(_get(data_cfg, "eval_frac", 0.0))
     if not 0.0 <= eval_frac < 1.0:
         raise ValueError(f"data.eval_frac must be in [0, 1), got {eval_frac}")
@@ -158,7 +190,7 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
 
         rs = tfds_builders.data_source(_get(data_cfg, "path"), _get(data_cfg, "format"), _get(data_cfg, "split", "train"))
         if pair:
-            return PairSource([rs[i] for i in range(len(rs))])
+            return PairSource([rs[i] for i in range(len(rs))], str(_get(data_cfg, "path")))
         return rs
     paths = _get(data_cfg, "paths") or _get(data_cfg, "path")
     if role == "eval" and eval_path:
@@ -174,7 +206,21 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
         records = [r for r in records if in_eval_split(r.problem, eval_frac) == (role == "eval")]
         if not records:
             raise ValueError(f"data.eval_frac={eval_frac} leaves no {role} records in {paths}")
-    return PairSource(records) if pair else ListSource(records)
+    name = ", ".join(str(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths))
+    return PairSource(records, name) if pair else ListSource(records, name)
+
+
+def check_targets(source, field: str | None, objective: str, scan: int = 100_000) -> None:
+    """Raises DataError when no record of a finite source has `field` (the objective's target), so a
+    run never trains on nothing (e.g. BCE on GSM8K, which has no step labels)."""
+    if field is None or not hasattr(source, "__len__") or isinstance(source, PairSource):
+        return
+    for i in range(min(len(source), scan)):
+        v = getattr(source[i], field)
+        if v is not None and (not isinstance(v, list) or any(x is not None for x in v)):
+            return
+    raise DataError(f"objective {objective!r} trains on the records' {field!r}, but none of the "
+                    f"{min(len(source), scan)} records of {getattr(source, 'name', 'the data')} has one")
 
 
 @dataclasses.dataclass
@@ -211,6 +257,7 @@ class TrainIterator:
                        "outcome_masked": 0, "whitespace_only_steps": 0}
         self.skipped = skipped if skipped is not None else SkipCounter()
         self._perm_epoch, self._perm = None, None
+        self._long_ids: set = set()      # ids of the records counted as too long
         self._peeked = None             # (example, cursor before it): read but not yet placed (packing)
 
     # --- order -------------------------------------------------------------------------------
@@ -244,18 +291,30 @@ class TrainIterator:
             ex = tokenize.encode_example(rec, self.tok, marker=e.marker, max_len=e.seq_len, max_steps=e.max_steps,
                                          chat_template=e.chat_template, add_bos=e.add_bos, add_eos=e.add_eos)
         except tokenize.ExampleTooLong:
-            self.counts["too_long"] += 1
+            self._too_long(rec)
             return None
         if rec.steps and len(ex["step_pos"]) == 0:
-            self.counts["too_long"] += 1          # not even the first step fits
+            self._too_long(rec)                   # not even the first step fits
             return None
         # kept (the step is its marker alone) but counted: such steps are usually a splitting artifact
         self.counts["whitespace_only_steps"] += sum(1 for st in rec.steps[:len(ex["step_pos"])] if not st.strip())
         return ex
 
+    def _too_long(self, rec: Record) -> None:
+        """Counts a record that does not fit, once however many epochs meet it."""
+        if rec.id not in self._long_ids:
+            self._long_ids.add(rec.id)
+            self.counts["too_long"] += 1
+
     def _next_example(self):
-        """Returns the next encodable example (or pair) and the cursor before it; None at the end."""
-        for _ in range(100000):
+        """Returns the next encodable example (or pair) and the cursor before it; None at the end.
+
+        A whole pass over a finite source (ARITH_MISSES records of the unbounded stream) without one
+        that fits is an error at once, naming the source and the longest record seen.
+        """
+        limit = self.n if self.n is not None else ARITH_MISSES
+        misses, longest = 0, (0, "")
+        while True:
             before = (self.epoch, self.pos)
             i = self._next_index()
             if i is None:
@@ -263,8 +322,7 @@ class TrainIterator:
             item = self.source[i]
             if item is None:                      # a problem of the other split (train / eval)
                 self.counts["held_out"] += 1
-                continue
-            if self.pairs:
+            elif self.pairs:
                 exs = [self._encode(r) for r in item]
                 if all(x is not None for x in exs):
                     return tuple(exs), before
@@ -272,7 +330,17 @@ class TrainIterator:
                 ex = self._encode(item)
                 if ex is not None:
                     return ex, before
-        raise DataError("100000 records in a row do not fit seq_len / max_steps; raise the limits")
+            if item is not None:
+                misses += 1
+                for r in (item if self.pairs else (item,)):
+                    size = len(r.problem) + sum(len(x) for x in r.steps)
+                    if size > longest[0]:
+                        longest = (size, r.id)
+            if misses >= limit:
+                e = self.enc
+                raise DataError(f"no record of {getattr(self.source, 'name', 'the arith stream')} fits "
+                                f"seq_len={e.seq_len} / max_steps={e.max_steps} ({misses} tried; the longest "
+                                f"seen, {longest[1]!r}, has {longest[0]} characters): raise the limits")
 
     def __iter__(self) -> Iterator[dict]:
         return self
@@ -335,7 +403,7 @@ class TrainIterator:
         epoch, pos = (self._peeked[1] if self._peeked is not None else (self.epoch, self.pos))
         return {"version": STATE_VERSION, "epoch": int(epoch), "pos": int(pos), "seed": self.seed,
                 "process_index": self.pi, "process_count": self.pc, "source_len": self.n,
-                "counts": dict(self.counts)}
+                "counts": dict(self.counts), "too_long_ids": sorted(self._long_ids)}
 
     def set_state(self, state: dict) -> None:
         """Restores a state from get_state(); raises ValueError if it belongs to another setup."""
@@ -345,6 +413,7 @@ class TrainIterator:
                 raise ValueError(f"iterator state has {key}={state.get(key)!r}, this loader has {mine!r}")
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self.counts = {**{k: 0 for k in self.counts}, **state.get("counts", {})}
+        self._long_ids = set(state.get("too_long_ids", []))
         self._peeked = None
 
 

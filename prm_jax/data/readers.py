@@ -47,19 +47,23 @@ MS_TAG = "ки"
 
 
 def iter_json_items(path: str) -> Iterator[tuple[int, object]]:
-    """Yields (line number, parsed object) for jsonl, or (item number, object) for a JSON array file."""
+    """Yields (line number, parsed object) for jsonl, or (item number, object) for a JSON array file.
+
+    A UTF-8 byte-order mark is accepted. A JSON array is decoded item by item, so a truncated or
+    broken array keeps the items before the break and then raises DataError naming the item.
+    A missing path, a directory or an empty file is a DataError too.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"data file not found: {path}")
-    with open(path, encoding="utf-8") as f:
+    if os.path.isdir(path):
+        raise DataError("is a directory, not a data file (give the .json / .jsonl file inside)", path=path)
+    with open(path, encoding="utf-8-sig") as f:
         head = f.read(4096).lstrip()
         f.seek(0)
+        if not head:
+            raise DataError("the file is empty: no records", path=path)
         if head.startswith("["):
-            try:
-                items = json.load(f)
-            except json.JSONDecodeError as e:
-                raise DataError(f"malformed JSON array: {e.msg} (column {e.colno})", path=path, line=e.lineno)
-            for i, obj in enumerate(items, start=1):
-                yield i, obj
+            yield from _iter_json_array(f.read(), path)
             return
         for n, line in enumerate(f, start=1):
             if not line.strip():
@@ -68,6 +72,33 @@ def iter_json_items(path: str) -> Iterator[tuple[int, object]]:
                 yield n, json.loads(line.rstrip("\r\n"))  # a column past the newline would read "column 1"
             except json.JSONDecodeError as e:
                 raise DataError(f"malformed JSON: {e.msg} (column {e.colno})", path=path, line=n)
+
+
+def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
+    """Yields (item number, object) of a JSON array text one item at a time."""
+    dec = json.JSONDecoder()
+    ws = re.compile(r"\s*")
+    pos = ws.match(text, text.index("[") + 1).end()
+    n = 0
+    if text[pos:pos + 1] == "]":
+        return
+    while True:
+        n += 1
+        try:
+            obj, pos = dec.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise DataError(f"malformed JSON array at item {n}: {e.msg} (line {e.lineno} column {e.colno}); "
+                            f"the {n - 1} items before it were read", path=path, line=n) from None
+        yield n, obj
+        pos = ws.match(text, pos).end()
+        sep = text[pos:pos + 1]
+        if sep == "]":
+            return
+        if sep != ",":
+            raise DataError(f"malformed JSON array after item {n}: expected ',' or ']'"
+                            + (" (the file ends: truncated?)" if not sep else f", found {sep!r}")
+                            + f"; the {n} items before it were read", path=path, line=n + 1)
+        pos = ws.match(text, pos + 1).end()
 
 
 def _need(obj, key, types=None):
@@ -316,7 +347,11 @@ def last_boxed(text: str) -> str | None:
 
 def _math_line(obj, n, **_) -> list[Record]:
     sol = _need(obj, "solution", str)
-    answer = obj.get("answer") or last_boxed(sol)
+    answer = obj.get("answer")
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        answer = last_boxed(sol)          # an `answer` of 0 is an answer (no `or` on a falsy value)
+    elif not isinstance(answer, str):
+        answer = str(answer)
     if answer is None:
         raise DataError("no 'answer' field and no \\boxed{} in the solution")
     steps = [s.strip() for s in sol.split("\n\n") if s.strip()]
@@ -380,7 +415,7 @@ def read(fmt: str, paths, *, skip_bad: bool = False, skipped: SkipCounter | None
 
 
 def _iter_jsonl_from(path: str, first: int) -> Iterator[tuple[int, object]]:
-    with open(path, encoding="utf-8") as f:
+    with open(path, encoding="utf-8-sig") as f:
         for n, line in enumerate(f, start=1):
             if n < first or not line.strip():
                 continue
