@@ -88,13 +88,13 @@ WORKDIR = "runs/quickstart_bce"  # the training run (checkpoints, metrics.jsonl,
     ("code", LOCATE),
     ("md", "## Train\nThe config is `experiments/arith_prm.py` (variant `bce,tiny` or `bce,small`); any key can be overridden."),
     ("code", """
-from prm_jax import config as config_lib, train
+from prm_jax import config as config_lib, loop
 cfg = config_lib.load_config(str(ROOT / "experiments" / ("arith_prm.py:bce,tiny" if TINY else "arith_prm.py:bce,small")))
 if TINY:
     config_lib.apply_overrides(cfg, ["--config.train.steps=12", "--config.train.batch_size=8",
                                      "--config.train.ckpt_every=12", "--config.train.eval_every=12", "--config.data.eval_frac=0.05",
                                      "--config.train.eval_batches=1"])
-final = train.run(cfg, WORKDIR)
+final = loop.run(cfg, WORKDIR)
 {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
 """),
     ("code", """
@@ -146,12 +146,12 @@ ALPHA = 0.5                    # PAV: Q + alpha * A
     ("md", "## Train a policy and two verifiers\nThe stage configs of `experiments/`: policy SFT, then a BCE-PRM and a PAV on MC-labelled data (tiny: the synthetic fixture)."),
     ("code", """
 import os
-from prm_jax import config as config_lib, train
+from prm_jax import config as config_lib, loop
 size = "tiny" if TINY else "demo"
 short = ["--config.train.steps=6", "--config.train.ckpt_every=6", "--config.train.eval_every=0"] if TINY else []
 def fit(spec, out, extra=()):
     cfg = config_lib.apply_overrides(config_lib.load_config(str(ROOT / "experiments" / spec)), short + list(extra))
-    return train.run(cfg, os.path.join(WORKDIR, out))
+    return loop.run(cfg, os.path.join(WORKDIR, out))
 fit(f"arith_policy_sft.py:{size}", "policy")
 policy_dir = os.path.join(WORKDIR, "policy")
 for name in ("bce", "pav"):
@@ -243,7 +243,7 @@ if TINY:
     ("code", """
 import json, numpy as np
 from prm_jax import evaluate, hf
-from prm_jax.evaluate import score_step_probs
+from prm_jax.verifier import score_step_probs
 from prm_jax.data import readers
 from prm_jax.data.tokenizers import HFTokenizer
 model_cfg, params = hf.load_checkpoint(CHECKPOINT)

@@ -172,10 +172,6 @@ class Checkpointer:
                                                  f"cannot be read: {e}") from e
         raise CorruptCheckpointError(f"no readable checkpoint config under {self.directory}: " + "; ".join(errors))
 
-    def wait(self) -> None:
-        """Blocks until pending asynchronous saves are finished."""
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

@@ -12,15 +12,23 @@ import os
 from typing import Any, Sequence
 
 
+def load_module(path: str):
+    """Returns the experiment file at `path` imported as a module (never cached in sys.modules)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"config file {path!r} not found")
+    name = "_prm_config_" + os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
 def load_config(spec: str):
     """Returns the ConfigDict of `PATH[:ARG]` by calling the file's `get_config(ARG)`."""
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} not found (from --config {spec!r})")
-    name = "_prm_config_" + os.path.splitext(os.path.basename(path))[0]
-    module_spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    module = load_module(path)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} has no get_config(arg)")
     return module.get_config(arg) if arg else module.get_config(None)

@@ -14,6 +14,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from prm_jax import selection
+from prm_jax.data.readers import last_boxed
 
 BEST_OF_N_METHODS = selection.SELECTIONS
 log = logging.getLogger(__name__)
@@ -58,8 +59,11 @@ def processbench_summary(per_split: dict) -> dict:
     """
     out = {name: processbench_metrics(p, l) for name, (p, l) in per_split.items()}
     if out:
-        out["average"] = {k: float(np.nanmean([m[k] for m in out.values()]))
-                          for k in ("acc_erroneous", "acc_correct", "f1")}
+        def mean(k):  # an accuracy undefined on every split stays NaN (written as null), without a warning
+            vals = [m[k] for m in out.values() if not np.isnan(m[k])]
+            return float(np.mean(vals)) if vals else float("nan")
+
+        out["average"] = {k: mean(k) for k in ("acc_erroneous", "acc_correct", "f1")}
         out["average"]["n"] = int(sum(m["n"] for name, m in out.items() if name != "average"))
     return out
 
@@ -146,6 +150,16 @@ def best_threshold(step_probs_list: Sequence, labels) -> float:
     return float(xs[best[np.argmin(np.abs(xs[best] - 0.5))]])
 
 
+def pick_threshold(step_probs_list: Sequence, labels) -> float:
+    """Returns `best_threshold` for solutions whose trailing steps may be unscored (cut by a length
+    limit): a label beyond the scored steps is reached by padding them as confident 'correct' (1.0),
+    since a step that was never scored can never be predicted wrong."""
+    labels = np.asarray(labels, np.int64).ravel()
+    padded = [np.pad(np.asarray(p, np.float64), (0, max(0, max(int(k) + 1, 1) - len(p))), constant_values=1.0)
+              for p, k in zip(step_probs_list, labels)]
+    return best_threshold(padded, labels)
+
+
 # ------------------------------------------------------------------------------------- best-of-N
 
 class Curve(NamedTuple):
@@ -212,9 +226,11 @@ def best_of_n_curve(scores_PxM, correct_PxM, answers_PxM=None, ns=None, method: 
 def step_auroc(scores, labels, mask=None) -> float:
     """Returns the AUROC of step scores against binary step labels (>= 0.5 positive) over mask.
 
-    Exact Mann-Whitney statistic with average ranks for ties (a tie counts one half). NaN when
-    either class is absent.
+    The Mann-Whitney statistic from scipy's average ranks (a tie counts one half); NaN when either
+    class is absent. The one AUROC of the project (training's eval metrics use it too).
     """
+    from scipy.stats import rankdata
+
     s = np.asarray(scores, np.float64)
     y = np.asarray(labels, np.float64)
     if s.shape != y.shape:
@@ -226,34 +242,14 @@ def step_auroc(scores, labels, mask=None) -> float:
     n_pos, n_neg = int(y.sum()), int((~y).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    ranks = np.empty(s.size, np.float64)
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    ends = np.r_[starts[1:], s.size]
-    avg = (starts + ends + 1) / 2.0  # 1-based average rank of each tie group
-    ranks[order] = np.repeat(avg, ends - starts)
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    u = rankdata(s)[y].sum() - n_pos * (n_pos + 1) / 2.0
     return float(u / (n_pos * n_neg))
 
 
 # --------------------------------------------------------------------------------- answer grading
 
-_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _INT = re.compile(r"-?\d[\d,]*")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
-
-
-def _last_boxed(text: str) -> str | None:
-    starts = [m.end() for m in _BOXED.finditer(text)]
-    if not starts:
-        return None
-    i, depth = starts[-1], 1
-    for j in range(i, len(text)):
-        depth += {"{": 1, "}": -1}.get(text[j], 0)
-        if depth == 0:
-            return text[i:j].strip()
-    return None
 
 
 def extract_answer(text: str, kind: str) -> str | None:
@@ -267,13 +263,13 @@ def extract_answer(text: str, kind: str) -> str | None:
     if text is None:
         return None
     if kind == "math":
-        return _last_boxed(text)
+        return last_boxed(text)
     if kind == "gsm8k":
         if "####" in text:
             nums = _NUMBER.findall(text.rsplit("####", 1)[1])
             if nums:
                 return nums[0].replace(",", "")
-        boxed = _last_boxed(text)
+        boxed = last_boxed(text)
         if boxed is not None:
             return boxed
         nums = _NUMBER.findall(text)
@@ -317,33 +313,3 @@ def grade_answer(pred, gold, kind: str, timeout_s: int = 5) -> bool:
     except Exception as e:  # math_verify raises TimeoutError and sympy errors on odd input
         log.warning("grading %r against %r failed (%s: %s); counted as wrong", pred, gold, type(e).__name__, e)
         return False
-
-
-def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batch_size: int, max_len: int,
-                     chat_template: str | None = None, progress: bool = True):
-    """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
-    records lost trailing steps to max_len (their unscored steps cannot be predicted wrong; a record
-    whose prompt alone exceeds max_len has no scored step)."""
-    from tqdm import tqdm
-
-    from prm_jax.data import tokenize
-    from prm_jax.verifier import Verifier
-
-    examples, probs = {}, [np.zeros(0)] * len(records)
-    for i, r in enumerate(records):
-        try:
-            examples[i] = tokenize.encode_example(r, tokenizer, marker=marker, max_len=max_len,
-                                                  max_steps=len(r.steps), chat_template=chat_template)
-        except tokenize.ExampleTooLong:
-            pass  # no step fits: nothing scored, counted as truncated below
-    truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
-    keys = sorted(examples, key=lambda i: len(examples[i]["tokens"]))  # like lengths share a batch
-    # One verifier scorer for search and evaluation: jitted per shape bucket, rows sorted by length.
-    verifier = Verifier("score", model_cfg, params, tokenizer, marker=marker, max_batch=batch_size,
-                        max_len=max_len, chat_template=chat_template)
-    for s in tqdm(range(0, len(keys), batch_size), desc="scoring", unit="batch", disable=not progress):
-        idx = keys[s: s + batch_size]
-        out = verifier.score_examples([examples[i] for i in idx])["probs"]
-        for i, p in zip(idx, out):
-            probs[i] = p.astype(np.float64)
-    return probs, truncated

@@ -66,7 +66,6 @@ def zipit(sweeps: Sequence[list[Point]]) -> list[Point]:
     return [_merge(combo) for combo in zip(*sweeps)]
 
 
-zip_ = zipit  # `zip` would shadow the builtin; both names are offered
 
 
 def chain(sweeps: Sequence[list[Point]]) -> list[Point]:

@@ -31,6 +31,19 @@ def sanitize(obj: Any) -> Any:
     return obj
 
 
+def read_jsonl(path) -> list[dict]:
+    """Returns the objects of a jsonl file; a malformed line raises ValueError naming file and line."""
+    out = []
+    with open(path, encoding="utf-8-sig") as f:
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line.rstrip("\r\n")))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: malformed JSON: {e.msg} (column {e.colno})") from None
+    return out
+
+
 def dumps(obj: Any, **kw) -> str:
     """Returns strict JSON text of `obj` (non-finite numbers as null)."""
     return json.dumps(sanitize(obj), allow_nan=False, **kw)

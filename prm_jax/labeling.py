@@ -181,14 +181,4 @@ def write_jsonl(path, labelled: Sequence[Labelled]) -> None:
             f.write(json.dumps(item.to_json()) + "\n")
 
 
-def read_jsonl(path) -> list[dict]:
-    """Returns the objects of a jsonl file; a malformed line raises ValueError naming file and line."""
-    out = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: malformed JSON ({e})") from None
-    return out
+from prm_jax.jsonio import read_jsonl  # noqa: E402,F401  (labels/*.jsonl: the one jsonl reader)

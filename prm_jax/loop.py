@@ -1,8 +1,10 @@
 """The host loop: `run(config, workdir)` trains with checkpoints, resume, metrics and preemption.
 
 The loop never blocks on the device inside a step: step N+1 is dispatched before step N's metrics are
-read (and checked for NaN). A checkpoint at step N is written only after step N's loss was checked,
-so a NaN never reaches disk. SIGTERM finishes the current step, saves, and returns normally.
+read. A checkpoint at step N is written only after step N's metrics were read and its loss, gradient
+norm and updated weights found finite, so a non-finite state never reaches disk. SIGTERM during the
+steps finishes the current step, saves and returns normally; during loading or compiling (or a
+second SIGTERM) it stops at once, keeping the checkpoints already written.
 """
 from __future__ import annotations
 
@@ -185,8 +187,8 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
         try:
             return _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change)
         except Preempted:
-            print(f"[train] SIGTERM before the first step finished: stopped, nothing to save ({workdir})",
-                  file=sys.stderr)
+            print(f"[train] SIGTERM outside a step (loading, compiling) or a second one: stopped at once; "
+                  f"the checkpoints already in {workdir}/ckpt are kept", file=sys.stderr)
             return {"step": None, "preempted": True, "tokens_per_s": 0.0}
 
 

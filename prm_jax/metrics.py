@@ -1,4 +1,4 @@
-"""Training metrics on the host: WORKDIR/metrics.jsonl, TensorBoard events (tensorboardX), AUROC."""
+"""Training metrics on the host: WORKDIR/metrics.jsonl and TensorBoard events (tensorboardX)."""
 from __future__ import annotations
 
 import json
@@ -7,31 +7,6 @@ import os
 from typing import Any, Mapping
 
 import numpy as np
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Returns the area under the ROC curve of `scores` for binary `labels` (>= 0.5 is positive).
-
-    Ties count one half (the Mann-Whitney U statistic). NaN when one class is absent.
-    """
-    s = np.asarray(scores, np.float64).ravel()
-    y = np.asarray(labels, np.float64).ravel() >= 0.5
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(len(s), np.float64)
-    sorted_s = s[order]
-    # Average ranks over ties.
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
 
 
 def _scalar(v: Any) -> float | int | None:
@@ -79,12 +54,6 @@ class MetricsWriter:
             self._file.write(json.dumps(row) + "\n")
         return row
 
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-        if self._tb is not None:
-            self._tb.flush()
-
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
@@ -109,7 +78,4 @@ def truncate_metrics(path: str, step: int) -> int:
     return len(lines) - len(keep)
 
 
-def read_jsonl(path: str) -> list[dict]:
-    """Returns the rows of a metrics.jsonl file."""
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+from prm_jax.jsonio import read_jsonl  # noqa: E402,F401  (metrics.jsonl rows: the one jsonl reader)

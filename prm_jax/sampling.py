@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prm_jax import model as model_lib
+from prm_jax import shapes
 from tqdm.auto import tqdm
 
 LEN_BUCKET = 128
@@ -54,14 +55,6 @@ class Samples:
     def num_tokens(self) -> int:
         """Returns the number of generated tokens (the compute that token accounting counts)."""
         return int(self.lengths_B.sum())
-
-
-def _bucket_pow2(n: int, minimum: int = 1) -> int:
-    return max(minimum, 1 << max(0, int(n) - 1).bit_length())
-
-
-def _bucket_len(n: int) -> int:
-    return max(LEN_BUCKET, -(-int(n) // LEN_BUCKET) * LEN_BUCKET)
 
 
 def left_pad(prefixes: Sequence[Sequence[int]], length: int, pad_id: int):
@@ -210,7 +203,7 @@ class Sampler:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         stop_S = self._stop_ids(mode)
-        new_bucket = _bucket_pow2(max_new_tokens, 8)
+        new_bucket = shapes.pow2(max_new_tokens, 8)
         order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
         chunks = [order[s: s + self.max_batch] for s in range(0, len(order), self.max_batch)]
         parts = []
@@ -220,8 +213,8 @@ class Sampler:
             rows = [prefixes[i] for i in idx]
             # Per-chunk length bucket: chunks are sorted by length, so short prefixes do not pay
             # for the attention span of the longest one in the request.
-            p_len = _bucket_len(max(len(r) for r in rows))
-            b = self.max_batch if len(rows) > self.max_batch // 4 else _bucket_pow2(len(rows), MIN_BATCH)
+            p_len = shapes.multiple(max(len(r) for r in rows), LEN_BUCKET)
+            b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
             rows = rows + [rows[0]] * (b - len(rows))  # filler rows: a real prefix, never all-invalid
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")

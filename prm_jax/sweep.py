@@ -13,7 +13,6 @@ into `WORKDIR/sweep.csv`, `sweep.md` and a plot `sweep.png`.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -41,14 +40,10 @@ def split_spec(spec: str) -> tuple[str, str | None]:
 
 
 def load_module(path: str):
-    """Returns the experiment file at `path` imported as a module (never cached in sys.modules)."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_prm_exp_{p.stem}", p)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """Returns the experiment file at `path` imported as a module (`config.load_module`)."""
+    from prm_jax.config import load_module as load
+
+    return load(str(path))
 
 
 def get_points(path: str, *, once: bool = False, arg: str | None = None) -> list[hyper.Point]:

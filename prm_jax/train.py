@@ -4,7 +4,8 @@
 abstract state and its shardings). `init_state` builds the state directly in its shardings
 (`jax.eval_shape` + `jax.jit(out_shardings=...)`; or HF weights / a previous run's params loaded
 straight into them); `make_train_step` / `make_eval_step` jit the steps once with explicit in/out
-shardings and the state donated. The host loop (`run`, `load_trained`) lives in `prm_jax/loop.py`.
+shardings and the state donated. The host loop (`run`, `load_trained`) lives in `prm_jax/loop.py`,
+which imports this module (never the other way round).
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ def model_config(config, vocab_size: int | None = None):
     if hf_path:
         from prm_jax import hf
 
-        base = hf.load_config(hf_path) if hasattr(hf, "load_config") else hf.load_checkpoint(hf_path)[0]
+        base = hf.load_config(hf_path)
         fields = {}
     else:
         base = model.ModelConfig.preset(mc.get("preset", "tiny"))
@@ -286,7 +287,7 @@ def eval_summary(outputs: list[dict]) -> dict:
     Step accuracy and AUROC compare step scores (logits, or q_t for the implicit PRM) with step labels
     >= 0.5 over unmasked steps; outcome accuracy compares sign(r) with outcome >= 0.5.
     """
-    from prm_jax.metrics import auroc
+    from prm_jax.evaluate import step_auroc as auroc
 
     out: dict[str, float] = {"loss": float(np.mean([float(o["loss"]) for o in outputs]))}
     scores, labels = [], []
@@ -319,17 +320,3 @@ def tokens_in(batch: Mapping[str, Any]) -> int:
     if "rejected_segment_ids" in batch:
         n += int(np.sum(np.asarray(batch["rejected_segment_ids"]) > 0))
     return n
-
-
-def run(config, workdir: str, **kwargs) -> dict:
-    """Runs training (see `prm_jax.loop.run`) and returns the final metrics."""
-    from prm_jax import loop
-
-    return loop.run(config, workdir, **kwargs)
-
-
-def load_trained(workdir: str, **kwargs):
-    """Returns (model_cfg, params, config) of a run's latest checkpoint (see `prm_jax.loop`)."""
-    from prm_jax import loop
-
-    return loop.load_trained(workdir, **kwargs)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prm_jax import model as model_lib
-from prm_jax import objectives, scoring
+from prm_jax import objectives, scoring, shapes
 
 KINDS = ("score", "implicit")
 # Shape buckets: on a CPU a compile costs more than many padded rows, so batches round up to a power
@@ -106,10 +106,10 @@ class Verifier:
         for s in range(0, len(order), self.max_batch):
             idx = order[s: s + self.max_batch]
             chunk = [exs[i] for i in idx]
-            b = max(MIN_BATCH, 1 << (len(chunk) - 1).bit_length())
+            b = shapes.pow2(len(chunk), MIN_BATCH)
             chunk = chunk + [chunk[0]] * (b - len(chunk))
-            seq = -(-max(len(e["tokens"]) for e in chunk) // LEN_BUCKET) * LEN_BUCKET
-            t = max(MIN_STEPS, 1 << (max(len(e["step_pos"]) for e in chunk) - 1).bit_length())
+            seq = shapes.multiple(max(len(e["tokens"]) for e in chunk), LEN_BUCKET)
+            t = shapes.pow2(max(len(e["step_pos"]) for e in chunk), MIN_STEPS)
             batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
             model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
             if self.kind == "score":
@@ -153,6 +153,35 @@ class Verifier:
         return self._pick("values", problems, steps_list, return_tokens)
 
 
+def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batch_size: int, max_len: int,
+                     chat_template: str | None = None, progress: bool = True):
+    """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
+    records lost trailing steps to max_len (their unscored steps cannot be predicted wrong; a record
+    whose prompt alone exceeds max_len has no scored step)."""
+    from tqdm import tqdm
+
+    from prm_jax.data import tokenize
+
+    examples, probs = {}, [np.zeros(0)] * len(records)
+    for i, r in enumerate(records):
+        try:
+            examples[i] = tokenize.encode_example(r, tokenizer, marker=marker, max_len=max_len,
+                                                  max_steps=len(r.steps), chat_template=chat_template)
+        except tokenize.ExampleTooLong:
+            pass  # no step fits: nothing scored, counted as truncated below
+    truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
+    keys = sorted(examples, key=lambda i: len(examples[i]["tokens"]))  # like lengths share a batch
+    # One verifier scorer for search and evaluation: jitted per shape bucket, rows sorted by length.
+    verifier = Verifier("score", model_cfg, params, tokenizer, marker=marker, max_batch=batch_size,
+                        max_len=max_len, chat_template=chat_template)
+    for s in tqdm(range(0, len(keys), batch_size), desc="scoring", unit="batch", disable=not progress):
+        idx = keys[s: s + batch_size]
+        out = verifier.score_examples([examples[i] for i in idx])["probs"]
+        for i, p in zip(idx, out):
+            probs[i] = p.astype(np.float64)
+    return probs, truncated
+
+
 def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None = None,
                   ref_workdir: str | None = None, ref_hf_dir: str | None = None, tokenizer=None,
                   marker: str | None = None, **kwargs) -> Verifier:
@@ -175,7 +204,8 @@ def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None =
         from prm_jax.data.tokenizers import make_tokenizer
         tokenizer = make_tokenizer(hf_dir if hf_dir else None)
     if marker is None:
-        marker = "<step>" if getattr(tokenizer, "name", "") == "char" else "\n\n"
+        from prm_jax.data.tokenizers import default_marker
+        marker = default_marker(tokenizer)
     return Verifier(kind, cfg, params, tokenizer, marker=marker, ref_params=ref, **kwargs)
 
 

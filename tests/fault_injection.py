@@ -35,8 +35,10 @@ def _env() -> dict:
     return env
 
 
-def _start(workdir: str, steps: int) -> subprocess.Popen:
-    over = {"train.steps": steps, "train.ckpt_every": 1, "train.keep_ckpts": 2}
+def _start(workdir: str, steps: int, step_sleep: float = 0.0) -> subprocess.Popen:
+    # step_sleep stretches the step phase (the math is unchanged), so that random kills land in
+    # steps and saves as well as in start-up and compiling
+    over = {"train.steps": steps, "train.ckpt_every": 1, "train.keep_ckpts": 2, "train.step_sleep": step_sleep}
     return subprocess.Popen([sys.executable, WORKER, workdir, json.dumps(over)], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -54,15 +56,16 @@ def losses(workdir: str) -> dict:
     return out
 
 
-def _finish(workdir: str, steps: int, timeout: float) -> tuple[int, str]:
-    p = _start(workdir, steps)
+def _finish(workdir: str, steps: int, timeout: float, step_sleep: float = 0.0) -> tuple[int, str]:
+    p = _start(workdir, steps, step_sleep)
     _, err = p.communicate(timeout=timeout)
     return p.returncode, err
 
 
-def trial(workdir: str, steps: int, kill_at: float, sig: int, reference: dict, timeout: float) -> dict:
+def trial(workdir: str, steps: int, kill_at: float, sig: int, reference: dict, timeout: float,
+          step_sleep: float) -> dict:
     """Returns one trial's record: when and how it was killed, the restarts, and whether it matched."""
-    p = _start(workdir, steps)
+    p = _start(workdir, steps, step_sleep)
     time.sleep(kill_at)
     alive = p.poll() is None
     if alive:
@@ -74,7 +77,7 @@ def trial(workdir: str, steps: int, kill_at: float, sig: int, reference: dict, t
         p.communicate()
         return {"kill_at_s": kill_at, "error": "did not stop within 60 s of the signal"}
     done_before = max(losses(workdir), default=0)
-    rc, err = _finish(workdir, steps, timeout)
+    rc, err = _finish(workdir, steps, timeout)             # the restart runs at full speed
     got = losses(workdir)
     left = [x for x in os.listdir(os.path.join(workdir, "ckpt")) if "tmp" in x] if os.path.isdir(
         os.path.join(workdir, "ckpt")) else []
@@ -91,13 +94,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--sigterm-share", type=float, default=0.25, help="share of trials killed by SIGTERM")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds for one restarted run")
+    ap.add_argument("--step-sleep", type=float, default=0.5, help="seconds slept after each step (see _start)")
     args = ap.parse_args(argv)
     rng = random.Random(args.seed)
     base = tempfile.mkdtemp(prefix="prm_fault_")
     try:
         ref_dir = os.path.join(base, "reference")
         t0 = time.perf_counter()
-        rc, err = _finish(ref_dir, args.steps, args.timeout)
+        rc, err = _finish(ref_dir, args.steps, args.timeout, args.step_sleep)
         life = time.perf_counter() - t0
         if rc != 0:
             print(err[-3000:], file=sys.stderr)
@@ -107,7 +111,8 @@ def main(argv=None) -> int:
         results = []
         for i in range(args.kills):
             sig = signal.SIGTERM if rng.random() < args.sigterm_share else signal.SIGKILL
-            r = trial(os.path.join(base, f"t{i}"), args.steps, rng.uniform(0.2, life), sig, reference, args.timeout)
+            r = trial(os.path.join(base, f"t{i}"), args.steps, rng.uniform(0.2, life), sig, reference, args.timeout,
+                      args.step_sleep)
             results.append(r)
             print(json.dumps({"trial": i, **r}), flush=True)
         matched = sum(bool(r.get("matched")) for r in results)

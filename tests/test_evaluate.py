@@ -248,7 +248,7 @@ def test_score_step_probs_match_unpadded_forward(tmp_path, tiny_prm):
     import jax
 
     from prm_jax import model
-    from prm_jax.evaluate import score_step_probs
+    from prm_jax.verifier import score_step_probs
     from prm_jax.data import readers, tokenize
     from prm_jax.data.records import Record
 

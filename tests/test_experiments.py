@@ -124,13 +124,13 @@ def one_device_mesh():
 def test_tiny_training_variant_runs(spec, tmp_path, one_device_mesh):
     """Two steps of each tiny training variant (in-process `prm-jax train`; its own data, tokenizer,
     objective and model; eval and checkpoints off to keep compiles to one per variant)."""
-    from prm_jax import train
+    from prm_jax import loop
 
     cfg = config_lib.load_config(str(EXP / spec))
     config_lib.apply_overrides(cfg, ["--config.train.steps=2", "--config.train.eval_every=0",
                                      "--config.train.ckpt_every=0"])
     t0 = time.perf_counter()
-    final = train.run(cfg, str(tmp_path / "run"), mesh=one_device_mesh, progress=False)
+    final = loop.run(cfg, str(tmp_path / "run"), mesh=one_device_mesh, progress=False)
     assert final["step"] == 2 and math.isfinite(final["loss"]), final
     m = sweep.final_metrics(tmp_path / "run")
     assert m["step"] == 2 and abs(m["loss"] - final["loss"]) < 1e-6
@@ -144,13 +144,13 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
     -> search, each reading the previous stage's output (2 training steps each)."""
     import json
 
-    from prm_jax import train
+    from prm_jax import loop
 
     short = ["--config.train.steps=2", "--config.train.ckpt_every=2", "--config.train.eval_every=0"]
     runs = tmp_path / "arith"
     policy = runs / "policy"
     cfg = config_lib.apply_overrides(config_lib.load_config(str(EXP / "arith_policy_sft.py:tiny")), short)
-    train.run(cfg, str(policy), mesh=one_device_mesh, progress=False)
+    loop.run(cfg, str(policy), mesh=one_device_mesh, progress=False)
 
     stats = sweep.run_stage(str(EXP / "arith_mc_label.py:tiny"), str(runs / "mc"),
                             [f"--config.policy_workdir={policy}"])
@@ -162,7 +162,7 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
         if objective == "implicit_ce":
             over.append(f"--config.init.ref_workdir={policy}")
         config_lib.apply_overrides(cfg, over)
-        train.run(cfg, str(runs / name), mesh=one_device_mesh, progress=False)
+        loop.run(cfg, str(runs / name), mesh=one_device_mesh, progress=False)
 
     out = sweep.run_stage(str(EXP / "arith_search.py:tiny"), str(tmp_path / "search"),
                           [f"--config.runs={runs}", f"--config.labels={runs / 'mc' / 'labels'}"])

@@ -50,7 +50,7 @@ def _table(results: dict) -> str:
 def run(args) -> int:
     if args.task != "processbench":
         raise SystemExit(f"unknown evaluation task {args.task!r}")
-    from prm_jax import evaluate, hf, jsonio
+    from prm_jax import evaluate, hf, jsonio, verifier
     from prm_jax.data import readers
     from prm_jax.data.tokenizers import HFTokenizer
 
@@ -76,7 +76,7 @@ def run(args) -> int:
             records = evaluate.processbench_subset(records, args.limit, args.seed)
             subset = f" (a seeded subset of {n_all}, stratified by erroneous / correct, seed {args.seed})"
         print(f"[evaluate] {name}: {len(records)} cases from {path}{subset}", file=sys.stderr)
-        split_probs[name], truncated[name] = evaluate.score_step_probs(
+        split_probs[name], truncated[name] = verifier.score_step_probs(
             model_cfg, params, tokenizer, records, marker=args.marker, batch_size=args.batch_size,
             max_len=args.max_len, chat_template=args.chat_template)
         split_labels[name] = np.asarray([r.first_error() for r in records], np.int64)
@@ -84,10 +84,7 @@ def run(args) -> int:
 
     if args.pick_threshold_on is not None:
         s = args.pick_threshold_on
-        # truncated steps are unscored: pad them as confident 'correct' so labels stay in range
-        padded = [np.pad(p, (0, max(0, max(int(l) + 1, 1) - len(p))), constant_values=1.0)
-                  for p, l in zip(split_probs[s], split_labels[s])]
-        threshold, source = evaluate.best_threshold(padded, split_labels[s]), f"best F1 on {s}"
+        threshold, source = evaluate.pick_threshold(split_probs[s], split_labels[s]), f"best F1 on {s}"
     else:
         threshold = 0.5 if args.threshold is None else args.threshold
         source = "given" if args.threshold is not None else "default"

@@ -59,7 +59,9 @@ def _policy(args):
         answer_fn = lambda steps: evaluate.extract_answer("\n\n".join(steps), args.answer_kind)  # noqa: E731
     else:
         raise SystemExit("prm-jax search: give --policy-workdir or --policy-hf")
-    marker = args.marker or ("<step>" if getattr(tok, "name", "") == "char" else "\n\n")
+    from prm_jax.data.tokenizers import default_marker
+
+    marker = args.marker or default_marker(tok)
     step_ids = tok.marker_ids(marker)
     smp = sampling.Sampler(cfg, params, pad_id=tok.pad_id, eos_id=tok.eos_id,
                            step_id=step_ids[0] if len(step_ids) == 1 else None)

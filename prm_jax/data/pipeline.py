@@ -436,7 +436,9 @@ def make_train_iterator(data_cfg, tokenizer, *, batch_size: int, seq_len: int, m
     if marker is None:
         if not isinstance(tokenizer, arith.CharTokenizer):
             raise ValueError("data config needs `marker` (e.g. '\\n\\n', 'ки', '<extra_0>') for this tokenizer")
-        marker = arith.CharTokenizer.STEP
+        from prm_jax.data.tokenizers import default_marker
+
+        marker = default_marker(tokenizer)
     skipped = SkipCounter()
     source = build_source(data_cfg, seed, skipped=skipped, role=role)
     enc = Encoding(marker=marker, seq_len=seq_len, max_steps=max_steps, chat_template=_get(data_cfg, "chat_template"),

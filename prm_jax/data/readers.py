@@ -330,18 +330,22 @@ def _gsm8k_line(obj, n, **_) -> list[Record]:
                    source="gsm8k", id=f"gsm8k-{n}")]
 
 
+_BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
+
+
 def last_boxed(text: str) -> str | None:
-    """Returns the content of the last \\boxed{...} (or \\fbox{...}) in text, braces balanced."""
-    start = max(text.rfind("\\boxed{"), text.rfind("\\fbox{"))
-    if start < 0:
+    """Returns the stripped content of the last \\boxed{...} / \\fbox{...} in text (braces balanced,
+    `\\boxed {` allowed), else of a brace-less `\\boxed 5`, else None. The MATH reader (training
+    answers) and `evaluate.extract_answer` (graded answers) both use it, so the two cannot disagree."""
+    starts = [m.end() for m in _BOXED.finditer(text)]
+    if not starts:
         m = re.search(r"\\boxed ([^\s$]+)", text)
         return m.group(1) if m else None
-    i = text.index("{", start) + 1
-    depth = 1
+    i, depth = starts[-1], 1
     for j in range(i, len(text)):
         depth += {"{": 1, "}": -1}.get(text[j], 0)
         if depth == 0:
-            return text[i:j]
+            return text[i:j].strip()
     return None
 
 

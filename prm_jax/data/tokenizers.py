@@ -71,6 +71,12 @@ class HFTokenizer:
                                             tokenize=False, add_generation_prompt=True)
 
 
+def default_marker(tokenizer) -> str:
+    """Returns the step marker a tokenizer uses when none is given: the char tokenizer's own `<step>`
+    token, else a blank line (what Qwen / PRM800K-style data split steps on)."""
+    return CharTokenizer.STEP if isinstance(tokenizer, CharTokenizer) else "\n\n"
+
+
 def make_tokenizer(cfg_or_path=None):
     """Returns a CharTokenizer for None / 'char' / an arith config, else an HFTokenizer for a folder."""
     if cfg_or_path is None or cfg_or_path == "char":
