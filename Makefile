@@ -25,6 +25,7 @@ demo: install-run
 	$(VENV)/bin/prm-jax demo --workdir $(WORKDIR) $(DEMO_ARGS)
 
 test: install
+	$(PY) -m ruff check .
 	$(PY) -m pytest -n 2 -m "not slow" --durations=15 -q tests
 
 # Also the slow end-to-end tests (demo --quick, notebooks, experiment smoke runs, real sweeps).

@@ -62,7 +62,7 @@ def get_config(arg=None):
         b1=0.9, b2=0.95, accum_steps=1, head_only_steps=0))
     c.train = ml_collections.ConfigDict(dict(
         steps=60, batch_size=16, seq_len=192, max_steps=8, seed=0, log_every=1, ckpt_every=30,
-        keep_ckpts=2, eval_every=0, eval_batches=2, debug_nan_step=-1, step_sleep=0.0))
+        keep_ckpts=2, eval_every=0, eval_batches=2))
     c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1, fsdp=1, tensor=1), rules=None))
     c.init = ml_collections.ConfigDict(dict(hf_path=None, ref_hf_path=None, workdir=None, ref_workdir=None))
     if objective in ("implicit_ce", "implicit_dpo"):

@@ -389,7 +389,7 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     table = "\n".join(rows)
     short = "\n".join(rows[:2] + [r for r in rows[2:] if r.split(" | ")[0][2:] in main])
     figs = figures(res)
-    md = [f"# prm-jax demo report\n",
+    md = ["# prm-jax demo report\n",
           f"Policy accuracy (one sample): {res['policy_accuracy']:.3f} on {res['problems']} held-out problems, "
           f"N up to {n}; mean generated tokens per solution {per:.1f}.\n",
           *(["**The policy is always or never right here, so the comparisons below are degenerate.**\n"]

@@ -150,7 +150,7 @@ def _to_host(metrics) -> dict:
 
 # Settings a resumed run may change freely (budget, logging, where the first weights came from).
 RESUME_FREE = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_ckpts", "train.eval_every",
-               "train.eval_batches", "train.step_sleep", "train.compiler_options", "mesh.", "init.")
+               "train.eval_batches", "train.compiler_options", "mesh.", "init.")
 
 
 def check_resume(saved: dict, new: dict, workdir: str, allow_change: bool) -> list:
@@ -273,7 +273,6 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
         if pidx == 0:
             print(f"[train] evaluation every {eval_every} steps on: {final_split}", file=sys.stderr)
     log_every = max(1, int(get(config, "train.log_every", 1)))
-    step_sleep = float(get(config, "train.step_sleep", 0.0) or 0.0)  # test hook: slow the loop down
     bar = None
     if progress and pidx == 0:
         from tqdm.auto import tqdm
@@ -354,8 +353,6 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
             data_state = it.get_state()
             read_pending()
             pending = (step, metrics, train.tokens_in(local))
-            if step_sleep:
-                time.sleep(step_sleep)
             save_now = ck is not None and (step % ckpt_every == 0 or step == total or pre.requested)
             if save_now:
                 save(step)                # reads (and so checks) this step's metrics first

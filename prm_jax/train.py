@@ -174,7 +174,6 @@ def train_step_fn(s: Setup) -> Callable:
     cfg = s.config
     k = int(get(cfg, "optim.accum_steps", 1))
     head_only = int(get(cfg, "optim.head_only_steps", 0))
-    nan_step = int(get(cfg, "train.debug_nan_step", -1))  # test hook: poison the loss of this step
     head = optim.head_mask(s.abstract_state.params) if head_only else None
 
     def grads_of(params, ref_params, batch):
@@ -204,8 +203,6 @@ def train_step_fn(s: Setup) -> Callable:
             updates = jax.tree_util.tree_map(
                 lambda u, is_head: u if is_head else jnp.where(warm, jnp.zeros_like(u), u), updates, head)
         params = optax.apply_updates(state.params, updates)
-        if nan_step >= 0:
-            loss = jnp.where(state.step + 1 == nan_step, jnp.nan, loss)
         param_norm = optax.tree.norm(params)
         # One flag for the host: a state is saved only when its step's loss, gradient and updated
         # weights are all finite (a finite loss can still come with an inf gradient and NaN weights).

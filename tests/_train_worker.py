@@ -5,9 +5,11 @@ multi-process tests):  python tests/_train_worker.py WORKDIR JSON_OVERRIDES [PRO
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -29,7 +31,6 @@ def tiny_config(objective: str = "bce", **train):
                                              weight_decay=0.01, accum_steps=1, head_only_steps=0))
     c.train = ml_collections.ConfigDict(dict(steps=5, batch_size=8, seq_len=32, max_steps=4, seed=0,
                                              log_every=1, ckpt_every=0, eval_every=0, eval_batches=1,
-                                             debug_nan_step=-1, step_sleep=0.0,
                                              compiler_options=FAST_COMPILE))
     c.train.update(train)
     c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1, fsdp=1, tensor=1), rules=None))
@@ -84,21 +85,31 @@ def synthetic_batch(index: int, *, batch_size: int, seq_len: int, max_steps: int
 
 
 class SyntheticIterator:
-    """Iterator over `synthetic_batch` with get_state / set_state (this process's rows only)."""
+    """Iterator over `synthetic_batch` with get_state / set_state (this process's rows only).
+
+    Fault hooks of the tests (kept out of the library): `nan_step` gives the batch of that training
+    step NaN step labels (so its loss is NaN); `sleep` seconds pass before each batch (a slow loader,
+    so that kills land inside a run).
+    """
 
     def __init__(self, *, batch_size, seq_len, max_steps, seed=0, process_index=0, process_count=1,
-                 vocab=64):
+                 vocab=64, nan_step=-1, sleep=0.0):
         self.kw = dict(batch_size=batch_size * process_count, seq_len=seq_len, max_steps=max_steps,
                        vocab=vocab, seed=seed)
         self.rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
         self.index = 0
+        self.nan_step, self.sleep = nan_step, sleep
 
     def __iter__(self):
         return self
 
     def __next__(self):
+        if self.sleep:
+            time.sleep(self.sleep)
         b = synthetic_batch(self.index, rows=self.rows, **self.kw)
         self.index += 1
+        if self.index == self.nan_step:
+            b["step_labels"] = np.full_like(b["step_labels"], np.nan)
         return b
 
     def get_state(self):
@@ -108,12 +119,13 @@ class SyntheticIterator:
         self.index = int(state["index"])
 
 
-def synthetic_iterator_factory(config, *, process_index, process_count, batch_size, **_):
-    """Returns a SyntheticIterator for `config` (the `make_iterator` hook of loop.run)."""
+def synthetic_iterator_factory(config, *, process_index, process_count, batch_size, hooks=None, **_):
+    """Returns a SyntheticIterator for `config` (the `make_iterator` hook of loop.run); `hooks` holds
+    SyntheticIterator's fault hooks."""
     t = config.train
     return SyntheticIterator(batch_size=batch_size, seq_len=t.seq_len, max_steps=t.max_steps,
                              seed=config.data.get("seed", 0), process_index=process_index,
-                             process_count=process_count, vocab=config.model.vocab_size)
+                             process_count=process_count, vocab=config.model.vocab_size, **(hooks or {}))
 
 
 def main(argv):
@@ -127,6 +139,8 @@ def main(argv):
     from prm_jax import loop
 
     objective = overrides.pop("objective", "bce")
+    # worker.* keys are fault hooks of the synthetic iterator, not config keys
+    hooks = {k.split(".", 1)[1]: overrides.pop(k) for k in list(overrides) if k.startswith("worker.")}
     config = tiny_config(objective)
     for key, value in overrides.items():
         node = config
@@ -134,7 +148,8 @@ def main(argv):
         for p in parents:
             node = node[p]
         node[last] = value
-    final = loop.run(config, workdir, make_iterator=synthetic_iterator_factory, progress=False)
+    make = functools.partial(synthetic_iterator_factory, hooks=hooks)
+    final = loop.run(config, workdir, make_iterator=make, progress=False)
     print("FINAL " + json.dumps({k: v for k, v in final.items() if isinstance(v, (int, float, bool))}))
     return 0
 

@@ -36,9 +36,9 @@ def _env() -> dict:
 
 
 def _start(workdir: str, steps: int, step_sleep: float = 0.0) -> subprocess.Popen:
-    # step_sleep stretches the step phase (the math is unchanged), so that random kills land in
-    # steps and saves as well as in start-up and compiling
-    over = {"train.steps": steps, "train.ckpt_every": 1, "train.keep_ckpts": 2, "train.step_sleep": step_sleep}
+    # step_sleep (a slow loader: the math is unchanged) stretches the step phase, so that random
+    # kills land in steps, loading and saves as well as in start-up and compiling
+    over = {"train.steps": steps, "train.ckpt_every": 1, "train.keep_ckpts": 2, "worker.sleep": step_sleep}
     return subprocess.Popen([sys.executable, WORKER, workdir, json.dumps(over)], env=_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 

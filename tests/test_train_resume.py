@@ -74,7 +74,7 @@ def reference(tmp_path_factory):
 
 
 def test_killed_run_resumes_with_the_uninterrupted_losses(tmp_path, reference):
-    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "train.step_sleep": 0.4})
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "worker.sleep": 0.4})
     _wait_for(lambda: 4 in _ckpt_steps(tmp_path) and max(_losses(tmp_path), default=0) >= 5, p)
     p.send_signal(signal.SIGKILL)
     p.wait()
@@ -91,7 +91,7 @@ def test_killed_run_resumes_with_the_uninterrupted_losses(tmp_path, reference):
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path, reference):
-    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 1000, "train.step_sleep": 0.4})
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 1000, "worker.sleep": 0.4})
     _wait_for(lambda: max(_losses(tmp_path), default=0) >= 2, p)
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
@@ -105,7 +105,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path, reference):
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "train.debug_nan_step": 5})
+    p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "worker.nan_step": 5})
     out, err = p.communicate(timeout=300)
     assert p.returncode != 0
     assert "NonFiniteLossError" in err and "at step 5" in err, err[-3000:]
