@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import sys
 from typing import Iterator
 
 import numpy as np
@@ -197,6 +198,7 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
         paths = eval_path
     if not paths:
         raise ValueError(f"data source {src!r} needs `path` or `paths`")
+    print(f"[data] reading {src} records ({role}) from {paths}", file=sys.stderr, flush=True)
     records = readers.read_all(src, paths, skip_bad=bool(_get(data_cfg, "skip_bad", False)), skipped=skipped,
                                neutral=_get(data_cfg, "neutral", "positive"),
                                after_first_error=_get(data_cfg, "after_first_error", "keep"),
