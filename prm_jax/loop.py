@@ -3,8 +3,10 @@
 The loop never blocks on the device inside a step: step N+1 is dispatched before step N's metrics are
 read. A checkpoint at step N is written only after step N's metrics were read and its loss, gradient
 norm and updated weights found finite, so a non-finite state never reaches disk. SIGTERM during the
-steps finishes the current step, saves and returns normally; during loading or compiling (or a
-second SIGTERM) it stops at once, keeping the checkpoints already written.
+steps finishes the current step, saves and returns normally; during loading, building the state or
+compiling (or a second SIGTERM) it stops without saving, keeping the checkpoints already written:
+at once while Python code runs (reading data), and only when the call returns inside one long C
+call (an XLA compile), since Python runs signal handlers between bytecodes.
 """
 from __future__ import annotations
 
