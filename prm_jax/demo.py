@@ -373,7 +373,8 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
             "pav/min/argmax", "implicit/min/argmax", "beam_bce", "beam_pav"]
     plots.plot_accuracy_vs_n({k: tuple(res["curves"][k][f] for f in ("ns", "acc", "lo", "hi"))
                               for k in main}, os.path.join(workdir, "accuracy_vs_n.png"),
-                             title="Arithmetic task: accuracy vs N")
+                             title="Arithmetic task: accuracy vs N",
+                             caption=f"{res['problems']} held-out problems; bands / bars: bootstrap 95% CI")
     ex = res["example"]
     plots.plot_step_scores(ex["steps"], ex["bce"], [int(t) for t in ex["truth"]],
                            os.path.join(workdir, "solution_steps.png"), title="BCE-PRM step scores")

@@ -217,7 +217,7 @@ def _report_data(it) -> None:
 def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change) -> dict:
     t = config.train
     pidx, pcount = jax.process_index(), jax.process_count()
-    if "data" in config and get(config, "data.source", "arith") != "synthetic" and make_iterator is None:
+    if "data" in config and make_iterator is None:   # a custom iterator reads its own settings
         from prm_jax.data.pipeline import check_data_keys
 
         check_data_keys(config.data)

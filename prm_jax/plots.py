@@ -11,31 +11,55 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def plot_accuracy_vs_n(curves: dict, path: str, title: str = "Best-of-N accuracy", ylabel: str = "accuracy") -> str:
+# Line style by selection rule (the name's last part), colour by verifier (its first part).
+_STYLES = {"argmax": "-", "weighted_vote": "--", "majority": ":"}
+_POINT_MARKERS = ("*", "D", "P", "X", "s")
+# Marker by aggregation (the middle part), so two aggregations of one verifier stay apart.
+_AGG_MARKERS = {"min": "o", "last": "s", "prod": "^", "mean": "v", "pure": "D", "softmin": "D", "sum": "<"}
+
+
+def plot_accuracy_vs_n(curves: dict, path: str, title: str = "Best-of-N accuracy", ylabel: str = "accuracy",
+                       caption: str | None = None) -> str:
     """Returns path after writing a PNG: accuracy against N (log2 axis) per method, with CI bands.
 
-    curves maps a method name to (ns, acc, lo, hi) (an `evaluate.Curve` works).
+    curves maps a method name (`verifier/aggregation/rule`, or one word such as `majority`) to
+    (ns, acc, lo, hi) (an `evaluate.Curve` works). A method measured at one N only (beam search) is a
+    marker with an error bar, not a line; the legend sits outside the axes; `caption` (e.g. the CI
+    level and the number of problems) is written under the title.
     """
     if not curves:
         raise ValueError("plot_accuracy_vs_n needs at least one curve")
-    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
-    all_ns = set()
+    fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=120)
+    all_ns, colours, points = set(), {}, 0
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for name, (ns, acc, lo, hi) in curves.items():
         ns, acc, lo, hi = (np.asarray(a, np.float64) for a in (ns, acc, lo, hi))
         if not (ns.shape == acc.shape == lo.shape == hi.shape):
             raise ValueError(f"curve {name!r}: ns, acc, lo, hi must have the same length")
-        line, = ax.plot(ns, acc, marker="o", ms=4, lw=1.8, label=name)
-        ax.fill_between(ns, lo, hi, color=line.get_color(), alpha=0.18, lw=0)
+        family = name.split("/")[0]
+        colour = "k" if family == "majority" else colours.setdefault(family, cycle[len(colours) % len(cycle)])
+        if ns.size == 1:
+            # nudged right of the curves' last point (log axis: a factor), one step per method
+            ax.errorbar(ns * 1.07 ** (points + 1), acc, yerr=[acc - lo, hi - acc],
+                        fmt=_POINT_MARKERS[points % len(_POINT_MARKERS)],
+                        ms=9, color=colour, capsize=3, lw=1.2, label=name, zorder=3)
+            points += 1
+        else:
+            style = ":" if family == "majority" else _STYLES.get(name.split("/")[-1], "-")
+            parts = name.split("/")
+            marker = _AGG_MARKERS.get(parts[1], "o") if len(parts) == 3 else "o"
+            ax.plot(ns, acc, marker=marker, ms=4, lw=1.6, ls=style, color=colour, label=name)
+            ax.fill_between(ns, lo, hi, color=colour, alpha=0.07, lw=0)
         all_ns.update(int(n) for n in ns)
     ax.set_xscale("log", base=2)
     ticks = sorted(all_ns)
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(t) for t in ticks])
-    ax.set_xlabel("N (solutions per problem)")
+    ax.set_xlabel("N (solutions per problem; beams: N beams)")
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title if caption is None else f"{title}\n{caption}", fontsize=10)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize=8, frameon=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     _save(fig, path)
     return path
@@ -43,10 +67,12 @@ def plot_accuracy_vs_n(curves: dict, path: str, title: str = "Best-of-N accuracy
 
 def plot_step_scores(steps: list, scores, labels=None, path: str = "steps.png", title: str = "Step scores",
                      threshold: float | None = 0.5) -> str:
-    """Returns path after writing a PNG: one solution's per-step scores as bars, step text alongside.
+    """Returns path after writing a PNG: one solution's per-step scores as bars, each step's text as
+    its label.
 
     labels (optional, per step: 1 correct, 0 wrong, None unknown) colour the bars: green correct,
-    red wrong, grey unknown; without labels all bars are blue.
+    red wrong, grey unknown; without labels all bars are blue. The dashed line is the threshold
+    under which a step is predicted wrong (the ProcessBench read-out).
     """
     scores = np.asarray(scores, np.float64)
     if len(steps) != scores.size:
@@ -54,8 +80,9 @@ def plot_step_scores(steps: list, scores, labels=None, path: str = "steps.png", 
     if labels is not None and len(labels) != len(steps):
         raise ValueError(f"{len(steps)} steps but {len(labels)} labels")
     n = len(steps)
-    fig, (ax_t, ax) = plt.subplots(1, 2, figsize=(10, 0.55 * n + 1.6), dpi=120,
-                                   gridspec_kw={"width_ratios": [2.2, 1]}, sharey=True)
+    texts = [f"{i}: " + textwrap.shorten(" ".join(str(t).split()), width=60, placeholder=" ...")
+             for i, t in enumerate(steps)]
+    fig, ax = plt.subplots(figsize=(4.5 + 0.065 * max(len(t) for t in texts), 0.5 * n + 1.8), dpi=120)
     y = np.arange(n)
     if labels is None:
         colors = ["#4C72B0"] * n
@@ -64,24 +91,26 @@ def plot_step_scores(steps: list, scores, labels=None, path: str = "steps.png", 
     ax.barh(y, scores, color=colors, height=0.6)
     for yi, s in zip(y, scores):
         ax.text(s, yi, f" {s:.2f}", va="center", fontsize=8)
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    handles = []
+    if labels is not None:
+        handles += [Patch(color="#55A868", label="step correct (exact)"), Patch(color="#C44E52", label="step wrong (exact)"),
+                    Patch(color="#999999", label="no label")]
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=0.8)
+        handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label=f"threshold {threshold:g}: below = predicted wrong"))
     lo, hi = min(0.0, scores.min()), max(1.0, scores.max())
     ax.set_xlim(lo, hi + 0.15 * (hi - lo))
-    ax.set_xlabel("score")
+    ax.set_xlabel("verifier score (P(step correct))")
+    ax.set_yticks(y)
+    ax.set_yticklabels(texts, fontsize=8, family="monospace")
     ax.grid(True, axis="x", alpha=0.3)
-    ax_t.set_xlim(0, 1)
-    ax_t.axis("off")
-    for yi, text in zip(y, steps):
-        short = textwrap.shorten(" ".join(str(text).split()), width=90, placeholder=" ...")
-        ax_t.text(0, yi, f"{yi}: {short}", va="center", fontsize=8, family="monospace")
     ax.set_ylim(n - 0.5, -0.5)
-    if labels is not None:
-        from matplotlib.patches import Patch
-
-        ax.legend(handles=[Patch(color="#55A868", label="correct"), Patch(color="#C44E52", label="wrong"),
-                           Patch(color="#999999", label="unknown")], fontsize=7, loc="lower right", frameon=False)
-    fig.suptitle(title, fontsize=10)
+    if handles:
+        ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     _save(fig, path)
     return path

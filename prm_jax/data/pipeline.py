@@ -304,8 +304,9 @@ class TrainIterator:
 
     def _too_long(self, rec: Record) -> None:
         """Counts a record that does not fit, once however many epochs meet it."""
-        if rec.id not in self._long_ids:
-            self._long_ids.add(rec.id)
+        key = rec.id or f"{rec.problem}\x00{rec.steps}"   # records built in code may have no id
+        if key not in self._long_ids:
+            self._long_ids.add(key)
             self.counts["too_long"] += 1
 
     def _next_example(self):
