@@ -128,6 +128,7 @@ class _Preemption:
         self.requested = False
         self.in_steps = False
         self._old = None
+        self._resend = None
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -138,9 +139,23 @@ class _Preemption:
         if self.in_steps and not self.requested:
             self.requested = True
             return
+        self.requested = True
+        # A handler can run inside a context that swallows exceptions (a gc callback of jax's,
+        # `__del__`): the signal would be lost and the run go on. Re-send it shortly, until a
+        # Preempted lands where it propagates (the process is gone by then, or the timer is cancelled).
+        if self._resend is None or not self._resend.is_alive():
+            self._resend = threading.Timer(0.5, os.kill, (os.getpid(), signum))
+            self._resend.daemon = True
+            self._resend.start()
         raise Preempted("SIGTERM")
 
+    def caught(self) -> None:
+        """Cancels the pending re-send: a Preempted has reached code that handles it."""
+        if self._resend is not None:
+            self._resend.cancel()
+
     def __exit__(self, *exc):
+        self.caught()
         if self._old is not None:
             signal.signal(signal.SIGTERM, self._old)
         return False
@@ -334,6 +349,7 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
             try:
                 local = next(it)
             except Preempted:
+                pre.caught()
                 # the last finished step's state and the data position before this batch agree
                 if ck is not None and final["step"] > start:
                     save(final["step"] if pending is None else pending[0])

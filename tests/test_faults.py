@@ -295,3 +295,22 @@ def test_bad_hf_checkpoints_name_the_file_and_tensor(tmp_path, caplog):
     with pytest.raises(ValueError, match=r"points to '../ckpt/model.safetensors', outside the checkpoint folder"):
         hf.load_checkpoint(outside)
     hf.load_checkpoint(good)                            # the untouched folder still loads
+
+
+def test_a_sigterm_whose_exception_is_swallowed_is_delivered_again():
+    """CI showed the handler run inside jax's gc callback, which swallows exceptions ('Exception ignored
+    in: _xla_gc_callback'): the run went on training. The handler re-sends the signal until a
+    Preempted lands where it propagates."""
+    import signal
+    import time
+
+    with loop._Preemption() as pre:
+        try:
+            pre._handle(signal.SIGTERM, None)
+        except loop.Preempted:
+            pass                                   # swallowed, as a gc callback does
+        t0 = time.time()
+        with pytest.raises(loop.Preempted):
+            time.sleep(5)                          # the re-sent SIGTERM raises here
+        assert time.time() - t0 < 2
+        pre.caught()
