@@ -26,6 +26,7 @@ demo: install-run
 
 test: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 -m "not slow" --durations=15 -q tests
 
 # Also the slow end-to-end tests (demo --quick, notebooks, experiment smoke runs, real sweeps).

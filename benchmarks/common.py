@@ -3,6 +3,7 @@
 Imports only numpy and the standard library at top level, so that the PyTorch peer (`peer_hf.py`)
 can use it without importing JAX (JAX and torch must never share the GPU in one process).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,8 +88,9 @@ def flops_per_token(shape: Shape, seq_len: int, kind: str) -> float:
     raise ValueError(f"unknown FLOP kind {kind!r}; expected 'prm', 'implicit' or 'score'")
 
 
-def decode_bytes_floor(shape: Shape, batch: int, prompt: int, new: int, param_bytes: int = 2,
-                       cache_bytes: int = 2) -> float:
+def decode_bytes_floor(
+    shape: Shape, batch: int, prompt: int, new: int, param_bytes: int = 2, cache_bytes: int = 2
+) -> float:
     """Returns the fewest HBM bytes a whole sampled decode must read: weights + live KV per step.
 
     Each of the `new` decode steps reads every weight once (embedding table counted once when tied:
@@ -104,8 +106,7 @@ def decode_bytes_floor(shape: Shape, batch: int, prompt: int, new: int, param_by
 # --------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------
-def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], warmup: int, iters: int,
-               desc: str = "") -> dict:
+def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], warmup: int, iters: int, desc: str = "") -> dict:
     """Returns {median_s, min_s, max_s, times_s} of `iters` synced calls after `warmup` calls.
 
     `step()` launches one unit of work and returns something to wait on; `sync(x)` blocks until the
@@ -120,13 +121,13 @@ def time_steps(step: Callable[[], Any], sync: Callable[[Any], Any], warmup: int,
         t0 = time.perf_counter()
         sync(step())
         times.append(time.perf_counter() - t0)
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times),
-            "times_s": times}
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "times_s": times}
 
 
 def _progress(it, desc):
     try:
         from tqdm import tqdm
+
         return tqdm(it, desc=desc or "timing", leave=False, file=sys.stderr, mininterval=2.0)
     except ImportError:  # the bar is a convenience; timing does not depend on it
         return it
@@ -146,8 +147,10 @@ def jax_ceilings(tiny: bool = False, iters: int = 10) -> dict:
 
     n = 256 if tiny else 8192
     keys = jax.random.split(jax.random.PRNGKey(0), 6)
-    mats = [(jax.random.normal(keys[2 * i], (n, n), jnp.bfloat16),
-             jax.random.normal(keys[2 * i + 1], (n, n), jnp.bfloat16)) for i in range(3)]
+    mats = [
+        (jax.random.normal(keys[2 * i], (n, n), jnp.bfloat16), jax.random.normal(keys[2 * i + 1], (n, n), jnp.bfloat16))
+        for i in range(3)
+    ]
     mm = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=jnp.bfloat16))
     it = iter(range(10**9))
     t_mm = time_steps(lambda: mm(*mats[next(it) % 3]), jax.block_until_ready, 3, iters, "matmul")
@@ -160,9 +163,15 @@ def jax_ceilings(tiny: bool = False, iters: int = 10) -> dict:
     t_cp = time_steps(lambda: neg(xs[next(it2) % 2]), jax.block_until_ready, 3, iters, "copy")
     bw = 2.0 * elems * 2 / t_cp["median_s"]
     del mats, xs
-    return {"matmul_bf16_flops": flops, "matmul_n": n, "matmul_s": t_mm["median_s"],
-            "copy_bytes_per_s": bw, "copy_bytes": 2 * elems * 2, "copy_s": t_cp["median_s"],
-            "device": str(jax.devices()[0].device_kind)}
+    return {
+        "matmul_bf16_flops": flops,
+        "matmul_n": n,
+        "matmul_s": t_mm["median_s"],
+        "copy_bytes_per_s": bw,
+        "copy_bytes": 2 * elems * 2,
+        "copy_s": t_cp["median_s"],
+        "device": str(jax.devices()[0].device_kind),
+    }
 
 
 def jax_peak_bytes() -> int | None:
@@ -186,14 +195,24 @@ def env_info() -> dict:
             versions[name] = None
     gpu = None
     try:
-        gpu = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version",
-                              "--format=csv,noheader"], capture_output=True, text=True,
-                             timeout=20).stdout.strip() or None
+        gpu = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=20,
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "host": platform.node(), "python": platform.python_version(), "gpu": gpu,
-            "versions": versions}
+    return {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+        "python": platform.python_version(),
+        "gpu": gpu,
+        "versions": versions,
+    }
 
 
 def out_dir() -> pathlib.Path:
@@ -243,8 +262,7 @@ def table(rows: Sequence[dict], columns: Sequence[str], max_cell: int = 90) -> s
     return "\n".join(out)
 
 
-def run_worker(argv: list[str], timeout_s: float, env: dict | None = None,
-               deadline: float | None = None) -> dict:
+def run_worker(argv: list[str], timeout_s: float, env: dict | None = None, deadline: float | None = None) -> dict:
     """Returns the last JSON line a worker subprocess printed, or {'error': ...} on failure/timeout.
 
     `deadline` (time.time() seconds) caps the timeout so that a stage of several workers ends in
@@ -262,27 +280,33 @@ def run_worker(argv: list[str], timeout_s: float, env: dict | None = None,
     full_env.update(env or {})
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run([sys.executable] + argv, capture_output=True, text=True,
-                              timeout=timeout_s, env=full_env, cwd=REPO)
+        proc = subprocess.run(
+            [sys.executable] + argv, capture_output=True, text=True, timeout=timeout_s, env=full_env, cwd=REPO
+        )
     except subprocess.TimeoutExpired as e:
         # Workers print a cumulative RESULT line after each task: keep what finished in time.
         out = e.stdout.decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
         err = e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or "")
         result = _last_result(out) or {}
-        result.update(error=f"timeout after {timeout_s:.0f}s (results before it are kept)",
-                      stderr_tail=err[-1500:], wall_s=time.perf_counter() - t0)
+        result.update(
+            error=f"timeout after {timeout_s:.0f}s (results before it are kept)",
+            stderr_tail=err[-1500:],
+            wall_s=time.perf_counter() - t0,
+        )
         return result
     sys.stderr.write(proc.stderr[-4000:])
     result = _last_result(proc.stdout)
     if result is None:
-        return {"error": f"exit code {proc.returncode}, no RESULT line",
-                "stderr_tail": proc.stderr[-1500:], "wall_s": time.perf_counter() - t0}
+        return {
+            "error": f"exit code {proc.returncode}, no RESULT line",
+            "stderr_tail": proc.stderr[-1500:],
+            "wall_s": time.perf_counter() - t0,
+        }
     result.setdefault("wall_s", time.perf_counter() - t0)
     return result
 
 
-def launch(argv: list[str], timeout_s: float, deadline: float | None = None,
-           in_process: bool = False) -> dict:
+def launch(argv: list[str], timeout_s: float, deadline: float | None = None, in_process: bool = False) -> dict:
     """Returns a worker's RESULT: in a subprocess (run_worker), or with in_process=True by calling
     the script's `worker` / `main` in this process (tiny CPU runs and tests: one JAX and one torch
     import instead of one per worker; no timeout, no separate peak memory)."""
@@ -314,7 +338,7 @@ def _last_result(stdout: str) -> dict | None:
     result = None
     for line in stdout.splitlines():
         if line.startswith("RESULT "):
-            result = json.loads(line[len("RESULT "):])
+            result = json.loads(line[len("RESULT ") :])
     return result
 
 
@@ -375,10 +399,12 @@ def stage_parser(doc: str):
     p.add_argument("--no-jax", action="store_true")
     p.add_argument("--no-peer", action="store_true")
     p.add_argument("--timeout", type=float, default=600.0)
-    p.add_argument("--in-process", action="store_true",
-                   help="run the worker and the peer in this process (tiny CPU runs, tests)")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds for this whole stage: later workers get what is left")
+    p.add_argument(
+        "--in-process", action="store_true", help="run the worker and the peer in this process (tiny CPU runs, tests)"
+    )
+    p.add_argument(
+        "--budget", type=float, default=None, help="seconds for this whole stage: later workers get what is left"
+    )
     return p
 
 

@@ -11,6 +11,7 @@ downloaded.
 Usage: python benchmarks/peer_hf.py TASK[,TASK...] [--tiny] [--steps N] [--warmup N]
 TASKs: prm_eager, prm_compile, implicit_eager, generate, score. Prints one `RESULT {json}` line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,13 +30,23 @@ def hf_config(shape: common.Shape, num_labels: int = 2):
     """Returns a transformers Qwen2Config with `shape`'s dimensions and SDPA attention."""
     from transformers import Qwen2Config
 
-    return Qwen2Config(vocab_size=shape.vocab, hidden_size=shape.d_model,
-                       num_hidden_layers=shape.layers, num_attention_heads=shape.heads,
-                       num_key_value_heads=shape.kv_heads, intermediate_size=shape.mlp,
-                       tie_word_embeddings=shape.tied, num_labels=num_labels,
-                       max_position_embeddings=32768, rms_norm_eps=1e-6,
-                       attn_implementation="sdpa", pad_token_id=0, eos_token_id=1,
-                       bos_token_id=1, use_cache=False)
+    return Qwen2Config(
+        vocab_size=shape.vocab,
+        hidden_size=shape.d_model,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        intermediate_size=shape.mlp,
+        tie_word_embeddings=shape.tied,
+        num_labels=num_labels,
+        max_position_embeddings=32768,
+        rms_norm_eps=1e-6,
+        attn_implementation="sdpa",
+        pad_token_id=0,
+        eos_token_id=1,
+        bos_token_id=1,
+        use_cache=False,
+    )
 
 
 def build(cls, shape, device, num_labels=2):
@@ -93,8 +104,7 @@ def bench_prm(shape, batch, seq, device, compiled, steps, warmup, steps_per_row)
 
     _reset(device)
     model = build(Qwen2ForTokenClassification, shape, device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0,
-                            fused=(device == "cuda"))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, weight_decay=0.0, fused=(device == "cuda"))
     fwd = torch.compile(model) if compiled else model
     ids, mask, labels = make_prm_batch(shape, batch, seq, steps_per_row, device)
 
@@ -111,8 +121,13 @@ def bench_prm(shape, batch, seq, device, compiled, steps, warmup, steps_per_row)
     first_s = time.perf_counter() - t0
     loss0 = first.detach().item()
     t = common.time_steps(step, _sync(device), warmup, steps, "peer prm")
-    out = {"first_step_s": first_s, "loss_first": loss0, "peak_bytes": _peak(device),
-           "n_params": sum(p.numel() for p in model.parameters()), **t}
+    out = {
+        "first_step_s": first_s,
+        "loss_first": loss0,
+        "peak_bytes": _peak(device),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        **t,
+    }
     del model, opt, fwd
     return out
 
@@ -126,13 +141,12 @@ def bench_implicit(shape, batch, seq, device, steps, warmup, beta=0.05):
     _reset(device)
     policy = build(Qwen2ForCausalLM, shape, device).train()
     ref = build(Qwen2ForCausalLM, shape, device).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(policy.parameters(), lr=1e-6, weight_decay=0.0,
-                            fused=(device == "cuda"))
+    opt = torch.optim.AdamW(policy.parameters(), lr=1e-6, weight_decay=0.0, fused=(device == "cuda"))
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, shape.vocab, (batch, seq), generator=g).to(device)
     mask = torch.ones(batch, seq, dtype=torch.long, device=device)
     resp = torch.zeros(batch, seq - 1, device=device)
-    resp[:, seq // 4:] = 1.0  # the response: the last three quarters of each row
+    resp[:, seq // 4 :] = 1.0  # the response: the last three quarters of each row
     outcome = torch.randint(0, 2, (batch,), generator=g).float().to(device)
 
     def logp_of(model):
@@ -153,8 +167,12 @@ def bench_implicit(shape, batch, seq, device, steps, warmup, beta=0.05):
 
     loss0 = step().detach().item()  # policy == reference at the start: r = 0, loss = ln 2
     t = common.time_steps(step, _sync(device), warmup, steps, "peer implicit")
-    out = {"loss_first": loss0, "peak_bytes": _peak(device),
-           "n_params": sum(p.numel() for p in policy.parameters()), **t}
+    out = {
+        "loss_first": loss0,
+        "peak_bytes": _peak(device),
+        "n_params": sum(p.numel() for p in policy.parameters()),
+        **t,
+    }
     del policy, ref, opt
     return out
 
@@ -174,9 +192,19 @@ def bench_generate(shape, batch, prompt, new, device, iters, top_p=0.95):
 
     def gen(n):
         with torch.inference_mode():
-            return model.generate(input_ids=ids, attention_mask=mask, do_sample=True, top_p=top_p,
-                                  temperature=1.0, top_k=0, max_new_tokens=n, min_new_tokens=n,
-                                  pad_token_id=0, eos_token_id=1, use_cache=True)
+            return model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                do_sample=True,
+                top_p=top_p,
+                temperature=1.0,
+                top_k=0,
+                max_new_tokens=n,
+                min_new_tokens=n,
+                pad_token_id=0,
+                eos_token_id=1,
+                use_cache=True,
+            )
 
     sync(gen(min(8, new)))  # warm-up: kernels, allocator, handles
     t = common.time_steps(lambda: gen(new), sync, 0, iters, "peer generate")
@@ -237,8 +265,11 @@ def main(argv=None) -> int:
     d = lambda v, tiny_v, full_v: v if v is not None else (tiny_v if tiny else full_v)
     batch, seq = d(args.batch, 2, 8), d(args.seq, 64, 2048)
     steps, warmup = d(args.steps, 2, 10), d(args.warmup, 1, 3)
-    results = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-               "torch": torch.__version__, "tasks": {}}
+    results = {
+        "device": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "tasks": {},
+    }
     for task in tasks:
         t0 = time.perf_counter()
         try:
@@ -247,15 +278,22 @@ def main(argv=None) -> int:
                     # torch.compile on this 2-core CPU costs ~1 min of inductor C++ builds: skipped.
                     res = {"skipped": "torch.compile is not run in --tiny (CPU) mode"}
                 else:
-                    res = bench_prm(shape, batch, seq, device, task == "prm_compile", steps,
-                                    warmup, steps_per_row=d(None, 4, 32))
+                    res = bench_prm(
+                        shape, batch, seq, device, task == "prm_compile", steps, warmup, steps_per_row=d(None, 4, 32)
+                    )
                 res.update(tokens=batch * seq)
             elif task == "implicit_eager":
                 res = bench_implicit(shape, batch, seq, device, steps, warmup)
                 res.update(tokens=batch * seq)
             elif task == "generate":
-                res = bench_generate(shape, d(args.gen_batch, 4, 64), d(args.gen_prompt, 16, 256),
-                                     d(args.gen_new, 8, 256), device, d(args.gen_iters, 1, 2))
+                res = bench_generate(
+                    shape,
+                    d(args.gen_batch, 4, 64),
+                    d(args.gen_prompt, 16, 256),
+                    d(args.gen_new, 8, 256),
+                    device,
+                    d(args.gen_iters, 1, 2),
+                )
             else:
                 sb, ss = d(args.score_batch, 4, 64), d(args.score_seq, 64, 1024)
                 res = bench_score(shape, sb, ss, device, steps, warmup)
@@ -264,9 +302,11 @@ def main(argv=None) -> int:
             res = {"error": f"{type(e).__name__}: {e}"[:2000]}
         res["wall_s"] = time.perf_counter() - t0
         results["tasks"][task] = res
-        print(f"[peer] {task}: " + (res.get("error") or res.get("skipped")
-                                   or f"median {res.get('median_s', 0):.4f}s"),
-              file=sys.stderr, flush=True)
+        print(
+            f"[peer] {task}: " + (res.get("error") or res.get("skipped") or f"median {res.get('median_s', 0):.4f}s"),
+            file=sys.stderr,
+            flush=True,
+        )
         gc.collect()
         common.emit(results)  # cumulative after every task: a timeout keeps what finished
     return 0

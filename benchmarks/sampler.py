@@ -9,6 +9,7 @@ measured copy bandwidth. Results go to results.json (section `sampler`) under $O
 
 Usage: python benchmarks/sampler.py [--tiny] [--peer|--no-peer] [--jax|--no-jax]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,9 +29,19 @@ def model_cfg(tiny: bool, attention: str = "xla", param_dtype: str = "bfloat16")
 
     s = common.TINY if tiny else common.QWEN25_05B
     return model.ModelConfig.preset(
-        "qwen2.5-0.5b", vocab_size=s.vocab, d_model=s.d_model, n_layers=s.layers, n_heads=s.heads,
-        n_kv_heads=s.kv_heads, head_dim=s.head_dim, mlp_dim=s.mlp, dtype="bfloat16",
-        param_dtype=param_dtype, attention_impl=attention, score_head=False)
+        "qwen2.5-0.5b",
+        vocab_size=s.vocab,
+        d_model=s.d_model,
+        n_layers=s.layers,
+        n_heads=s.heads,
+        n_kv_heads=s.kv_heads,
+        head_dim=s.head_dim,
+        mlp_dim=s.mlp,
+        dtype="bfloat16",
+        param_dtype=param_dtype,
+        attention_impl=attention,
+        score_head=False,
+    )
 
 
 def run_jax(tiny: bool, batch: int, prompt: int, new: int, iters: int) -> dict:
@@ -48,8 +59,9 @@ def run_jax(tiny: bool, batch: int, prompt: int, new: int, iters: int) -> dict:
     key = iter(range(10**6))
 
     def call():
-        return sampler.sample(prefixes, jax.random.PRNGKey(next(key)), mode="full",
-                              max_new_tokens=new, temperature=1.0, top_p=TOP_P)
+        return sampler.sample(
+            prefixes, jax.random.PRNGKey(next(key)), mode="full", max_new_tokens=new, temperature=1.0, top_p=TOP_P
+        )
 
     t0 = time.perf_counter()
     first = call()
@@ -57,8 +69,13 @@ def run_jax(tiny: bool, batch: int, prompt: int, new: int, iters: int) -> dict:
     if first.num_tokens != batch * new:
         raise RuntimeError(f"sampler made {first.num_tokens} tokens, expected {batch} x {new}")
     t = common.time_steps(call, lambda s: s, 0, iters, "prm-jax sample")  # sample() returns numpy
-    return {"new_tokens": batch * new, "first_call_s": first_s, "peak_bytes": common.jax_peak_bytes(),
-            "device": jax.devices()[0].device_kind, **t}
+    return {
+        "new_tokens": batch * new,
+        "first_call_s": first_s,
+        "peak_bytes": common.jax_peak_bytes(),
+        "device": jax.devices()[0].device_kind,
+        **t,
+    }
 
 
 def worker(argv) -> int:
@@ -77,8 +94,9 @@ def worker(argv) -> int:
     return 0
 
 
-def derive(section: dict, shape: common.Shape, batch: int, prompt: int, new: int,
-           bandwidth: float | None) -> list[dict]:
+def derive(
+    section: dict, shape: common.Shape, batch: int, prompt: int, new: int, bandwidth: float | None
+) -> list[dict]:
     """Returns table rows: new tokens/s, ratio to generate, fraction of the bytes floor."""
     floor_bytes = common.decode_bytes_floor(shape, batch, prompt, new)
     floor_s = floor_bytes / bandwidth if bandwidth else None
@@ -91,10 +109,13 @@ def derive(section: dict, shape: common.Shape, batch: int, prompt: int, new: int
         row = {"impl": impl, "error": res.get("error")}
         if res.get("median_s"):
             tps = res["new_tokens"] / res["median_s"]
-            row.update(new_tokens_per_s=tps, call_s=res["median_s"],
-                       floor_fraction=(floor_s / res["median_s"]) if floor_s else None,
-                       vs_generate=(tps / peer_tps) if peer_tps else None,
-                       peak_gb=res["peak_bytes"] / 1e9 if res.get("peak_bytes") else None)
+            row.update(
+                new_tokens_per_s=tps,
+                call_s=res["median_s"],
+                floor_fraction=(floor_s / res["median_s"]) if floor_s else None,
+                vs_generate=(tps / peer_tps) if peer_tps else None,
+                peak_gb=res["peak_bytes"] / 1e9 if res.get("peak_bytes") else None,
+            )
         rows.append(row)
     return rows
 
@@ -115,27 +136,54 @@ def main(argv=None) -> int:
     batch, prompt, new = (4, 16, 8) if tiny else (64, 256, 256)
     iters = a.iters or (1 if tiny else 3)
     shape = common.TINY if tiny else common.QWEN25_05B
-    common.update_results("sampler", "config", {"batch": batch, "prompt": prompt, "new": new,
-                                                "top_p": TOP_P, "floor_bytes":
-                                                common.decode_bytes_floor(shape, batch, prompt, new)})
+    common.update_results(
+        "sampler",
+        "config",
+        {
+            "batch": batch,
+            "prompt": prompt,
+            "new": new,
+            "top_p": TOP_P,
+            "floor_bytes": common.decode_bytes_floor(shape, batch, prompt, new),
+        },
+    )
     if not a.no_jax:
-        res = common.launch([os.path.abspath(__file__), "--worker", "--batch", str(batch),
-                                 "--prompt", str(prompt), "--new", str(new), "--iters", str(iters)]
-                                + (["--tiny"] if tiny else []), a.timeout, deadline=deadline,
-                                in_process=a.in_process)
+        res = common.launch(
+            [
+                os.path.abspath(__file__),
+                "--worker",
+                "--batch",
+                str(batch),
+                "--prompt",
+                str(prompt),
+                "--new",
+                str(new),
+                "--iters",
+                str(iters),
+            ]
+            + (["--tiny"] if tiny else []),
+            a.timeout,
+            deadline=deadline,
+            in_process=a.in_process,
+        )
         common.update_results("sampler", "jax" + a.tag, res)
     if not a.no_peer:
-        res = common.launch([os.path.join(common.REPO, "benchmarks", "peer_hf.py"), "generate",
-                                 "--gen-iters", str(1 if tiny else 2)] + (["--tiny"] if tiny else []),
-                                a.timeout, deadline=deadline,
-                                in_process=a.in_process)
+        res = common.launch(
+            [os.path.join(common.REPO, "benchmarks", "peer_hf.py"), "generate", "--gen-iters", str(1 if tiny else 2)]
+            + (["--tiny"] if tiny else []),
+            a.timeout,
+            deadline=deadline,
+            in_process=a.in_process,
+        )
         common.update_results("sampler", "peer", res)
     results = common.read_json(common.RESULTS) or {}
     bw = ((results.get("ceilings") or {}).get("jax") or {}).get("copy_bytes_per_s")
     rows = derive(results.get("sampler", {}), shape, batch, prompt, new, bw)
-    print(f"sampler: batch {batch}, prompt {prompt}, {new} new tokens, top-p {TOP_P}; floor "
-          f"{common.fmt(common.decode_bytes_floor(shape, batch, prompt, new) / 1e9)} GB read at "
-          f"{common.fmt(bw / 1e9 if bw else None)} GB/s")
+    print(
+        f"sampler: batch {batch}, prompt {prompt}, {new} new tokens, top-p {TOP_P}; floor "
+        f"{common.fmt(common.decode_bytes_floor(shape, batch, prompt, new) / 1e9)} GB read at "
+        f"{common.fmt(bw / 1e9 if bw else None)} GB/s"
+    )
     print(common.table(rows, COLUMNS))
     return 0
 

@@ -8,6 +8,7 @@ Results go to results.json (section `scoring`) under $OUT.
 
 Usage: python benchmarks/scoring.py [--tiny] [--no-jax] [--no-peer]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,18 @@ def run_jax(tiny: bool, n: int, seq: int, steps: int, warmup: int) -> dict:
     s = common.TINY if tiny else common.QWEN25_05B
     on_gpu = jax.devices()[0].platform == "gpu"
     cfg = model.ModelConfig.preset(
-        "qwen2.5-0.5b", vocab_size=s.vocab, d_model=s.d_model, n_layers=s.layers, n_heads=s.heads,
-        n_kv_heads=s.kv_heads, head_dim=s.head_dim, mlp_dim=s.mlp, dtype="bfloat16",
-        param_dtype="bfloat16", attention_impl="cudnn" if on_gpu else "xla")
+        "qwen2.5-0.5b",
+        vocab_size=s.vocab,
+        d_model=s.d_model,
+        n_layers=s.layers,
+        n_heads=s.heads,
+        n_kv_heads=s.kv_heads,
+        head_dim=s.head_dim,
+        mlp_dim=s.mlp,
+        dtype="bfloat16",
+        param_dtype="bfloat16",
+        attention_impl="cudnn" if on_gpu else "xla",
+    )
     params = model.init_params(cfg, jax.random.PRNGKey(0))
     rng = np.random.default_rng(0)
     tokens = jnp.asarray(rng.integers(2, s.vocab, (n, seq), dtype=np.int32))
@@ -58,10 +68,14 @@ def run_jax(tiny: bool, n: int, seq: int, steps: int, warmup: int) -> dict:
     first_s = time.perf_counter() - t0
     if probs.shape != (n, STEPS) or not bool(jnp.all(jnp.isfinite(probs))):
         raise RuntimeError(f"scorer returned shape {probs.shape} or non-finite values")
-    t = common.time_steps(lambda: score(params, tokens, pos), jax.block_until_ready, warmup, steps,
-                          "prm-jax score")
-    return {"tokens": n * seq, "first_call_s": first_s, "peak_bytes": common.jax_peak_bytes(),
-            "device": jax.devices()[0].device_kind, **t}
+    t = common.time_steps(lambda: score(params, tokens, pos), jax.block_until_ready, warmup, steps, "prm-jax score")
+    return {
+        "tokens": n * seq,
+        "first_call_s": first_s,
+        "peak_bytes": common.jax_peak_bytes(),
+        "device": jax.devices()[0].device_kind,
+        **t,
+    }
 
 
 def worker(argv) -> int:
@@ -89,10 +103,13 @@ def derive(section: dict, shape: common.Shape, seq: int, peak: float | None) -> 
         row = {"impl": impl, "error": res.get("error")}
         if res.get("median_s"):
             tps = res["tokens"] / res["median_s"]
-            row.update(tokens_per_s=tps, call_ms=1e3 * res["median_s"],
-                       mfu=tps * fpt / peak if peak else None,
-                       vs_peer=tps / peer_tps if peer_tps else None,
-                       peak_gb=res["peak_bytes"] / 1e9 if res.get("peak_bytes") else None)
+            row.update(
+                tokens_per_s=tps,
+                call_ms=1e3 * res["median_s"],
+                mfu=tps * fpt / peak if peak else None,
+                vs_peer=tps / peer_tps if peer_tps else None,
+                peak_gb=res["peak_bytes"] / 1e9 if res.get("peak_bytes") else None,
+            )
         rows.append(row)
     return rows
 
@@ -113,16 +130,40 @@ def main(argv=None) -> int:
     shape = common.TINY if tiny else common.QWEN25_05B
     common.update_results("scoring", "config", {"n": n, "seq": seq, "steps_per_solution": STEPS})
     if not a.no_jax:
-        res = common.launch([os.path.abspath(__file__), "--worker", "--n", str(n), "--seq",
-                                 str(seq), "--steps", str(steps), "--warmup", str(warmup)]
-                                + (["--tiny"] if tiny else []), a.timeout, deadline=deadline,
-                                in_process=a.in_process)
+        res = common.launch(
+            [
+                os.path.abspath(__file__),
+                "--worker",
+                "--n",
+                str(n),
+                "--seq",
+                str(seq),
+                "--steps",
+                str(steps),
+                "--warmup",
+                str(warmup),
+            ]
+            + (["--tiny"] if tiny else []),
+            a.timeout,
+            deadline=deadline,
+            in_process=a.in_process,
+        )
         common.update_results("scoring", "jax", res)
     if not a.no_peer:
-        res = common.launch([os.path.join(common.REPO, "benchmarks", "peer_hf.py"), "score",
-                                 "--steps", str(steps), "--warmup", str(warmup)]
-                                + (["--tiny"] if tiny else []), a.timeout, deadline=deadline,
-                                in_process=a.in_process)
+        res = common.launch(
+            [
+                os.path.join(common.REPO, "benchmarks", "peer_hf.py"),
+                "score",
+                "--steps",
+                str(steps),
+                "--warmup",
+                str(warmup),
+            ]
+            + (["--tiny"] if tiny else []),
+            a.timeout,
+            deadline=deadline,
+            in_process=a.in_process,
+        )
         common.update_results("scoring", "peer", res)
     results = common.read_json(common.RESULTS) or {}
     section = results.get("scoring", {})

@@ -8,6 +8,7 @@ in another process. Results go to results.json (section `train_step`) under $OUT
 
 Usage: python benchmarks/train_step.py [--tiny] [--jax V1,V2|none] [--peer T1,T2|none]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,23 +23,24 @@ import common  # noqa: E402
 # under nn.scan; logprobs: 'chunked' (objectives' hidden @ W a chunk at a time) or 'full' ([B,L,V]).
 VARIANTS = {
     "bce": dict(objective="bce", attention="cudnn", remat="none", scan=True),
-    "implicit": dict(objective="implicit_ce", attention="cudnn", remat="none", scan=True,
-                     logprobs="chunked"),
+    "implicit": dict(objective="implicit_ce", attention="cudnn", remat="none", scan=True, logprobs="chunked"),
     # XLA attention materialises the [B, heads, L, L] scores; without remat they are kept for the
     # backward pass in every layer (~135 GB at 8 x 2048: the CPU AOT compile's temp was 165 GB), so
     # it is compared with cuDNN at the remat policy that recomputes attention (dots_no_batch).
     "bce_xla_attn": dict(objective="bce", attention="xla", remat="dots_no_batch", scan=True),
-    "bce_remat_dots_no_batch": dict(objective="bce", attention="cudnn", remat="dots_no_batch",
-                                    scan=True),
-    "implicit_full_logprobs": dict(objective="implicit_ce", attention="cudnn", remat="none",
-                                   scan=True, logprobs="full"),
+    "bce_remat_dots_no_batch": dict(objective="bce", attention="cudnn", remat="dots_no_batch", scan=True),
+    "implicit_full_logprobs": dict(
+        objective="implicit_ce", attention="cudnn", remat="none", scan=True, logprobs="full"
+    ),
     "bce_remat_dots": dict(objective="bce", attention="cudnn", remat="dots", scan=True),
     "bce_remat_full": dict(objective="bce", attention="cudnn", remat="full", scan=True),
     "bce_unrolled": dict(objective="bce", attention="cudnn", remat="none", scan=False),
-    "implicit_bf16_head": dict(objective="implicit_ce", attention="cudnn", remat="none", scan=True,
-                               logprobs="chunked_bf16_head"),
-    "implicit_remat_dots": dict(objective="implicit_ce", attention="cudnn", remat="dots",
-                                scan=True, logprobs="chunked"),
+    "implicit_bf16_head": dict(
+        objective="implicit_ce", attention="cudnn", remat="none", scan=True, logprobs="chunked_bf16_head"
+    ),
+    "implicit_remat_dots": dict(
+        objective="implicit_ce", attention="cudnn", remat="dots", scan=True, logprobs="chunked"
+    ),
 }
 DEFAULT_JAX = "bce,implicit,bce_xla_attn,implicit_full_logprobs"
 DEFAULT_PEER = "prm_eager,implicit_eager,prm_compile"  # the long compile last
@@ -70,19 +72,27 @@ def make_batch(objective: str, batch: int, seq: int, vocab: int, seed: int = 0) 
     T = STEPS_PER_ROW
     if objective == "bce":
         pos = np.sort(np.stack([rng.choice(np.arange(1, seq), T, replace=False) for _ in range(batch)]), 1)
-        return {"tokens": tokens, "step_pos": pos.astype(np.int32),
-                "step_labels": rng.integers(0, 2, (batch, T)).astype(np.float32),
-                "step_mask": np.ones((batch, T), bool)}
+        return {
+            "tokens": tokens,
+            "step_pos": pos.astype(np.int32),
+            "step_labels": rng.integers(0, 2, (batch, T)).astype(np.float32),
+            "step_mask": np.ones((batch, T), bool),
+        }
     start = seq // 4
     bounds = np.linspace(start, seq, T + 1).astype(int)
     step_ids = np.full((batch, seq), -1, np.int32)
     for t in range(T):
-        step_ids[:, bounds[t]:bounds[t + 1]] = t
+        step_ids[:, bounds[t] : bounds[t + 1]] = t
     resp = step_ids >= 0
-    return {"tokens": tokens, "response_mask": resp, "outcome": rng.integers(0, 2, batch).astype(np.float32),
-            "outcome_mask": np.ones(batch, bool),
-            "step_ids": step_ids, "step_pos": np.tile((bounds[1:] - 1).astype(np.int32), (batch, 1)),
-            "step_mask": np.ones((batch, T), bool)}
+    return {
+        "tokens": tokens,
+        "response_mask": resp,
+        "outcome": rng.integers(0, 2, batch).astype(np.float32),
+        "outcome_mask": np.ones(batch, bool),
+        "step_ids": step_ids,
+        "step_pos": np.tile((bounds[1:] - 1).astype(np.int32), (batch, 1)),
+        "step_mask": np.ones((batch, T), bool),
+    }
 
 
 def _full_logprob_loss(model_cfg):
@@ -91,13 +101,12 @@ def _full_logprob_loss(model_cfg):
     from prm_jax import losses, model, scoring
 
     def loss_fn(params, ref_params, batch):
-        logp = scoring.token_logprobs(model.forward(model_cfg, params, batch["tokens"]).logits,
-                                      batch["tokens"])
+        logp = scoring.token_logprobs(model.forward(model_cfg, params, batch["tokens"]).logits, batch["tokens"])
         ref = jax.lax.stop_gradient(ref_params)
-        ref_logp = scoring.token_logprobs(model.forward(model_cfg, ref, batch["tokens"]).logits,
-                                          batch["tokens"])
-        loss, metrics = losses.implicit_ce_loss(logp, jax.lax.stop_gradient(ref_logp),
-                                                batch["response_mask"], batch["outcome"], BETA)
+        ref_logp = scoring.token_logprobs(model.forward(model_cfg, ref, batch["tokens"]).logits, batch["tokens"])
+        loss, metrics = losses.implicit_ce_loss(
+            logp, jax.lax.stop_gradient(ref_logp), batch["response_mask"], batch["outcome"], BETA
+        )
         return loss, {"metrics": metrics}
 
     return loss_fn
@@ -119,8 +128,7 @@ def _bf16_head_loss(model_cfg, chunk: int = 1024):
     def loss_fn(params, ref_params, batch):
         logp = logp_of(params, batch["tokens"])
         ref_logp = jax.lax.stop_gradient(logp_of(jax.lax.stop_gradient(ref_params), batch["tokens"]))
-        loss, metrics = losses.implicit_ce_loss(logp, ref_logp, batch["response_mask"],
-                                                batch["outcome"], BETA)
+        loss, metrics = losses.implicit_ce_loss(logp, ref_logp, batch["response_mask"], batch["outcome"], BETA)
         return loss, {"metrics": metrics}
 
     return loss_fn
@@ -137,19 +145,38 @@ def run_variant(name: str, tiny: bool, steps: int, warmup: int, batch: int, seq:
     on_gpu = jax.devices()[0].platform == "gpu"
     attention = spec["attention"] if on_gpu else "xla"  # cuDNN attention exists only on GPU
     base = "tiny" if tiny else "qwen2.5-0.5b"
-    overrides = dict(vocab_size=common.TINY.vocab, d_model=common.TINY.d_model,
-                     n_layers=common.TINY.layers, n_heads=common.TINY.heads,
-                     n_kv_heads=common.TINY.kv_heads, head_dim=common.TINY.head_dim,
-                     mlp_dim=common.TINY.mlp, qkv_bias=True, tie_embeddings=True,
-                     architecture="qwen2") if tiny else {}
-    cfg = model.ModelConfig.preset(base, dtype="bfloat16", param_dtype="float32",
-                                   attention_impl=attention, remat=spec["remat"],
-                                   scan_layers=spec["scan"], **overrides)
-    config = _Cfg(objective=spec["objective"],
-                  optim=_Cfg(lr=1e-5, warmup=0, decay="constant", clip=1.0, weight_decay=0.0),
-                  train=_Cfg(steps=1000, seed=0),
-                  loss=_Cfg(beta=BETA, logprob_chunk=1024),
-                  mesh=_Cfg(shape={"data": 1}))
+    overrides = (
+        dict(
+            vocab_size=common.TINY.vocab,
+            d_model=common.TINY.d_model,
+            n_layers=common.TINY.layers,
+            n_heads=common.TINY.heads,
+            n_kv_heads=common.TINY.kv_heads,
+            head_dim=common.TINY.head_dim,
+            mlp_dim=common.TINY.mlp,
+            qkv_bias=True,
+            tie_embeddings=True,
+            architecture="qwen2",
+        )
+        if tiny
+        else {}
+    )
+    cfg = model.ModelConfig.preset(
+        base,
+        dtype="bfloat16",
+        param_dtype="float32",
+        attention_impl=attention,
+        remat=spec["remat"],
+        scan_layers=spec["scan"],
+        **overrides,
+    )
+    config = _Cfg(
+        objective=spec["objective"],
+        optim=_Cfg(lr=1e-5, warmup=0, decay="constant", clip=1.0, weight_decay=0.0),
+        train=_Cfg(steps=1000, seed=0),
+        loss=_Cfg(beta=BETA, logprob_chunk=1024),
+        mesh=_Cfg(shape={"data": 1}),
+    )
     mesh = make_mesh({"data": 1}, devices=jax.devices()[:1])  # one device, also under 8 fake CPUs
     s = train.setup(config, model_cfg=cfg, mesh=mesh)
     if spec.get("logprobs") == "full":
@@ -175,11 +202,20 @@ def run_variant(name: str, tiny: bool, steps: int, warmup: int, batch: int, seq:
     if not (np.isfinite(loss0) and np.isfinite(loss_last)):
         raise FloatingPointError(f"variant {name}: non-finite loss ({loss0} -> {loss_last})")
     kind = "prm" if spec["objective"] == "bce" else "implicit"
-    return {"variant": name, **spec, "attention": attention, "tokens": batch * seq,
-            "flops_per_token": common.flops_per_token(common.TINY if tiny else common.QWEN25_05B,
-                                                      seq, kind),
-            "kind": kind, "first_step_s": first_s, "loss_first": loss0, "loss_last": loss_last,
-            "peak_bytes": common.jax_peak_bytes(), "device": jax.devices()[0].device_kind, **t}
+    return {
+        "variant": name,
+        **spec,
+        "attention": attention,
+        "tokens": batch * seq,
+        "flops_per_token": common.flops_per_token(common.TINY if tiny else common.QWEN25_05B, seq, kind),
+        "kind": kind,
+        "first_step_s": first_s,
+        "loss_first": loss0,
+        "loss_last": loss_last,
+        "peak_bytes": common.jax_peak_bytes(),
+        "device": jax.devices()[0].device_kind,
+        **t,
+    }
 
 
 def worker(argv) -> int:
@@ -201,14 +237,18 @@ def worker(argv) -> int:
             row = {"variant": name, "error": f"{type(e).__name__}: {e}"[:2000]}
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
-        print(f"[train_step] {name}: " + (row.get("error") or f"median {row['median_s']:.4f}s"),
-              file=sys.stderr, flush=True)
+        print(
+            f"[train_step] {name}: " + (row.get("error") or f"median {row['median_s']:.4f}s"),
+            file=sys.stderr,
+            flush=True,
+        )
         common.emit({"rows": rows})  # cumulative after every variant: a timeout keeps what finished
     return 0
 
 
-def derive(rows: list[dict], peer: dict | None, peak: float | None,
-           shape: common.Shape = common.QWEN25_05B, seq: int = 2048) -> list[dict]:
+def derive(
+    rows: list[dict], peer: dict | None, peak: float | None, shape: common.Shape = common.QWEN25_05B, seq: int = 2048
+) -> list[dict]:
     """Returns table rows: tokens/s, MFU against `peak`, peak GB, and ratios against the peer."""
     peer_tasks = (peer or {}).get("tasks", {})
     ref_tps = {}
@@ -220,9 +260,12 @@ def derive(rows: list[dict], peer: dict | None, peak: float | None,
         row = {"impl": "prm-jax", "name": r["variant"], "error": r.get("error")}
         if r.get("median_s"):
             tps = r["tokens"] / r["median_s"]
-            row.update(tokens_per_s=tps, step_ms=1e3 * r["median_s"],
-                       mfu=(tps * r["flops_per_token"] / peak) if peak else None,
-                       peak_gb=r["peak_bytes"] / 1e9 if r.get("peak_bytes") else None)
+            row.update(
+                tokens_per_s=tps,
+                step_ms=1e3 * r["median_s"],
+                mfu=(tps * r["flops_per_token"] / peak) if peak else None,
+                peak_gb=r["peak_bytes"] / 1e9 if r.get("peak_bytes") else None,
+            )
             if r["kind"] == "prm":
                 best_peer = ref_tps.get("prm_compile") or ref_tps.get("prm_eager")
                 row["vs_peer"] = tps / best_peer if best_peer else None
@@ -239,15 +282,28 @@ def derive(rows: list[dict], peer: dict | None, peak: float | None,
         if res.get("median_s"):
             tps = res["tokens"] / res["median_s"]
             fpt = common.flops_per_token(shape, seq, "prm" if task.startswith("prm") else "implicit")
-            row.update(tokens_per_s=tps, step_ms=1e3 * res["median_s"],
-                       mfu=(tps * fpt / peak) if (peak and fpt) else None,
-                       peak_gb=res["peak_bytes"] / 1e9 if res.get("peak_bytes") else None)
+            row.update(
+                tokens_per_s=tps,
+                step_ms=1e3 * res["median_s"],
+                mfu=(tps * fpt / peak) if (peak and fpt) else None,
+                peak_gb=res["peak_bytes"] / 1e9 if res.get("peak_bytes") else None,
+            )
         out.append(row)
     return out
 
 
-COLUMNS = ["impl", "name", "tokens_per_s", "step_ms", "mfu", "peak_gb", "vs_peer", "vs_peer_eager", "mem_vs_peer",
-           "error"]
+COLUMNS = [
+    "impl",
+    "name",
+    "tokens_per_s",
+    "step_ms",
+    "mfu",
+    "peak_gb",
+    "vs_peer",
+    "vs_peer_eager",
+    "mem_vs_peer",
+    "error",
+]
 
 
 def main(argv=None) -> int:
@@ -256,52 +312,73 @@ def main(argv=None) -> int:
         return worker(argv[1:])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tiny", action="store_true", help="tiny model on the CPU, 2 steps (the test)")
-    p.add_argument("--jax", default=None, help=f"prm-jax variants or 'none' (default {DEFAULT_JAX}; "
-                   f"known: {','.join(VARIANTS)})")
+    p.add_argument(
+        "--jax", default=None, help=f"prm-jax variants or 'none' (default {DEFAULT_JAX}; known: {','.join(VARIANTS)})"
+    )
     p.add_argument("--peer", default=None, help=f"peer tasks or 'none' (default {DEFAULT_PEER})")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per worker process")
-    p.add_argument("--budget", type=float, default=None,
-                   help="seconds for this whole stage: later workers get what is left")
+    p.add_argument(
+        "--budget", type=float, default=None, help="seconds for this whole stage: later workers get what is left"
+    )
     p.add_argument("--tag", default="", help="suffix of the rows' names (e.g. an XLA-flag variant)")
-    p.add_argument("--one-worker", action="store_true",
-                   help="run all prm-jax variants in one worker process (peak memory is then shared)")
-    p.add_argument("--in-process", action="store_true",
-                   help="run workers and the peer in this process (tiny CPU runs, tests)")
+    p.add_argument(
+        "--one-worker",
+        action="store_true",
+        help="run all prm-jax variants in one worker process (peak memory is then shared)",
+    )
+    p.add_argument(
+        "--in-process", action="store_true", help="run workers and the peer in this process (tiny CPU runs, tests)"
+    )
     a = p.parse_args(argv)
     deadline = time.time() + a.budget if a.budget else None
     tiny = a.tiny
     steps = a.steps or (2 if tiny else 10)
     warmup = a.warmup if a.warmup is not None else (1 if tiny else 2)
     batch, seq = (2, 64) if tiny else (8, 2048)
-    jax_variants = [] if a.jax == "none" else (a.jax or ("bce,implicit,implicit_full_logprobs"
-                                                          if tiny else DEFAULT_JAX)).split(",")
+    jax_variants = (
+        []
+        if a.jax == "none"
+        else (a.jax or ("bce,implicit,implicit_full_logprobs" if tiny else DEFAULT_JAX)).split(",")
+    )
     unknown = [v for v in jax_variants if v not in VARIANTS]
     if unknown:
         p.error(f"unknown variant(s) {unknown}; known: {list(VARIANTS)}")
     peer_tasks = None if a.peer == "none" else (a.peer or DEFAULT_PEER)
 
-    common_args = ["--steps", str(steps), "--warmup", str(warmup), "--batch", str(batch),
-                   "--seq", str(seq)] + (["--tiny"] if tiny else [])
+    common_args = ["--steps", str(steps), "--warmup", str(warmup), "--batch", str(batch), "--seq", str(seq)] + (
+        ["--tiny"] if tiny else []
+    )
     groups = [jax_variants] if (a.one_worker or tiny) else [[v] for v in jax_variants]
     script = os.path.abspath(__file__)
     for group in filter(None, groups):
-        res = common.launch([script, "--worker", "--variants", ",".join(group)] + common_args,
-                                a.timeout, deadline=deadline,
-                                in_process=a.in_process)
+        res = common.launch(
+            [script, "--worker", "--variants", ",".join(group)] + common_args,
+            a.timeout,
+            deadline=deadline,
+            in_process=a.in_process,
+        )
         rows = list(res.get("rows") or [])
         done = {r["variant"] for r in rows}
-        rows += [{"variant": v, "error": res.get("error") or "no result",
-                  "stderr_tail": res.get("stderr_tail")} for v in group if v not in done]
+        rows += [
+            {"variant": v, "error": res.get("error") or "no result", "stderr_tail": res.get("stderr_tail")}
+            for v in group
+            if v not in done
+        ]
         for row in rows:
             row["variant"] += a.tag
             common.update_results("train_step", row["variant"], row)
     if peer_tasks:
-        peer_args = [os.path.join(common.REPO, "benchmarks", "peer_hf.py"), peer_tasks,
-                     "--steps", str(steps), "--warmup", str(warmup)] + (["--tiny"] if tiny else [])
-        res = common.launch(peer_args, a.timeout, deadline=deadline,
-                                in_process=a.in_process)
+        peer_args = [
+            os.path.join(common.REPO, "benchmarks", "peer_hf.py"),
+            peer_tasks,
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+        ] + (["--tiny"] if tiny else [])
+        res = common.launch(peer_args, a.timeout, deadline=deadline, in_process=a.in_process)
         common.update_results("train_step", "peer", res)
 
     results = common.read_json(common.RESULTS) or {}
@@ -310,8 +387,10 @@ def main(argv=None) -> int:
     device = next((r.get("device") for r in rows if r.get("device")), None)
     peak, source = common.peak_flops(results, device)
     table = derive(rows, section.get("peer"), peak, common.TINY if tiny else common.QWEN25_05B, seq)
-    print(f"train step ({'tiny, CPU' if tiny else '8 x 2048, Qwen2.5-0.5B shape'}); "
-          f"MFU against {source} peak {common.fmt(peak)} FLOP/s")
+    print(
+        f"train step ({'tiny, CPU' if tiny else '8 x 2048, Qwen2.5-0.5B shape'}); "
+        f"MFU against {source} peak {common.fmt(peak)} FLOP/s"
+    )
     print(common.table(table, COLUMNS))
     return 0
 

@@ -8,6 +8,7 @@ in a local checkout or under the test), then a parameter cell with `TINY = True`
 to bottom on a laptop CPU in a minute or two; `TINY = False` is the size meant for a GPU/TPU runtime.
 Notebooks call library functions only; the code they show is the API a user would call.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,12 +39,12 @@ if importlib.util.find_spec("prm_jax") is None:
     sys.path.insert(0, os.path.abspath("prm-jax"))  # editable installs are not seen until a restart
 '''
 
-LOCATE = '''\
+LOCATE = """\
 import pathlib, prm_jax
 ROOT = pathlib.Path(prm_jax.__file__).resolve().parents[1]  # the repository: experiments/ lives here
 import jax
 print("jax", jax.__version__, "backend", jax.default_backend(), "devices", jax.device_count())
-'''
+"""
 
 
 def _cells(spec):
@@ -71,23 +72,33 @@ def build(spec) -> nbformat.NotebookNode:
     return nb
 
 
-
 QUICKSTART = [
-    ("md", """
+    (
+        "md",
+        """
 # prm-jax quickstart: a process reward model on the arithmetic task
 
 Train a small BCE process reward model (PRM) on the synthetic arithmetic task, whose step labels are exact,
 then read its per-step scores on a correct solution and on one with an injected error.
 In a Colab GPU/TPU runtime set `TINY = False` for a bigger model and a longer run.
-"""),
+""",
+    ),
     ("code", INSTALL),
-    ("params", """
+    (
+        "params",
+        """
 TINY = True                      # tiny: a CPU runs this notebook in a minute or two
 WORKDIR = "runs/quickstart_bce"  # the training run (checkpoints, metrics.jsonl, TensorBoard events)
-"""),
+""",
+    ),
     ("code", LOCATE),
-    ("md", "## Train\nThe config is `experiments/arith_prm.py` (variant `bce,tiny` or `bce,small`); any key can be overridden."),
-    ("code", """
+    (
+        "md",
+        "## Train\nThe config is `experiments/arith_prm.py` (variant `bce,tiny` or `bce,small`); any key can be overridden.",
+    ),
+    (
+        "code",
+        """
 from prm_jax import config as config_lib, loop
 cfg = config_lib.load_config(str(ROOT / "experiments" / ("arith_prm.py:bce,tiny" if TINY else "arith_prm.py:bce,small")))
 if TINY:
@@ -96,16 +107,25 @@ if TINY:
                                      "--config.train.eval_batches=1"])
 final = loop.run(cfg, WORKDIR)
 {k: round(v, 4) for k, v in final.items() if isinstance(v, float)}
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 import matplotlib.pyplot as plt
 from prm_jax.metrics import read_jsonl
 rows = [r for r in read_jsonl(f"{WORKDIR}/metrics.jsonl") if "loss" in r]
 plt.figure(figsize=(5, 3)); plt.plot([r["step"] for r in rows], [r["loss"] for r in rows], "o-")
 plt.xlabel("step"); plt.ylabel("BCE loss"); plt.title("training loss"); plt.show()
-"""),
-    ("md", "## Per-step scores\nThe arithmetic task's verifier knows which step is wrong; the PRM's score is read at each step's closing marker."),
-    ("code", """
+""",
+    ),
+    (
+        "md",
+        "## Per-step scores\nThe arithmetic task's verifier knows which step is wrong; the PRM's score is read at each step's closing marker.",
+    ),
+    (
+        "code",
+        """
 import numpy as np
 from prm_jax import verifier, plots
 from prm_jax.data import arith
@@ -116,35 +136,50 @@ bad, kind = arith.solve(problem, np.random.default_rng(0), corrupt_at=1, kind="c
 scores = prm.step_scores([problem.text, problem.text], [gold, bad])
 for name, steps, sc in (("gold", gold, scores[0]), (f"corrupted ({kind})", bad, scores[1])):
     print(name, [round(float(x), 3) for x in sc], "exact:", arith.check_steps(problem, steps))
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 from IPython.display import Image, display
 png = plots.plot_step_scores(bad, scores[1], labels=[float(x) for x in arith.check_steps(problem, bad)],
                              path="step_scores.png", title=problem.text)
 display(Image(png))
-"""),
+""",
+    ),
 ]
 
 SEARCH = [
-    ("md", """
+    (
+        "md",
+        """
 # Reward-guided search: best-of-N, step-level beam search, PAV beam search
 
 A small policy samples arithmetic solutions; verifiers pick among them (best-of-N), or guide a beam search
 step by step (BCE-PRM ranking; PAV ranking by Q + alpha * A). Every method counts its generated tokens.
 Tiny mode trains everything for a few steps, so the numbers only show the plumbing; `TINY = False`
 trains the demo's sizes (`prm-jax demo` runs the full comparison and writes report.md).
-"""),
+""",
+    ),
     ("code", INSTALL),
-    ("params", """
+    (
+        "params",
+        """
 TINY = True
 WORKDIR = "runs/search_nb"
 N = 4 if TINY else 16          # samples per problem / beams
 PROBLEMS = 4 if TINY else 64
 ALPHA = 0.5                    # PAV: Q + alpha * A
-"""),
+""",
+    ),
     ("code", LOCATE),
-    ("md", "## Train a policy and two verifiers\nThe stage configs of `experiments/`: policy SFT, then a BCE-PRM and a PAV on MC-labelled data (tiny: the synthetic fixture)."),
-    ("code", """
+    (
+        "md",
+        "## Train a policy and two verifiers\nThe stage configs of `experiments/`: policy SFT, then a BCE-PRM and a PAV on MC-labelled data (tiny: the synthetic fixture).",
+    ),
+    (
+        "code",
+        """
 import os
 from prm_jax import config as config_lib, loop
 size = "tiny" if TINY else "demo"
@@ -156,8 +191,11 @@ fit(f"arith_policy_sft.py:{size}", "policy")
 policy_dir = os.path.join(WORKDIR, "policy")
 for name in ("bce", "pav"):
     fit(f"arith_verifier.py:{name},{size}", name, [f"--config.init.workdir={policy_dir}"])
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 import jax, numpy as np
 from prm_jax import loop, sampling, search, verifier
 from prm_jax.data import arith
@@ -172,9 +210,12 @@ task = arith.ArithConfig(min_steps=2, max_steps=3, max_result=199)
 rng_np = np.random.default_rng(7)
 problems = [arith.sample_problem(task, rng_np) for _ in range(PROBLEMS)]
 texts, gold = [p.text for p in problems], [p.answer for p in problems]
-"""),
+""",
+    ),
     ("md", "## Best-of-N against majority vote, and the two beam searches"),
-    ("code", """
+    (
+        "code",
+        """
 rng = jax.random.PRNGKey(0)
 sols = search.sample_solutions(policy, texts, N, jax.random.fold_in(rng, 0), max_new_tokens=128)
 search.score_solutions(bce, texts, sols)
@@ -192,8 +233,11 @@ for label, rank in (("beam (BCE)", search.last_step_ranker(bce)), ("PAV beam", s
     tokens[label] = float(np.mean([r.gen_tokens for r in out]))
 for k in results:
     print(f"{k:22s} accuracy {results[k]:.2f}   generated tokens/problem {tokens[k]:.0f}")
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(6, 3.5))
 for k in results:
@@ -201,29 +245,41 @@ for k in results:
 ax.set_xlabel("generated tokens per problem"); ax.set_ylabel("accuracy"); ax.set_ylim(-0.05, 1.05)
 ax.set_title(f"search at N = {N} ({PROBLEMS} problems)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
 fig.tight_layout(); fig.savefig("search_accuracy.png", dpi=110); plt.show()
-"""),
+""",
+    ),
 ]
 
 HF_CHECKPOINT = [
-    ("md", """
+    (
+        "md",
+        """
 # Score solutions with a Hugging Face checkpoint: ProcessBench-style evaluation
 
 Load a local Hugging Face folder (a Qwen2.5-Math-PRM-style model with a score head, or any Llama/Qwen2
 checkpoint saved by prm-jax), score step-wise solutions, predict the first wrong step, and compute
 ProcessBench's accuracy on erroneous and correct cases and their F1. In tiny mode the notebook first
 writes a random tiny checkpoint and a character tokenizer, so the numbers are chance level.
-"""),
+""",
+    ),
     ("code", INSTALL),
-    ("params", """
+    (
+        "params",
+        """
 TINY = True
 CHECKPOINT = "tiny_hf"           # TINY=False: your local HF folder (model + score_head.safetensors)
 DATA = None                      # TINY=False: a ProcessBench split file, e.g. "ProcessBench/gsm8k.json"
 MARKER = "\\n\\n"                # the step marker the PRM was trained with
 THRESHOLD = 0.5
-"""),
+""",
+    ),
     ("code", LOCATE),
-    ("md", "## A tiny random checkpoint (tiny mode only)\nA character-level tokenizer built locally and a random `tiny` model, saved with `prm_jax.hf.save_checkpoint`: nothing is downloaded."),
-    ("code", """
+    (
+        "md",
+        "## A tiny random checkpoint (tiny mode only)\nA character-level tokenizer built locally and a random `tiny` model, saved with `prm_jax.hf.save_checkpoint`: nothing is downloaded.",
+    ),
+    (
+        "code",
+        """
 if TINY:
     import string, jax
     from tokenizers import Tokenizer, Regex, models, pre_tokenizers
@@ -238,9 +294,12 @@ if TINY:
     cfg = model.ModelConfig.preset("tiny", vocab_size=len(vocab), max_seq_len=1024)
     hf.save_checkpoint(CHECKPOINT, cfg, model.init_params(cfg, jax.random.PRNGKey(0)))
     DATA = str(ROOT / "tests" / "fixtures" / "processbench_gsm8k.json")  # 3 real ProcessBench cases
-"""),
+""",
+    ),
     ("md", "## Load, score, evaluate"),
-    ("code", """
+    (
+        "code",
+        """
 import json, numpy as np
 from prm_jax import evaluate, hf
 from prm_jax.verifier import score_step_probs
@@ -257,8 +316,11 @@ metrics = evaluate.processbench_metrics(pred, labels)
 print(f"{len(cases)} cases, truncated {truncated}"); print(metrics)
 json.dump({"checkpoint": CHECKPOINT, "threshold": THRESHOLD, "metrics": metrics,
            "pred": pred.tolist(), "label": labels.tolist()}, open("processbench.json", "w"), indent=1)
-"""),
-    ("code", """
+""",
+    ),
+    (
+        "code",
+        """
 from IPython.display import Image, display
 from prm_jax import plots
 i = int(np.argmax(labels >= 0)) if (labels >= 0).any() else 0
@@ -266,7 +328,8 @@ truth = [None if labels[i] < 0 else float(t < labels[i]) for t in range(len(prob
 png = plots.plot_step_scores(cases[i].steps[:len(probs[i])], probs[i], labels=truth, path="case_steps.png",
                              threshold=THRESHOLD, title=f"case {cases[i].id}: first error {labels[i]}, predicted {pred[i]}")
 display(Image(png))
-"""),
+""",
+    ),
 ]
 
 NOTEBOOKS: dict[str, list] = {

@@ -17,6 +17,7 @@ Runs `prm_jax.demo.stage_labels` with these settings (a Python stage: `python -m
 
 Variants: demo, prover_temp (demo settings; its get_hyper sweeps the prover), tiny.
 """
+
 import os
 
 import ml_collections
@@ -30,12 +31,12 @@ def get_config(arg=None):
         raise ValueError(f"arith_mc_label.py: unknown variant {arg!r}; choose one of {VARIANTS}")
     c = ml_collections.ConfigDict()
     c.stage = "mc_label"
-    c.policy_workdir = "runs/arith/policy"    # experiments/arith_policy_sft.py output
-    c.settings = "full"                       # prm_jax.demo.SETTINGS entry the rest overrides
-    c.label_problems = 160                    # problems sampled from the arithmetic task (seed 1)
-    c.label_samples = 2                       # policy solutions per problem
-    c.k = 8                                   # MC rollouts per step prefix (Math-Shepherd N)
-    c.prover = "bok:4"                        # 'bok:K' | 'temperature:T' | 'same'
+    c.policy_workdir = "runs/arith/policy"  # experiments/arith_policy_sft.py output
+    c.settings = "full"  # prm_jax.demo.SETTINGS entry the rest overrides
+    c.label_problems = 160  # problems sampled from the arithmetic task (seed 1)
+    c.label_samples = 2  # policy solutions per problem
+    c.k = 8  # MC rollouts per step prefix (Math-Shepherd N)
+    c.prover = "bok:4"  # 'bok:K' | 'temperature:T' | 'same'
     if arg == "tiny":
         c.policy_workdir = "/tmp/arith_policy"
         c.settings = "quick"
@@ -64,8 +65,13 @@ def run(config, workdir):
     from prm_jax import demo
 
     _link(config.policy_workdir, os.path.join(workdir, "policy"))
-    s = dict(demo.SETTINGS[config.settings], label_problems=config.label_problems,
-             label_samples=config.label_samples, k=config.k, prover=config.prover)
+    s = dict(
+        demo.SETTINGS[config.settings],
+        label_problems=config.label_problems,
+        label_samples=config.label_samples,
+        k=config.k,
+        prover=config.prover,
+    )
     return demo.stage_labels(workdir, s, print)
 
 

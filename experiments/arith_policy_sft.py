@@ -11,6 +11,7 @@ prm_jax.demo.SFT_CORRUPT).
 
 Next: experiments/arith_mc_label.py reads `runs/arith/policy`. Variants: tiny, demo.
 """
+
 import ml_collections
 
 from prm_jax.demo import ARITH, SETTINGS, SFT_CORRUPT
@@ -29,16 +30,47 @@ def get_config(arg=None):
     c.objective = "sft"
     c.model = ml_collections.ConfigDict(SIZES[arg])
     c.loss = ml_collections.ConfigDict(dict(logprob_chunk=1024))
-    c.data = ml_collections.ConfigDict(dict(
-        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
-        source="arith", tokenizer="char", marker=None, pack=False, pair=False, shuffle=True, add_eos=True,
-        arith=ml_collections.ConfigDict(dict(ARITH, corrupt_prob=SFT_CORRUPT))))
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=3e-3, warmup=10, decay="constant", final_frac=0.1, clip=1.0, weight_decay=0.01,
-        b1=0.9, b2=0.95, accum_steps=1, head_only_steps=0))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=SETTINGS["full"]["policy_steps"], batch_size=SETTINGS["full"]["policy_batch"], seq_len=160,
-        max_steps=8, seed=0, log_every=10, ckpt_every=200, keep_ckpts=1, eval_every=200, eval_batches=2))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
+            source="arith",
+            tokenizer="char",
+            marker=None,
+            pack=False,
+            pair=False,
+            shuffle=True,
+            add_eos=True,
+            arith=ml_collections.ConfigDict(dict(ARITH, corrupt_prob=SFT_CORRUPT)),
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=3e-3,
+            warmup=10,
+            decay="constant",
+            final_frac=0.1,
+            clip=1.0,
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.95,
+            accum_steps=1,
+            head_only_steps=0,
+        )
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            steps=SETTINGS["full"]["policy_steps"],
+            batch_size=SETTINGS["full"]["policy_batch"],
+            seq_len=160,
+            max_steps=8,
+            seed=0,
+            log_every=10,
+            ckpt_every=200,
+            keep_ckpts=1,
+            eval_every=200,
+            eval_batches=2,
+        )
+    )
     c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1, fsdp=1, tensor=1), rules=None))
     c.init = ml_collections.ConfigDict(dict(hf_path=None, ref_hf_path=None, workdir=None, ref_workdir=None))
     if arg == "tiny":

@@ -30,12 +30,22 @@ The config layout every training config follows (`prm_jax/train.py`, `prm_jax/lo
   init        hf_path / workdir: initial params (HF folder or a previous run's latest checkpoint);
               ref_hf_path / ref_workdir: the implicit PRM's frozen reference (default: the initial params)
 """
+
 import ml_collections
 
 OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft")
 SIZES = {
-    "tiny": dict(preset="tiny", vocab_size=None, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2,
-                 head_dim=16, mlp_dim=128, max_seq_len=256),
+    "tiny": dict(
+        preset="tiny",
+        vocab_size=None,
+        d_model=64,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=16,
+        mlp_dim=128,
+        max_seq_len=256,
+    ),
     "small": dict(preset="small", vocab_size=None, max_seq_len=256),
     # Real-scale shapes for `prm-jax fit-check` only (their own vocabularies, bf16 compute, remat).
     "qwen7b": dict(preset="qwen2.5-math-7b", dtype="bfloat16", remat="full", max_seq_len=4096),
@@ -47,22 +57,55 @@ def get_config(arg=None):
     objective, _, size = (arg or "bce,tiny").partition(",")
     size = size or "tiny"
     if objective not in OBJECTIVES or size not in SIZES:
-        raise ValueError(f"arith_prm.py: bad variant {arg!r}; use OBJECTIVE[,SIZE] with OBJECTIVE in "
-                         f"{OBJECTIVES} and SIZE in {tuple(SIZES)}")
+        raise ValueError(
+            f"arith_prm.py: bad variant {arg!r}; use OBJECTIVE[,SIZE] with OBJECTIVE in "
+            f"{OBJECTIVES} and SIZE in {tuple(SIZES)}"
+        )
     c = ml_collections.ConfigDict()
     c.objective = objective
     c.model = ml_collections.ConfigDict(SIZES[size])
     c.loss = ml_collections.ConfigDict(dict(beta=0.05, pav_mode="bce", logprob_chunk=1024))
-    c.data = ml_collections.ConfigDict(dict(
-        eval_frac=0.0,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
-        source="arith", tokenizer="char", marker=None, pack=False, pair=objective == "implicit_dpo",
-        shuffle=True, oracle_q=objective == "pav", arith=ml_collections.ConfigDict(dict(corrupt_prob=0.5))))
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=3e-3, warmup=10, decay="cosine", final_frac=0.1, clip=1.0, weight_decay=0.01,
-        b1=0.9, b2=0.95, accum_steps=1, head_only_steps=0))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=60, batch_size=16, seq_len=192, max_steps=8, seed=0, log_every=1, ckpt_every=30,
-        keep_ckpts=2, eval_every=0, eval_batches=2))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            eval_frac=0.0,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
+            source="arith",
+            tokenizer="char",
+            marker=None,
+            pack=False,
+            pair=objective == "implicit_dpo",
+            shuffle=True,
+            oracle_q=objective == "pav",
+            arith=ml_collections.ConfigDict(dict(corrupt_prob=0.5)),
+        )
+    )
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=3e-3,
+            warmup=10,
+            decay="cosine",
+            final_frac=0.1,
+            clip=1.0,
+            weight_decay=0.01,
+            b1=0.9,
+            b2=0.95,
+            accum_steps=1,
+            head_only_steps=0,
+        )
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            steps=60,
+            batch_size=16,
+            seq_len=192,
+            max_steps=8,
+            seed=0,
+            log_every=1,
+            ckpt_every=30,
+            keep_ckpts=2,
+            eval_every=0,
+            eval_batches=2,
+        )
+    )
     c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1, fsdp=1, tensor=1), rules=None))
     c.init = ml_collections.ConfigDict(dict(hf_path=None, ref_hf_path=None, workdir=None, ref_workdir=None))
     if objective in ("implicit_ce", "implicit_dpo"):

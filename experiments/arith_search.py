@@ -18,6 +18,7 @@ are counted so that methods compare at equal compute. Runs `prm_jax.demo.stage_e
 `labels` is arith_mc_label.py's labels/ folder (default RUNS/labels).
 Variants: demo, pav_alpha, agg, tiny.
 """
+
 import json
 import os
 
@@ -33,15 +34,15 @@ def get_config(arg=None):
         raise ValueError(f"arith_search.py: unknown variant {arg!r}; choose one of {VARIANTS}")
     c = ml_collections.ConfigDict()
     c.stage = "search"
-    c.runs = "runs/arith"                     # policy/, bce/, orm/, pav/, implicit/ inside
-    c.settings = "full"                       # prm_jax.demo.SETTINGS entry the rest overrides
+    c.runs = "runs/arith"  # policy/, bce/, orm/, pav/, implicit/ inside
+    c.settings = "full"  # prm_jax.demo.SETTINGS entry the rest overrides
     c.eval_problems = 64
-    c.n = 16                                  # samples per problem (best-of-N) and beams
-    c.beam_width = 4                          # next steps sampled per kept beam
-    c.alpha = 0.5                             # PAV: rank by Q + alpha * A
-    c.agg = "min"                             # best-of-N aggregation read into final.json
-    c.shared_eval = ""                        # a folder whose eval.json is reused (agg sweep)
-    c.labels = ""                             # arith_mc_label's labels/ (held-out val.jsonl); "" = RUNS/labels
+    c.n = 16  # samples per problem (best-of-N) and beams
+    c.beam_width = 4  # next steps sampled per kept beam
+    c.alpha = 0.5  # PAV: rank by Q + alpha * A
+    c.agg = "min"  # best-of-N aggregation read into final.json
+    c.shared_eval = ""  # a folder whose eval.json is reused (agg sweep)
+    c.labels = ""  # arith_mc_label's labels/ (held-out val.jsonl); "" = RUNS/labels
     if arg == "agg":
         c.shared_eval = "runs/arith/search_shared"
     if arg == "tiny":
@@ -75,8 +76,13 @@ def run(config, workdir):
         _link(os.path.join(config.runs, name), os.path.join(where, name))
     # labels/: the held-out labelled split that stage_eval's validation table reads.
     _link(config.labels or os.path.join(config.runs, "labels"), os.path.join(where, "labels"))
-    s = dict(demo.SETTINGS[config.settings], eval_problems=config.eval_problems, n=config.n,
-             beam_width=config.beam_width, alpha=config.alpha)
+    s = dict(
+        demo.SETTINGS[config.settings],
+        eval_problems=config.eval_problems,
+        n=config.n,
+        beam_width=config.beam_width,
+        alpha=config.alpha,
+    )
     res = demo.stage_eval(where, s, print)
     if config.shared_eval:
         with open(os.path.join(workdir, "eval_source.json"), "w") as f:

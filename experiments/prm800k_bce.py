@@ -22,6 +22,7 @@ then `--config.data.source=tfds --config.data.format=prm800k --config.data.path=
 (note: the neutral / after-first-error settings are then those given to `prepare`).
 `init.hf_path` is one reference shared with `data.tokenizer`: overriding it moves both.
 """
+
 from pathlib import Path
 
 import ml_collections
@@ -42,36 +43,80 @@ def get_config(arg=None):
         raise ValueError(f"prm800k_bce.py: unknown variant {arg!r}; choose v5p64, h100x8 or tiny")
     c = ml_collections.ConfigDict()
     c.objective = "bce"
-    c.model = ml_collections.ConfigDict(dict(
-        preset="qwen2.5-math-7b", attention_impl="xla", dtype="bfloat16", param_dtype="float32", remat="full",
-        scan_layers=True, n_layers=None, max_seq_len=4096, score_head=True))
+    c.model = ml_collections.ConfigDict(
+        dict(
+            preset="qwen2.5-math-7b",
+            attention_impl="xla",
+            dtype="bfloat16",
+            param_dtype="float32",
+            remat="full",
+            scan_layers=True,
+            n_layers=None,
+            max_seq_len=4096,
+            score_head=True,
+        )
+    )
     tiny = arg == "tiny"
     ckpt = ml_collections.FieldReference(None if tiny else "/path/to/Qwen2.5-Math-7B", field_type=str)
     c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, workdir=None))
-    c.data = ml_collections.ConfigDict(dict(
-        eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
-        source="prm800k", path="/path/to/prm800k/phase2_train.jsonl", format=None, split="train",
-        tokenizer="char" if tiny else ckpt,  # the checkpoint's own tokenizer
-        marker="\n\n", chat_template=None,
-        neutral="positive", after_first_error="drop",
-        pack=True, shuffle=True, repeat=True, skip_bad=False))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
+            source="prm800k",
+            path="/path/to/prm800k/phase2_train.jsonl",
+            format=None,
+            split="train",
+            tokenizer="char" if tiny else ckpt,  # the checkpoint's own tokenizer
+            marker="\n\n",
+            chat_template=None,
+            neutral="positive",
+            after_first_error="drop",
+            pack=True,
+            shuffle=True,
+            repeat=True,
+            skip_bad=False,
+        )
+    )
     c.loss = ml_collections.ConfigDict(dict(logprob_chunk=1024))
-    c.optim = ml_collections.ConfigDict(dict(
-        lr=1e-6, warmup=50, decay="cosine", final_frac=0.1, clip=1.0, weight_decay=0.0,
-        b1=0.9, b2=0.95, accum_steps=1, head_only_steps=0))
-    c.train = ml_collections.ConfigDict(dict(
-        steps=2000, batch_size=64, seq_len=4096, max_steps=64, seed=0,
-        ckpt_every=200, keep_ckpts=3, eval_every=200, eval_batches=8, log_every=10))
+    c.optim = ml_collections.ConfigDict(
+        dict(
+            lr=1e-6,
+            warmup=50,
+            decay="cosine",
+            final_frac=0.1,
+            clip=1.0,
+            weight_decay=0.0,
+            b1=0.9,
+            b2=0.95,
+            accum_steps=1,
+            head_only_steps=0,
+        )
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            steps=2000,
+            batch_size=64,
+            seq_len=4096,
+            max_steps=64,
+            seed=0,
+            ckpt_every=200,
+            keep_ckpts=3,
+            eval_every=200,
+            eval_batches=8,
+            log_every=10,
+        )
+    )
     c.mesh = ml_collections.ConfigDict(dict(shape=MESHES.get(arg, dict(data=-1)), rules=None))
     if arg == "h100x8":
         c.model.attention_impl = "cudnn"
-        c.optim.accum_steps = 4         # 16 sequences of 4096 per micro-step over 8 GPUs
+        c.optim.accum_steps = 4  # 16 sequences of 4096 per micro-step over 8 GPUs
     if tiny:
         c.model = ml_collections.ConfigDict(dict(preset="tiny", vocab_size=None, max_seq_len=512))
         c.data.path = str(FIXTURES / "prm800k_raw.jsonl")
         c.data.marker = "<step>"
-        c.train.update(steps=30, batch_size=4, seq_len=512, max_steps=24, ckpt_every=0, eval_every=30,
-                       eval_batches=1, log_every=1)
+        c.train.update(
+            steps=30, batch_size=4, seq_len=512, max_steps=24, ckpt_every=0, eval_every=30, eval_batches=1, log_every=1
+        )
         c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=3e-3, warmup=3)
     return c
@@ -79,5 +124,6 @@ def get_config(arg=None):
 
 def get_hyper(h):
     """The two label-setting ablations of PAPERS.md: neutral rating, and steps after the first error."""
-    return h.product([h.sweep("data.neutral", ["positive", "negative"]),
-                      h.sweep("data.after_first_error", ["drop", "keep"])])
+    return h.product(
+        [h.sweep("data.neutral", ["positive", "negative"]), h.sweep("data.after_first_error", ["drop", "keep"])]
+    )

@@ -17,6 +17,7 @@ The marker must be the one the PRM was trained with ("\n\n" for the prm800k_bce.
 Variants: prm, prm_pick, tiny. `get_hyper` (a sweep without --once) compares the default threshold 0.5
 with the threshold picked on GSM8K. `--once` runs the config as it is, in WORKDIR itself.
 """
+
 from pathlib import Path
 
 import ml_collections
@@ -34,12 +35,12 @@ def get_config(arg=None):
         raise ValueError(f"processbench_eval.py: unknown variant {arg!r}; choose one of {VARIANTS}")
     c = ml_collections.ConfigDict()
     c.stage = "processbench_eval"
-    c.checkpoint = "/path/to/prm_hf_checkpoint"   # local folder (export gs:// runs with export_hf first)
-    c.tokenizer = None                            # None: the checkpoint's own
-    c.data_dir = "/path/to/ProcessBench"          # holds gsm8k.json, math.json, olympiadbench.json, omnimath.json
+    c.checkpoint = "/path/to/prm_hf_checkpoint"  # local folder (export gs:// runs with export_hf first)
+    c.tokenizer = None  # None: the checkpoint's own
+    c.data_dir = "/path/to/ProcessBench"  # holds gsm8k.json, math.json, olympiadbench.json, omnimath.json
     c.splits = ",".join(SPLITS)
     c.threshold = 0.5
-    c.pick_threshold_on = None                    # a split name: choose the threshold there, reuse it
+    c.pick_threshold_on = None  # a split name: choose the threshold there, reuse it
     c.marker = "\n\n"
     c.chat_template = None
     c.batch_size = 8
@@ -59,9 +60,22 @@ def get_config(arg=None):
 def command(config, workdir):
     """Returns the `prm-jax` arguments that run this config, writing WORKDIR/processbench.json."""
     data = [str(Path(config.data_dir) / f"{s}.json") for s in config.splits.split(",") if s]
-    args = ["evaluate", "processbench", "--checkpoint", config.checkpoint, "--data", *data,
-            "--marker", config.marker, "--batch-size", str(config.batch_size), "--max-len", str(config.max_len),
-            "--output", str(Path(workdir) / "processbench.json")]
+    args = [
+        "evaluate",
+        "processbench",
+        "--checkpoint",
+        config.checkpoint,
+        "--data",
+        *data,
+        "--marker",
+        config.marker,
+        "--batch-size",
+        str(config.batch_size),
+        "--max-len",
+        str(config.max_len),
+        "--output",
+        str(Path(workdir) / "processbench.json"),
+    ]
     if config.pick_threshold_on:
         args += ["--pick-threshold-on", config.pick_threshold_on]
     else:

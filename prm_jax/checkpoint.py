@@ -9,6 +9,7 @@ to match its fingerprint (or holds a non-finite value) is skipped with a warning
 next older one is tried; a resuming run moves the skipped ones to `WORKDIR/ckpt_corrupt/<step>`. Half-written `*.orbax-checkpoint-tmp*`
 folders of an interrupted save are removed when the checkpointer opens.
 """
+
 from __future__ import annotations
 
 import base64
@@ -42,8 +43,9 @@ def _bits(x):
 def _fingerprint(tree):
     """Returns ({leaf: uint32 sum of its bits (mod 2^32)}, all float leaves finite)."""
     sums = jax.tree_util.tree_map(lambda x: jnp.sum(_bits(x), dtype=jnp.uint32), tree)
-    finite = [jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)
-              if jnp.issubdtype(x.dtype, jnp.floating)]
+    finite = [
+        jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)
+    ]
     return sums, jnp.all(jnp.stack(finite)) if finite else jnp.bool_(True)
 
 
@@ -76,11 +78,12 @@ class Checkpointer:
         self.quarantine = os.path.abspath(os.path.join(workdir, "ckpt_corrupt"))
         if os.path.isdir(self.directory) and jax.process_index() == 0:
             for name in os.listdir(self.directory):
-                if ".orbax-checkpoint-tmp" in name:   # a save that a kill interrupted
+                if ".orbax-checkpoint-tmp" in name:  # a save that a kill interrupted
                     log.warning("removing the half-written checkpoint %s", os.path.join(self.directory, name))
                     shutil.rmtree(os.path.join(self.directory, name), ignore_errors=True)
-        options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                               enable_async_checkpointing=async_save)
+        options = ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, enable_async_checkpointing=async_save
+        )
         self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=ITEMS)
 
     def latest_step(self) -> int | None:
@@ -92,11 +95,16 @@ class Checkpointer:
         sums, finite = fingerprint(state)
         if not finite:
             raise FloatingPointError(f"refusing to save step {step}: the state holds NaN or inf")
-        self.manager.save(int(step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(_encode_data_state(data_state)),
-            config=ocp.args.JsonSave(config_dict),
-            check=ocp.args.JsonSave({"bit_sums": sums})), force=True)
+        self.manager.save(
+            int(step),
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state),
+                data=ocp.args.JsonSave(_encode_data_state(data_state)),
+                config=ocp.args.JsonSave(config_dict),
+                check=ocp.args.JsonSave({"bit_sums": sums}),
+            ),
+            force=True,
+        )
 
     def _candidates(self, step: int | None) -> list[int]:
         steps = sorted(self.manager.all_steps(), reverse=True) if step is None else [int(step)]
@@ -113,8 +121,9 @@ class Checkpointer:
             shutil.move(src, dst)
             log.warning("moved the unusable checkpoint %s to %s", src, dst)
 
-    def restore(self, abstract_state: Any, step: int | None = None, *,
-                set_aside: bool = False) -> tuple[Any, Any, dict]:
+    def restore(
+        self, abstract_state: Any, step: int | None = None, *, set_aside: bool = False
+    ) -> tuple[Any, Any, dict]:
         """Returns (state, data_state, config_dict) of `step` (default: the newest valid one).
 
         `abstract_state` is a pytree of jax.ShapeDtypeStruct carrying `.sharding`. Without `step`, a
@@ -125,9 +134,14 @@ class Checkpointer:
         errors, skipped = [], []
         for cand in self._candidates(step):
             try:
-                out = self.manager.restore(cand, args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(abstract_state),
-                    data=ocp.args.JsonRestore(), config=ocp.args.JsonRestore()))
+                out = self.manager.restore(
+                    cand,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardRestore(abstract_state),
+                        data=ocp.args.JsonRestore(),
+                        config=ocp.args.JsonRestore(),
+                    ),
+                )
                 sums, finite = fingerprint(out["state"])
                 saved = self._saved_sums(cand)
                 if not finite:
@@ -139,10 +153,12 @@ class Checkpointer:
                 why = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                 errors.append(f"step {cand}: {why}")
                 if step is not None:
-                    raise CorruptCheckpointError(f"checkpoint {os.path.join(self.directory, str(cand))} "
-                                                 f"cannot be restored: {why}") from e
-                log.warning("checkpoint %s is unusable (%s); trying an older one",
-                            os.path.join(self.directory, str(cand)), why)
+                    raise CorruptCheckpointError(
+                        f"checkpoint {os.path.join(self.directory, str(cand))} cannot be restored: {why}"
+                    ) from e
+                log.warning(
+                    "checkpoint %s is unusable (%s); trying an older one", os.path.join(self.directory, str(cand)), why
+                )
                 skipped.append(cand)
                 continue
             if set_aside and skipped:
@@ -154,7 +170,7 @@ class Checkpointer:
 
     def _saved_sums(self, step: int) -> list[int] | None:
         if not os.path.isdir(os.path.join(self.directory, str(step), "check")):
-            return None               # saved before fingerprints existed
+            return None  # saved before fingerprints existed
         check = self.manager.restore(step, args=ocp.args.Composite(check=ocp.args.JsonRestore()))["check"]
         return [int(x) for x in check["bit_sums"]]
 
@@ -167,8 +183,9 @@ class Checkpointer:
             except Exception as e:
                 errors.append(f"step {cand}: {type(e).__name__}: {e}")
                 if step is not None:
-                    raise CorruptCheckpointError(f"config of checkpoint {os.path.join(self.directory, str(cand))} "
-                                                 f"cannot be read: {e}") from e
+                    raise CorruptCheckpointError(
+                        f"config of checkpoint {os.path.join(self.directory, str(cand))} cannot be read: {e}"
+                    ) from e
         raise CorruptCheckpointError(f"no readable checkpoint config under {self.directory}: " + "; ".join(errors))
 
     def close(self) -> None:

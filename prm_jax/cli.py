@@ -3,6 +3,7 @@
 Each subcommand lives in `prm_jax/commands/<name>.py` and exposes `add_arguments(parser)` and
 `run(args) -> int`. Modules are imported lazily so that `prm-jax info` does not pay for the data stack.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,8 +25,9 @@ COMMANDS = {
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Returns the top-level parser; only the chosen subcommand's module is imported."""
-    parser = argparse.ArgumentParser(prog="prm-jax", description=__doc__.splitlines()[0],
-                                     epilog="--debug (anywhere): show the traceback of an error")
+    parser = argparse.ArgumentParser(
+        prog="prm-jax", description=__doc__.splitlines()[0], epilog="--debug (anywhere): show the traceback of an error"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():

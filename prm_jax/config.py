@@ -3,6 +3,7 @@
 An experiment file is a Python module with `get_config(arg) -> ml_collections.ConfigDict`
 (see `experiments/arith_prm.py` for the layout every training config follows).
 """
+
 from __future__ import annotations
 
 import ast
@@ -69,13 +70,15 @@ def apply_overrides(config, overrides: Sequence[str]):
         text = item[2:] if item.startswith("--") else item
         if not text.startswith("config.") or "=" not in text:
             raise ValueError(f"override {item!r} must look like --config.key=value")
-        key, _, raw = text[len("config."):].partition("=")
+        key, _, raw = text[len("config.") :].partition("=")
         parts = key.split(".")
         node = config
         for i, part in enumerate(parts[:-1]):
             if part not in node:
-                raise KeyError(f"override {item!r}: config has no key {'.'.join(parts[:i + 1])!r}"
-                               f"{_nearest(part, node, parts[:i])}")
+                raise KeyError(
+                    f"override {item!r}: config has no key {'.'.join(parts[: i + 1])!r}"
+                    f"{_nearest(part, node, parts[:i])}"
+                )
             node = node[part]
         last = parts[-1]
         if last not in node and parts[0] not in OPEN_SECTIONS:
@@ -89,8 +92,9 @@ def apply_overrides(config, overrides: Sequence[str]):
         try:
             node[last] = value
         except TypeError as e:
-            raise TypeError(f"override {item!r}: {value!r} does not fit the type of the current "
-                            f"value {old!r} ({e})") from None
+            raise TypeError(
+                f"override {item!r}: {value!r} does not fit the type of the current value {old!r} ({e})"
+            ) from None
     return config
 
 

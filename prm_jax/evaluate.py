@@ -4,6 +4,7 @@ confidence intervals, step AUROC, and answer extraction / grading.
 Nothing here imports jax, tfds or grain; `math_verify` is imported only when MATH / GSM8K answers are
 graded.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,6 +24,7 @@ ANSWER_KINDS = ("math", "gsm8k", "arith")
 
 
 # ---------------------------------------------------------------------------------------- ProcessBench
+
 
 def _f1(a: float, b: float) -> float:
     return 0.0 if a + b == 0 else 2 * a * b / (a + b)
@@ -45,8 +47,14 @@ def processbench_metrics(pred_first_error, label) -> dict:
     acc_err = float(np.mean(pred[err] == lab[err])) if err.any() else float("nan")
     acc_ok = float(np.mean(pred[ok] == -1)) if ok.any() else float("nan")
     f1 = _f1(acc_err, acc_ok) if err.any() and ok.any() else 0.0
-    return {"acc_erroneous": acc_err, "acc_correct": acc_ok, "f1": f1, "n": int(lab.size),
-            "n_erroneous": int(err.sum()), "n_correct": int(ok.sum())}
+    return {
+        "acc_erroneous": acc_err,
+        "acc_correct": acc_ok,
+        "f1": f1,
+        "n": int(lab.size),
+        "n_erroneous": int(err.sum()),
+        "n_correct": int(ok.sum()),
+    }
 
 
 def processbench_summary(per_split: dict) -> dict:
@@ -59,6 +67,7 @@ def processbench_summary(per_split: dict) -> dict:
     """
     out = {name: processbench_metrics(p, l) for name, (p, l) in per_split.items()}
     if out:
+
         def mean(k):  # an accuracy undefined on every split stays NaN (written as null), without a warning
             vals = [m[k] for m in out.values() if not np.isnan(m[k])]
             return float(np.mean(vals)) if vals else float("nan")
@@ -71,8 +80,10 @@ def processbench_summary(per_split: dict) -> dict:
 def _check_probs(step_probs_list: Sequence) -> None:
     bad = [i for i, p in enumerate(step_probs_list) if not np.all(np.isfinite(np.asarray(p, np.float64)))]
     if bad:
-        raise ValueError(f"{len(bad)} of {len(step_probs_list)} solutions have NaN or infinite step "
-                         f"probabilities (first: solution {bad[0]}); a NaN is never a prediction")
+        raise ValueError(
+            f"{len(bad)} of {len(step_probs_list)} solutions have NaN or infinite step "
+            f"probabilities (first: solution {bad[0]}); a NaN is never a prediction"
+        )
 
 
 def processbench_subset(records: Sequence, limit: int, seed: int = 0) -> list:
@@ -155,12 +166,15 @@ def pick_threshold(step_probs_list: Sequence, labels) -> float:
     limit): a label beyond the scored steps is reached by padding them as confident 'correct' (1.0),
     since a step that was never scored can never be predicted wrong."""
     labels = np.asarray(labels, np.int64).ravel()
-    padded = [np.pad(np.asarray(p, np.float64), (0, max(0, max(int(k) + 1, 1) - len(p))), constant_values=1.0)
-              for p, k in zip(step_probs_list, labels)]
+    padded = [
+        np.pad(np.asarray(p, np.float64), (0, max(0, max(int(k) + 1, 1) - len(p))), constant_values=1.0)
+        for p, k in zip(step_probs_list, labels)
+    ]
     return best_threshold(padded, labels)
 
 
 # ------------------------------------------------------------------------------------- best-of-N
+
 
 class Curve(NamedTuple):
     """Accuracy against N: point estimate and a bootstrap confidence interval, per N."""
@@ -171,8 +185,16 @@ class Curve(NamedTuple):
     hi: np.ndarray
 
 
-def best_of_n_curve(scores_PxM, correct_PxM, answers_PxM=None, ns=None, method: str = "argmax",
-                    n_boot: int = 200, seed: int = 0, ci: float = 0.95) -> Curve:
+def best_of_n_curve(
+    scores_PxM,
+    correct_PxM,
+    answers_PxM=None,
+    ns=None,
+    method: str = "argmax",
+    n_boot: int = 200,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> Curve:
     """Returns Curve(ns, acc, lo, hi): best-of-N accuracy with bootstrap confidence intervals.
 
     From a pool of M candidates per problem, each replicate draws a subset of N (without replacement)
@@ -204,7 +226,7 @@ def best_of_n_curve(scores_PxM, correct_PxM, answers_PxM=None, ns=None, method: 
         ids = selection.answer_ids(answers_PxM)
         if ids.shape != (P, M):
             raise ValueError(f"answers shape {ids.shape} != correct shape {(P, M)}")
-    ns = np.asarray([2 ** i for i in range(int(np.log2(M)) + 1)] if ns is None else ns, np.int64)
+    ns = np.asarray([2**i for i in range(int(np.log2(M)) + 1)] if ns is None else ns, np.int64)
     if np.any(ns < 1) or np.any(ns > M):
         raise ValueError(f"every N must be in [1, {M}], got {ns.tolist()}")
     rng = np.random.default_rng(seed)
@@ -222,6 +244,7 @@ def best_of_n_curve(scores_PxM, correct_PxM, answers_PxM=None, ns=None, method: 
 
 
 # ------------------------------------------------------------------------------------------ AUROC
+
 
 def step_auroc(scores, labels, mask=None) -> float:
     """Returns the AUROC of step scores against binary step labels (>= 0.5 positive) over mask.

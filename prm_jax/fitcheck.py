@@ -5,6 +5,7 @@ and `jax.jit(...).lower(...).compile()` yields the per-device memory analysis of
 program (arguments, outputs, temporaries; donated state aliases its outputs) and its cost analysis.
 Run it with N simulated CPU devices (`prm-jax fit-check --devices N` sets that up).
 """
+
 from __future__ import annotations
 
 import time
@@ -16,13 +17,21 @@ import numpy as np
 from prm_jax import objectives, train
 from prm_jax.config import get
 
-GIB = 1024 ** 3
+GIB = 1024**3
 
 _KEY_SPECS = {  # key -> (per-row shape in terms of L / T, dtype)
-    "tokens": ("L", jnp.int32), "segment_ids": ("L", jnp.int32), "positions": ("L", jnp.int32),
-    "step_ids": ("L", jnp.int32), "response_mask": ("L", jnp.bool_), "step_pos": ("T", jnp.int32),
-    "step_labels": ("T", jnp.float32), "step_mask": ("T", jnp.bool_), "q_targets": ("T", jnp.float32),
-    "outcome": ("", jnp.float32), "outcome_mask": ("", jnp.bool_), "v0": ("", jnp.float32),
+    "tokens": ("L", jnp.int32),
+    "segment_ids": ("L", jnp.int32),
+    "positions": ("L", jnp.int32),
+    "step_ids": ("L", jnp.int32),
+    "response_mask": ("L", jnp.bool_),
+    "step_pos": ("T", jnp.int32),
+    "step_labels": ("T", jnp.float32),
+    "step_mask": ("T", jnp.bool_),
+    "q_targets": ("T", jnp.float32),
+    "outcome": ("", jnp.float32),
+    "outcome_mask": ("", jnp.bool_),
+    "v0": ("", jnp.float32),
 }
 
 
@@ -33,7 +42,7 @@ def abstract_batch(objective: str, batch_size: int, seq_len: int, max_steps: int
         keys += ["rejected_segment_ids", "rejected_positions"]
     out = {}
     for k in dict.fromkeys(keys):
-        base = k[len("rejected_"):] if k.startswith("rejected_") else k
+        base = k[len("rejected_") :] if k.startswith("rejected_") else k
         dim, dtype = _KEY_SPECS[base]
         shape = (batch_size,) + ({"L": (seq_len,), "T": (max_steps,), "": ()}[dim])
         out[k] = jax.ShapeDtypeStruct(shape, dtype)
@@ -70,13 +79,20 @@ def fit_check(config, *, hbm_gb=(16.0, 80.0), vocab_size: int | None = None) -> 
         "params": n_params,
         "devices": jax.device_count(),
         "mesh": dict(s.mesh.shape),
-        "batch_size": int(t.batch_size), "seq_len": int(t.seq_len),
+        "batch_size": int(t.batch_size),
+        "seq_len": int(t.seq_len),
         "accum_steps": int(get(config, "optim.accum_steps", 1)),
-        "remat": s.model_cfg.remat, "dtype": s.model_cfg.dtype,
-        "argument_bytes": arg, "output_bytes": out, "alias_bytes": alias, "temp_bytes": temp,
-        "code_bytes": code, "total_bytes": total,
+        "remat": s.model_cfg.remat,
+        "dtype": s.model_cfg.dtype,
+        "argument_bytes": arg,
+        "output_bytes": out,
+        "alias_bytes": alias,
+        "temp_bytes": temp,
+        "code_bytes": code,
+        "total_bytes": total,
         "flops_per_device": float(cost.get("flops", float("nan"))) if cost else float("nan"),
-        "lower_s": t1 - t0, "compile_s": t2 - t1,
+        "lower_s": t1 - t0,
+        "compile_s": t2 - t1,
     }
     result["flops_per_step"] = result["flops_per_device"] * result["devices"]
     result["model_flops_per_step"] = model_flops(s.model_cfg, config.objective, int(t.batch_size), int(t.seq_len))
@@ -91,8 +107,15 @@ def model_flops(cfg, objective: str, batch_size: int, seq_len: int) -> float:
 
     XLA's cost analysis counts a scanned layer stack once, so this is the number to compare with it.
     """
-    d, f, h, kv, hd, n_l, v = (cfg.d_model, cfg.mlp_dim, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim,
-                               cfg.n_layers, cfg.vocab_size)
+    d, f, h, kv, hd, n_l, v = (
+        cfg.d_model,
+        cfg.mlp_dim,
+        cfg.n_heads,
+        cfg.n_kv_heads,
+        cfg.head_dim,
+        cfg.n_layers,
+        cfg.vocab_size,
+    )
     per_layer = d * hd * (2 * h + 2 * kv) + 3 * d * f
     lm = d * v if objective not in ("bce", "orm", "pav") else d
     n = n_l * per_layer + lm

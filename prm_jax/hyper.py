@@ -11,6 +11,7 @@ An experiment file may define, beside `get_config(arg)`:
 `h` is this module. Keys are dotted config paths (a leading `config.` is accepted and dropped), values
 are plain Python values; `prm-jax sweep` turns each point into `--config.KEY=VALUE` overrides.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,7 +24,7 @@ def _key(name: str) -> str:
     """Returns the dotted key without a leading `config.`; rejects empty keys."""
     if not isinstance(name, str) or not name.strip(". "):
         raise ValueError(f"sweep key must be a non-empty dotted name, got {name!r}")
-    return name[len("config."):] if name.startswith("config.") else name
+    return name[len("config.") :] if name.startswith("config.") else name
 
 
 def fixed(name: str, value: Any) -> list[Point]:
@@ -64,8 +65,6 @@ def zipit(sweeps: Sequence[list[Point]]) -> list[Point]:
     if len(lengths) > 1:
         raise ValueError(f"zip of sweeps with different lengths {sorted(lengths)}")
     return [_merge(combo) for combo in zip(*sweeps)]
-
-
 
 
 def chain(sweeps: Sequence[list[Point]]) -> list[Point]:

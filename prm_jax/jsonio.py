@@ -3,6 +3,7 @@
 Python's `json` writes a non-finite float as a bare `NaN` / `Infinity`, which strict parsers
 (JavaScript, jq, Go, Rust's serde) reject; here a NaN or infinite number is written as null.
 """
+
 from __future__ import annotations
 
 import json

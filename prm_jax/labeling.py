@@ -13,6 +13,7 @@ rollout of a call into one sampler request.
   the prover's Q^mu / V^mu: `bok:K` (analytic 1 - (1 - Q^pi)^K), `temperature:T` (the policy sampled at
   temperature T), or a separate policy object (`prover_policy`, e.g. another checkpoint).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,6 +30,7 @@ from prm_jax import targets
 @dataclasses.dataclass
 class Labelled:
     """One solution with its MC labels; the JSON form is the generic step-wise jsonl line."""
+
     problem: str
     steps: list[str]
     correct: bool
@@ -41,37 +43,72 @@ class Labelled:
 
     def to_json(self) -> dict:
         """Returns the step-wise jsonl object (`prompt`, `completions`, `labels` = soft MC, ...)."""
-        return {"prompt": self.problem, "completions": self.steps, "labels": self.soft,
-                "hard_labels": self.hard, "q": self.q, "v0": self.v0, "correct": bool(self.correct),
-                "answer": self.answer, "meta": self.meta}
+        return {
+            "prompt": self.problem,
+            "completions": self.steps,
+            "labels": self.soft,
+            "hard_labels": self.hard,
+            "q": self.q,
+            "v0": self.v0,
+            "correct": bool(self.correct),
+            "answer": self.answer,
+            "meta": self.meta,
+        }
 
 
-def rollout_success(policy, grade: Callable, problems: Sequence[str], prefixes: Sequence[list[str]],
-                    k: int, rng, *, temperature: float = 1.0, max_new_tokens: int = 256,
-                    desc: str | None = None) -> np.ndarray:
+def rollout_success(
+    policy,
+    grade: Callable,
+    problems: Sequence[str],
+    prefixes: Sequence[list[str]],
+    k: int,
+    rng,
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    desc: str | None = None,
+) -> np.ndarray:
     """Returns success_NxK (bool): whether each of k rollouts from each (problem, prefix) is correct."""
     n = len(problems)
     if n == 0:
         return np.zeros((0, k), bool)
     flat_p = [p for p in problems for _ in range(k)]
     flat_s = [list(s) for s in prefixes for _ in range(k)]
-    conts = policy.continue_from(flat_p, flat_s, rng, mode="full", temperature=temperature,
-                                 max_new_tokens=max_new_tokens, desc=desc)
+    conts = policy.continue_from(
+        flat_p, flat_s, rng, mode="full", temperature=temperature, max_new_tokens=max_new_tokens, desc=desc
+    )
     ok = [c.ended and grade(p, s + c.steps) for p, s, c in zip(flat_p, flat_s, conts)]
     return np.asarray(ok, bool).reshape(n, k)
 
 
-def mc_values(policy, grade, items: Sequence[tuple[str, list[str], bool]], k: int, rng, *,
-              temperature: float = 1.0, max_new_tokens: int = 256, desc: str = "MC rollouts"):
+def mc_values(
+    policy,
+    grade,
+    items: Sequence[tuple[str, list[str], bool]],
+    k: int,
+    rng,
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+    desc: str = "MC rollouts",
+):
     """Returns (mc per item: list of [T] float arrays, rollouts used) for (problem, steps, correct) items.
 
     Step t's value is the fraction of k rollouts from steps[:t+1] that are correct; the last step's
     is the item's own outcome (no rollouts).
     """
     req = [(i, t) for i, (_, steps, _) in enumerate(items) for t in range(len(steps) - 1)]
-    succ = rollout_success(policy, grade, [items[i][0] for i, _ in req],
-                           [items[i][1][: t + 1] for i, t in req], k, rng,
-                           temperature=temperature, max_new_tokens=max_new_tokens, desc=desc)
+    succ = rollout_success(
+        policy,
+        grade,
+        [items[i][0] for i, _ in req],
+        [items[i][1][: t + 1] for i, t in req],
+        k,
+        rng,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        desc=desc,
+    )
     out = [np.zeros(len(steps), np.float32) for _, steps, _ in items]
     for (i, t), s in zip(req, succ):
         out[i][t] = s.mean()
@@ -81,8 +118,16 @@ def mc_values(policy, grade, items: Sequence[tuple[str, list[str], bool]], k: in
     return out, len(req) * k
 
 
-def omega_first_errors(policy, grade, items: Sequence[tuple[str, list[str], bool]], k: int, rng, *,
-                       temperature: float = 1.0, max_new_tokens: int = 256):
+def omega_first_errors(
+    policy,
+    grade,
+    items: Sequence[tuple[str, list[str], bool]],
+    k: int,
+    rng,
+    *,
+    temperature: float = 1.0,
+    max_new_tokens: int = 256,
+):
     """Returns (first_error per item (-1 when correct), rollouts used) by binary search on MC = 0.
 
     Correct solutions need no rollouts. For a wrong one the search runs over steps 0..T-2 (step T-1
@@ -99,10 +144,16 @@ def omega_first_errors(policy, grade, items: Sequence[tuple[str, list[str], bool
             if not todo:
                 break
             mids = [(lo[i] + hi[i]) // 2 for i in todo]
-            succ = rollout_success(policy, grade, [items[i][0] for i in todo],
-                                   [items[i][1][: m + 1] for i, m in zip(todo, mids)], k,
-                                   jax.random.fold_in(rng, rnd), temperature=temperature,
-                                   max_new_tokens=max_new_tokens)
+            succ = rollout_success(
+                policy,
+                grade,
+                [items[i][0] for i in todo],
+                [items[i][1][: m + 1] for i, m in zip(todo, mids)],
+                k,
+                jax.random.fold_in(rng, rnd),
+                temperature=temperature,
+                max_new_tokens=max_new_tokens,
+            )
             used += len(todo) * k
             for i, m, s in zip(todo, mids, succ):
                 if s.any():
@@ -128,11 +179,21 @@ def prover_q(prover: str, q_pi: np.ndarray, v0_pi: float | None = None):
     raise ValueError(f"prover {prover!r} is not analytic: expected 'bok:K' or 'same'")
 
 
-def label_solutions(policy, grade: Callable, items: Sequence[tuple[str, list[str], bool]], rng, *,
-                    k: int = 8, temperature: float = 1.0, prover: str = "bok:4", prover_policy=None,
-                    v0_k: int | None = None, max_new_tokens: int = 256,
-                    step_truth: Callable | None = None, answer_fn: Callable | None = None,
-                    ) -> tuple[list[Labelled], dict]:
+def label_solutions(
+    policy,
+    grade: Callable,
+    items: Sequence[tuple[str, list[str], bool]],
+    rng,
+    *,
+    k: int = 8,
+    temperature: float = 1.0,
+    prover: str = "bok:4",
+    prover_policy=None,
+    v0_k: int | None = None,
+    max_new_tokens: int = 256,
+    step_truth: Callable | None = None,
+    answer_fn: Callable | None = None,
+) -> tuple[list[Labelled], dict]:
     """Returns (labelled solutions, stats) with MC labels, prover Q and V0 for each item.
 
     items: (problem, steps, correct). prover: 'bok:K', 'same', 'temperature:T' (rollouts of `policy`
@@ -140,11 +201,19 @@ def label_solutions(policy, grade: Callable, items: Sequence[tuple[str, list[str
     per-step correctness, stored in meta (for AUROC against ground truth). stats counts rollouts.
     """
     r_mc, r_v0, r_pr, r_pv = jax.random.split(rng, 4)
-    mc, used = mc_values(policy, grade, items, k, r_mc, temperature=temperature,
-                         max_new_tokens=max_new_tokens)
+    mc, used = mc_values(policy, grade, items, k, r_mc, temperature=temperature, max_new_tokens=max_new_tokens)
     problems = sorted({p for p, _, _ in items})
-    v0_succ = rollout_success(policy, grade, problems, [[] for _ in problems], v0_k or k, r_v0,
-                              temperature=temperature, max_new_tokens=max_new_tokens, desc="V0 rollouts")
+    v0_succ = rollout_success(
+        policy,
+        grade,
+        problems,
+        [[] for _ in problems],
+        v0_k or k,
+        r_v0,
+        temperature=temperature,
+        max_new_tokens=max_new_tokens,
+        desc="V0 rollouts",
+    )
     v0_pi = dict(zip(problems, v0_succ.mean(1)))
     stats = {"solutions": len(items), "mc_rollouts": used, "v0_rollouts": int(v0_succ.size)}
     if prover.startswith("temperature:") or prover == "policy":
@@ -152,10 +221,20 @@ def label_solutions(policy, grade: Callable, items: Sequence[tuple[str, list[str
             raise ValueError("prover 'policy' needs prover_policy (e.g. another checkpoint's Policy)")
         pol = prover_policy if prover == "policy" else policy
         temp = float(prover.split(":")[1]) if prover != "policy" else temperature
-        q_mu, pused = mc_values(pol, grade, items, k, r_pr, temperature=temp,
-                                max_new_tokens=max_new_tokens, desc="prover rollouts")
-        vs = rollout_success(pol, grade, problems, [[] for _ in problems], v0_k or k, r_pv,
-                             temperature=temp, max_new_tokens=max_new_tokens, desc="prover V0")
+        q_mu, pused = mc_values(
+            pol, grade, items, k, r_pr, temperature=temp, max_new_tokens=max_new_tokens, desc="prover rollouts"
+        )
+        vs = rollout_success(
+            pol,
+            grade,
+            problems,
+            [[] for _ in problems],
+            v0_k or k,
+            r_pv,
+            temperature=temp,
+            max_new_tokens=max_new_tokens,
+            desc="prover V0",
+        )
         # The last step's Q is the solution's own outcome under any prover.
         v0_mu = dict(zip(problems, vs.mean(1)))
         stats["prover_rollouts"] = pused + int(vs.size)
@@ -168,9 +247,19 @@ def label_solutions(policy, grade: Callable, items: Sequence[tuple[str, list[str
         meta = {"v0_pi": float(v0_pi[p])}
         if step_truth is not None:
             meta["step_correct"] = [bool(x) for x in step_truth(p, steps)]
-        out.append(Labelled(p, list(steps), bool(correct), None if answer_fn is None else answer_fn(p),
-                            [float(x) for x in m], [float(x > 0) for x in m],
-                            [float(x) for x in q], float(v0_mu[p]), meta))
+        out.append(
+            Labelled(
+                p,
+                list(steps),
+                bool(correct),
+                None if answer_fn is None else answer_fn(p),
+                [float(x) for x in m],
+                [float(x > 0) for x in m],
+                [float(x) for x in q],
+                float(v0_mu[p]),
+                meta,
+            )
+        )
     return out, stats
 
 

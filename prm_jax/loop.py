@@ -8,6 +8,7 @@ compiling (or a second SIGTERM) it stops without saving, keeping the checkpoints
 at once while Python code runs (reading data), and only when the call returns inside one long C
 call (an XLA compile), since Python runs signal handlers between bytecodes.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,9 +55,17 @@ def default_iterator(config, *, tokenizer, batch_size, process_index, process_co
     if make is None:
         from prm_jax.data.pipeline import make_train_iterator as make
     t = config.train
-    it = make(config.data, tokenizer, batch_size=batch_size, seq_len=int(t.seq_len),
-              max_steps=int(t.max_steps), seed=int(t.seed), process_index=process_index,
-              process_count=process_count, role=role)
+    it = make(
+        config.data,
+        tokenizer,
+        batch_size=batch_size,
+        seq_len=int(t.seq_len),
+        max_steps=int(t.max_steps),
+        seed=int(t.seed),
+        process_index=process_index,
+        process_count=process_count,
+        role=role,
+    )
     return OracleQ(it) if get(config, "data.oracle_q", False) else it
 
 
@@ -166,8 +175,17 @@ def _to_host(metrics) -> dict:
 
 
 # Settings a resumed run may change freely (budget, logging, where the first weights came from).
-RESUME_FREE = ("train.steps", "train.log_every", "train.ckpt_every", "train.keep_ckpts", "train.eval_every",
-               "train.eval_batches", "train.compiler_options", "mesh.", "init.")
+RESUME_FREE = (
+    "train.steps",
+    "train.log_every",
+    "train.ckpt_every",
+    "train.keep_ckpts",
+    "train.eval_every",
+    "train.eval_batches",
+    "train.compiler_options",
+    "mesh.",
+    "init.",
+)
 
 
 def check_resume(saved: dict, new: dict, workdir: str, allow_change: bool) -> list:
@@ -182,18 +200,29 @@ def check_resume(saved: dict, new: dict, workdir: str, allow_change: bool) -> li
     show = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:8]) + (" ..." if len(diffs) > 8 else "")
     fatal = [k for k, _, _ in diffs if k.startswith("model.") or k == "objective"]
     if fatal:
-        raise ValueError(f"cannot resume {workdir}: its checkpoint has another model / objective ({show}); "
-                         "use a new --workdir to start afresh")
+        raise ValueError(
+            f"cannot resume {workdir}: its checkpoint has another model / objective ({show}); "
+            "use a new --workdir to start afresh"
+        )
     if diffs and not allow_change:
-        raise ValueError(f"resuming {workdir} with changed settings ({show}); pass --allow-config-change "
-                         "to resume with them, or use a new --workdir to start afresh")
+        raise ValueError(
+            f"resuming {workdir} with changed settings ({show}); pass --allow-config-change "
+            "to resume with them, or use a new --workdir to start afresh"
+        )
     if diffs:
         print(f"[train] resuming {workdir} with changed settings: {show}", file=sys.stderr)
     return diffs
 
 
-def run(config, workdir: str, *, make_iterator: Callable | None = None, progress: bool = True,
-        mesh=None, allow_config_change: bool = False) -> dict:
+def run(
+    config,
+    workdir: str,
+    *,
+    make_iterator: Callable | None = None,
+    progress: bool = True,
+    mesh=None,
+    allow_config_change: bool = False,
+) -> dict:
     """Trains `config` in `workdir` (resuming from its latest checkpoint) and returns final metrics.
 
     make_iterator(config, tokenizer=, batch_size=, process_index=, process_count=) replaces the data
@@ -204,14 +233,17 @@ def run(config, workdir: str, *, make_iterator: Callable | None = None, progress
         try:
             return _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change)
         except Preempted:
-            print(f"[train] SIGTERM outside a step (loading, compiling) or a second one: stopped at once; "
-                  f"the checkpoints already in {workdir}/ckpt are kept", file=sys.stderr)
+            print(
+                f"[train] SIGTERM outside a step (loading, compiling) or a second one: stopped at once; "
+                f"the checkpoints already in {workdir}/ckpt are kept",
+                file=sys.stderr,
+            )
             return {"step": None, "preempted": True, "tokens_per_s": 0.0}
 
 
 def _data_counts(it) -> dict:
     """Returns the loader's counts of skipped, truncated and masked records (empty for other iterators)."""
-    inner = getattr(it, "it", it)                       # OracleQ wraps the data iterator
+    inner = getattr(it, "it", it)  # OracleQ wraps the data iterator
     counts = dict(getattr(inner, "counts", {}) or {})
     skipped = getattr(inner, "skipped", None)
     if skipped is not None:
@@ -232,7 +264,7 @@ def _report_data(it) -> None:
 def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change) -> dict:
     t = config.train
     pidx, pcount = jax.process_index(), jax.process_count()
-    if "data" in config and make_iterator is None:   # a custom iterator reads its own settings
+    if "data" in config and make_iterator is None:  # a custom iterator reads its own settings
         from prm_jax.data.pipeline import check_data_keys
 
         check_data_keys(config.data)
@@ -255,15 +287,14 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
     token_source = f"tokenizer {getattr(tokenizer, 'name', type(tokenizer).__name__)!r}" if tokenizer else "the data"
     config_dict = to_dict(config)
     config_dict["model"]["vocab_size"] = s.model_cfg.vocab_size  # resolved from the tokenizer
-    it = make_iterator(config, tokenizer=tokenizer, batch_size=local_bs, process_index=pidx,
-                       process_count=pcount)
+    it = make_iterator(config, tokenizer=tokenizer, batch_size=local_bs, process_index=pidx, process_count=pcount)
     source = getattr(getattr(it, "it", it), "source", None)
     if source is not None:
         from prm_jax.data.pipeline import check_targets
 
         field = objectives.RECORD_TARGETS[config.objective]
         if field == "q_values" and get(config, "data.oracle_q", False):
-            field = "step_labels"                   # OracleQ builds the PAV targets from step labels
+            field = "step_labels"  # OracleQ builds the PAV targets from step labels
         check_targets(source, field, config.objective)
 
     ckpt_every = int(get(config, "train.ckpt_every", 0) or 0)
@@ -310,11 +341,15 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
         m = _to_host(dev_metrics)
         if not np.isfinite(m["loss"]) or m.get("state_finite", 1.0) != 1.0:
             kept = ck.latest_step() if ck is not None else None
-            where = (f"the last good checkpoint, step {kept}, is kept in {workdir}/ckpt" if kept is not None
-                     else "no checkpoint was saved")
+            where = (
+                f"the last good checkpoint, step {kept}, is kept in {workdir}/ckpt"
+                if kept is not None
+                else "no checkpoint was saved"
+            )
             raise NonFiniteLossError(
                 f"non-finite training state at step {step} (loss {m['loss']}, grad_norm {m.get('grad_norm')}, "
-                f"param_norm {m.get('param_norm')}): nothing of this step is saved; {where}")
+                f"param_norm {m.get('param_norm')}): nothing of this step is saved; {where}"
+            )
         m.update({f"data/{k}": v for k, v in _data_counts(it).items()})
         now = time.perf_counter()
         m["tokens_per_s"] = ntok * pcount / max(now - t_last, 1e-9)
@@ -345,7 +380,7 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
 
     try:
         for step in range(start + 1, total + 1):
-            pre.in_steps = False          # reading data: a SIGTERM stops at once (below)
+            pre.in_steps = False  # reading data: a SIGTERM stops at once (below)
             try:
                 local = next(it)
             except Preempted:
@@ -362,8 +397,10 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
                 if key in local:
                     model_lib.check_token_ids(s.model_cfg, local[key], source=token_source)
             if step_fn is None:
-                example = {k: jax.ShapeDtypeStruct((int(t.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
-                           for k, v in local.items()}
+                example = {
+                    k: jax.ShapeDtypeStruct((int(t.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
+                    for k, v in local.items()
+                }
                 batch_sh = train.batch_shardings_of(s, example)
                 step_fn = train.make_train_step(s, example)
             batch = sharding.shard_batch(local, batch_sh)
@@ -373,13 +410,19 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
             pending = (step, metrics, train.tokens_in(local))
             save_now = ck is not None and (step % ckpt_every == 0 or step == total or pre.requested)
             if save_now:
-                save(step)                # reads (and so checks) this step's metrics first
+                save(step)  # reads (and so checks) this step's metrics first
             if eval_every and step % eval_every == 0:
                 read_pending()
                 if eval_fn is None:
                     eval_fn = train.make_eval_step(s, example)
-                final.update({"eval_" + k: v for k, v in evaluate(s, state, eval_fn, config, make_iterator,
-                                                                  tokenizer, local_bs, batch_sh).items()})
+                final.update(
+                    {
+                        "eval_" + k: v
+                        for k, v in evaluate(
+                            s, state, eval_fn, config, make_iterator, tokenizer, local_bs, batch_sh
+                        ).items()
+                    }
+                )
                 writer.write(step, {k[5:]: v for k, v in final.items() if k.startswith("eval_")}, prefix="eval/")
             if pre.requested:
                 final["preempted"] = True
@@ -403,8 +446,14 @@ def evaluate(s: train.Setup, state, eval_fn, config, make_iterator, tokenizer, l
 
     cfg = ConfigDict(to_dict(config))
     cfg.train.seed = int(config.train.seed) + 1_000_003
-    it = make_iterator(cfg, tokenizer=tokenizer, batch_size=local_bs, process_index=jax.process_index(),
-                       process_count=jax.process_count(), role="eval")
+    it = make_iterator(
+        cfg,
+        tokenizer=tokenizer,
+        batch_size=local_bs,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        role="eval",
+    )
     outs = []
     for _ in range(int(get(config, "train.eval_batches", 4))):
         outs.append(jax.device_get(eval_fn(state, sharding.shard_batch(next(it), batch_sh))))

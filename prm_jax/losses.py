@@ -12,6 +12,7 @@ Every loss uses log-sigmoid forms, sanitises masked entries before any non-linea
 NaN or inf in a masked slot cannot leak into the loss or its gradient), and gives 0 for an
 all-masked batch; a fully masked row contributes nothing. float64 inputs (under x64) stay float64.
 """
+
 from __future__ import annotations
 
 import jax
@@ -107,8 +108,9 @@ def implicit_ce_loss(logp_BxL, ref_logp_BxL, response_mask_BxL, outcome_B, beta:
     return loss, metrics
 
 
-def implicit_dpo_loss(logp_c_BxL, ref_logp_c_BxL, mask_c_BxL, logp_r_BxL, ref_logp_r_BxL, mask_r_BxL, beta: float,
-                      pair_mask_B=None):
+def implicit_dpo_loss(
+    logp_c_BxL, ref_logp_c_BxL, mask_c_BxL, logp_r_BxL, ref_logp_r_BxL, mask_r_BxL, beta: float, pair_mask_B=None
+):
     """Returns (loss, metrics): mean of -log sigmoid(r_chosen - r_rejected), r = beta * sum log-ratio.
 
     A pair counts only if both sides have response tokens and pair_mask_B (both outcomes known and
@@ -151,7 +153,9 @@ def pav_loss(step_logits_BxT, q_targets_BxT, step_mask_BxT, v0_B=None, mode: str
         return loss, metrics
     if mode == "mse_adv":
         if v0_B is None:
-            raise ValueError("pav_loss(mode='mse_adv') needs v0_B, the prover's success probability from the bare question")
+            raise ValueError(
+                "pav_loss(mode='mse_adv') needs v0_B, the prover's success probability from the bare question"
+            )
         m = jnp.asarray(step_mask_BxT, bool)
         mf = m.astype(jnp.float32)
         a_target = targets.pav_advantages(jnp.where(m, q_targets_BxT, 0.0), v0_B, m)

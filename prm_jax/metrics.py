@@ -1,4 +1,5 @@
 """Training metrics on the host: WORKDIR/metrics.jsonl and TensorBoard events (tensorboardX)."""
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,9 @@ class MetricsWriter:
     Only process 0 writes (`enabled=False` elsewhere). Non-finite floats are written as null in JSON.
     """
 
-    def __init__(self, workdir: str, *, enabled: bool = True, tensorboard: bool = True,
-                 filename: str = "metrics.jsonl"):
+    def __init__(
+        self, workdir: str, *, enabled: bool = True, tensorboard: bool = True, filename: str = "metrics.jsonl"
+    ):
         self.enabled = enabled
         self.path = os.path.join(workdir, filename)
         self._tb = None

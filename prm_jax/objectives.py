@@ -13,6 +13,7 @@ closing marker: `gather_steps(out.score, step_pos)` for the step-head objectives
 implicit reward q_t (PAPERS.md) for the implicit PRM. The implicit objectives and SFT use the chunked
 log-prob path (hidden @ output embedding, a chunk at a time) so the float32 [B, L, V] is never held.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable, Mapping
@@ -24,8 +25,14 @@ from prm_jax import losses, scoring
 
 OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft")
 # The Record field each objective learns from (None: the text itself); checked before training.
-RECORD_TARGETS = {"bce": "step_labels", "orm": "outcome", "implicit_ce": "outcome", "implicit_dpo": "outcome",
-                  "pav": "q_values", "sft": None}
+RECORD_TARGETS = {
+    "bce": "step_labels",
+    "orm": "outcome",
+    "implicit_ce": "outcome",
+    "implicit_dpo": "outcome",
+    "pav": "q_values",
+    "sft": None,
+}
 # Objectives that need a frozen reference model in the train state.
 NEEDS_REF = ("implicit_ce", "implicit_dpo")
 # Batch keys each objective reads (beyond tokens / segment_ids / positions).
@@ -34,8 +41,15 @@ BATCH_KEYS = {
     "orm": ("step_pos", "outcome", "outcome_mask"),
     "pav": ("step_pos", "q_targets", "step_mask", "v0"),
     "implicit_ce": ("outcome", "outcome_mask", "step_ids", "step_pos", "step_mask"),
-    "implicit_dpo": ("step_ids", "step_pos", "step_mask", "outcome_mask", "rejected_tokens",
-                     "rejected_step_ids", "rejected_outcome_mask"),
+    "implicit_dpo": (
+        "step_ids",
+        "step_pos",
+        "step_mask",
+        "outcome_mask",
+        "rejected_tokens",
+        "rejected_step_ids",
+        "rejected_outcome_mask",
+    ),
     "sft": ("response_mask",),
 }
 
@@ -48,9 +62,14 @@ def _model():
 
 def _forward(model_cfg, params, batch, prefix: str = "", lm_head: bool = False):
     m = _model()
-    return m.forward(model_cfg, params, batch[prefix + "tokens"],
-                     segment_ids=batch.get(prefix + "segment_ids"),
-                     positions=batch.get(prefix + "positions"), lm_head=lm_head)
+    return m.forward(
+        model_cfg,
+        params,
+        batch[prefix + "tokens"],
+        segment_ids=batch.get(prefix + "segment_ids"),
+        positions=batch.get(prefix + "positions"),
+        lm_head=lm_head,
+    )
 
 
 def packing_error(objective: str, loss_cfg: Mapping[str, Any] | None = None) -> str | None:
@@ -76,8 +95,7 @@ def token_logprobs(model_cfg, params, batch, prefix: str = "", chunk_size: int =
     # The head runs in the compute dtype (fp32 master weights would promote the whole vocabulary
     # projection to fp32); the chunked path still accumulates and normalises in float32.
     w_DxV = _model().output_embedding(model_cfg, params).astype(out.hidden.dtype)
-    logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch[prefix + "tokens"],
-                                          chunk_size=chunk_size)
+    logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch[prefix + "tokens"], chunk_size=chunk_size)
     return logp, out
 
 
@@ -114,11 +132,9 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
             labels = jnp.broadcast_to(batch["outcome"].astype(jnp.float32)[:, None], mask.shape)
             loss, metrics = losses.bce_step_loss(logits_BxT, labels, mask)
         else:  # pav
-            loss, metrics = losses.pav_loss(logits_BxT, batch["q_targets"], mask, batch.get("v0"),
-                                            mode=pav_mode)
+            loss, metrics = losses.pav_loss(logits_BxT, batch["q_targets"], mask, batch.get("v0"), mode=pav_mode)
             labels = batch["q_targets"]
-        return loss, {"metrics": metrics, "step_scores": logits_BxT, "step_labels": labels,
-                      "step_mask": mask}
+        return loss, {"metrics": metrics, "step_scores": logits_BxT, "step_labels": labels, "step_mask": mask}
 
     def implicit(params, ref_params, batch):
         if ref_params is None:
@@ -131,8 +147,9 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
         q_BxT = scoring.implicit_q_values(logp, ref_logp, batch["step_ids"], T, beta)
         steps_BxL = batch["step_ids"] >= 0
         if objective == "implicit_ce":
-            loss, metrics = losses.implicit_ce_loss(logp, ref_logp, steps_BxL, batch["outcome"], beta,
-                                                    batch["outcome_mask"])
+            loss, metrics = losses.implicit_ce_loss(
+                logp, ref_logp, steps_BxL, batch["outcome"], beta, batch["outcome_mask"]
+            )
             outcome = batch["outcome"]
         else:
             logp_r, _ = token_logprobs(model_cfg, params, batch, "rejected_", chunk)
@@ -140,12 +157,17 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
             ref_logp_r = jax.lax.stop_gradient(ref_logp_r)
             pair_ok = batch["outcome_mask"].astype(bool) & batch["rejected_outcome_mask"].astype(bool)
             loss, metrics = losses.implicit_dpo_loss(
-                logp, ref_logp, steps_BxL, logp_r, ref_logp_r, batch["rejected_step_ids"] >= 0, beta,
-                pair_ok)
+                logp, ref_logp, steps_BxL, logp_r, ref_logp_r, batch["rejected_step_ids"] >= 0, beta, pair_ok
+            )
             outcome = jnp.ones(logp.shape[:1], jnp.float32)  # the chosen side is the correct one
         r_B = beta * losses.sequence_log_ratio(logp, ref_logp, steps_BxL)
-        aux = {"metrics": metrics, "step_scores": q_BxT, "step_mask": batch["step_mask"],
-               "outcome_scores": r_B, "outcome": outcome}
+        aux = {
+            "metrics": metrics,
+            "step_scores": q_BxT,
+            "step_mask": batch["step_mask"],
+            "outcome_scores": r_B,
+            "outcome": outcome,
+        }
         if "step_labels" in batch:
             aux["step_labels"] = batch["step_labels"]
         return loss, aux

@@ -4,6 +4,7 @@ Gradient accumulation is not here: `train.py` scans over micro-batches inside on
 optimizer update is one train step whatever `accum_steps` is. `head_only_steps` is applied in
 `train.py` by zeroing the updates of non-head parameters while `step < head_only_steps`.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping
@@ -26,11 +27,12 @@ def schedule(optim_cfg: Mapping[str, Any], total_steps: int) -> optax.Schedule:
         return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0), total, final)
     if decay == "constant":
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup])
+            [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.constant_schedule(lr)], [warmup]
+        )
     if decay == "linear":
         return optax.join_schedules(
-            [optax.linear_schedule(0.0, lr, max(warmup, 1)),
-             optax.linear_schedule(lr, final, total - warmup)], [warmup])
+            [optax.linear_schedule(0.0, lr, max(warmup, 1)), optax.linear_schedule(lr, final, total - warmup)], [warmup]
+        )
     raise ValueError(f"optim.decay {decay!r}: choose 'cosine', 'linear' or 'constant'")
 
 
@@ -39,16 +41,25 @@ def _decay_mask(params):
     return jax.tree_util.tree_map(lambda p: jnp.ndim(p) >= 2, params)
 
 
-def make_optimizer(optim_cfg: Mapping[str, Any], total_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+def make_optimizer(
+    optim_cfg: Mapping[str, Any], total_steps: int
+) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (tx, lr_schedule): clip_by_global_norm(clip) then AdamW(schedule, weight_decay)."""
     sched = schedule(optim_cfg, total_steps)
     parts = []
     clip = optim_cfg.get("clip", 1.0)
     if clip:
         parts.append(optax.clip_by_global_norm(float(clip)))
-    parts.append(optax.adamw(sched, b1=float(optim_cfg.get("b1", 0.9)),
-                             b2=float(optim_cfg.get("b2", 0.95)), eps=float(optim_cfg.get("eps", 1e-8)),
-                             weight_decay=float(optim_cfg.get("weight_decay", 0.0)), mask=_decay_mask))
+    parts.append(
+        optax.adamw(
+            sched,
+            b1=float(optim_cfg.get("b1", 0.9)),
+            b2=float(optim_cfg.get("b2", 0.95)),
+            eps=float(optim_cfg.get("eps", 1e-8)),
+            weight_decay=float(optim_cfg.get("weight_decay", 0.0)),
+            mask=_decay_mask,
+        )
+    )
     return optax.chain(*parts), sched
 
 

@@ -1,4 +1,5 @@
 """Matplotlib figures (Agg backend, PNG): accuracy against N per method, and one solution's step scores."""
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,9 @@ _POINT_MARKERS = ("*", "D", "P", "X", "s")
 _AGG_MARKERS = {"min": "o", "last": "s", "prod": "^", "mean": "v", "pure": "D", "softmin": "D", "sum": "<"}
 
 
-def plot_accuracy_vs_n(curves: dict, path: str, title: str = "Best-of-N accuracy", ylabel: str = "accuracy",
-                       caption: str | None = None) -> str:
+def plot_accuracy_vs_n(
+    curves: dict, path: str, title: str = "Best-of-N accuracy", ylabel: str = "accuracy", caption: str | None = None
+) -> str:
     """Returns path after writing a PNG: accuracy against N (log2 axis) per method, with CI bands.
 
     curves maps a method name (`verifier/aggregation/rule`, or one word such as `majority`) to
@@ -40,9 +42,18 @@ def plot_accuracy_vs_n(curves: dict, path: str, title: str = "Best-of-N accuracy
         colour = "k" if family == "majority" else colours.setdefault(family, cycle[len(colours) % len(cycle)])
         if ns.size == 1:
             # nudged right of the curves' last point (log axis: a factor), one step per method
-            ax.errorbar(ns * 1.07 ** (points + 1), acc, yerr=[acc - lo, hi - acc],
-                        fmt=_POINT_MARKERS[points % len(_POINT_MARKERS)],
-                        ms=9, color=colour, capsize=3, lw=1.2, label=name, zorder=3)
+            ax.errorbar(
+                ns * 1.07 ** (points + 1),
+                acc,
+                yerr=[acc - lo, hi - acc],
+                fmt=_POINT_MARKERS[points % len(_POINT_MARKERS)],
+                ms=9,
+                color=colour,
+                capsize=3,
+                lw=1.2,
+                label=name,
+                zorder=3,
+            )
             points += 1
         else:
             style = ":" if family == "majority" else _STYLES.get(name.split("/")[-1], "-")
@@ -65,8 +76,9 @@ def plot_accuracy_vs_n(curves: dict, path: str, title: str = "Best-of-N accuracy
     return path
 
 
-def plot_step_scores(steps: list, scores, labels=None, path: str = "steps.png", title: str = "Step scores",
-                     threshold: float | None = 0.5) -> str:
+def plot_step_scores(
+    steps: list, scores, labels=None, path: str = "steps.png", title: str = "Step scores", threshold: float | None = 0.5
+) -> str:
     """Returns path after writing a PNG: one solution's per-step scores as bars, each step's text as
     its label.
 
@@ -80,8 +92,9 @@ def plot_step_scores(steps: list, scores, labels=None, path: str = "steps.png", 
     if labels is not None and len(labels) != len(steps):
         raise ValueError(f"{len(steps)} steps but {len(labels)} labels")
     n = len(steps)
-    texts = [f"{i}: " + textwrap.shorten(" ".join(str(t).split()), width=60, placeholder=" ...")
-             for i, t in enumerate(steps)]
+    texts = [
+        f"{i}: " + textwrap.shorten(" ".join(str(t).split()), width=60, placeholder=" ...") for i, t in enumerate(steps)
+    ]
     fig, ax = plt.subplots(figsize=(4.5 + 0.065 * max(len(t) for t in texts), 0.5 * n + 1.8), dpi=120)
     y = np.arange(n)
     if labels is None:
@@ -96,11 +109,16 @@ def plot_step_scores(steps: list, scores, labels=None, path: str = "steps.png", 
 
     handles = []
     if labels is not None:
-        handles += [Patch(color="#55A868", label="step correct (exact)"), Patch(color="#C44E52", label="step wrong (exact)"),
-                    Patch(color="#999999", label="no label")]
+        handles += [
+            Patch(color="#55A868", label="step correct (exact)"),
+            Patch(color="#C44E52", label="step wrong (exact)"),
+            Patch(color="#999999", label="no label"),
+        ]
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=0.8)
-        handles.append(Line2D([], [], color="k", ls="--", lw=0.8, label=f"threshold {threshold:g}: below = predicted wrong"))
+        handles.append(
+            Line2D([], [], color="k", ls="--", lw=0.8, label=f"threshold {threshold:g}: below = predicted wrong")
+        )
     lo, hi = min(0.0, scores.min()), max(1.0, scores.max())
     ax.set_xlim(lo, hi + 0.15 * (hi - lo))
     ax.set_xlabel("verifier score (P(step correct))")

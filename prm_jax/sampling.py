@@ -10,6 +10,7 @@ traced scalars: changing them never recompiles.
 Modes: 'step' stops a row at the step marker or EOS (one more reasoning step: beam search, MC
 rollouts one step at a time); 'full' stops only at EOS (a whole solution, or `max_new_tokens`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -41,6 +42,7 @@ class Samples:
     stopped_B: the row ended at a stop token (False: it ran out of `max_new_tokens`).
     ended_B: the row ended at EOS (the solution is complete).
     """
+
     tokens_BxN: np.ndarray
     logprobs_BxN: np.ndarray
     lengths_B: np.ndarray
@@ -69,9 +71,9 @@ def left_pad(prefixes: Sequence[Sequence[int]], length: int, pad_id: int):
             raise ValueError(f"prefix {i} is empty: a prefix needs at least one token")
         if n > length:
             raise ValueError(f"prefix {i} has {n} tokens, more than the bucket length {length}")
-        tokens[i, length - n:] = np.asarray(p, np.int32)
-        positions[i, length - n:] = np.arange(n, dtype=np.int32)
-        valid[i, length - n:] = True
+        tokens[i, length - n :] = np.asarray(p, np.int32)
+        positions[i, length - n :] = np.arange(n, dtype=np.int32)
+        valid[i, length - n :] = True
     return tokens, positions, valid
 
 
@@ -118,8 +120,21 @@ def sample_next(logits_BxV, rng, temperature, top_p):
     return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
 
 
-def _generate(cfg, pad_id, eos_id, new_bucket, params, tokens_BxP, positions_BxP, valid_BxP,
-              stop_ids_S, max_new, temperature, top_p, rng):
+def _generate(
+    cfg,
+    pad_id,
+    eos_id,
+    new_bucket,
+    params,
+    tokens_BxP,
+    positions_BxP,
+    valid_BxP,
+    stop_ids_S,
+    max_new,
+    temperature,
+    top_p,
+    rng,
+):
     """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per shape bucket."""
     b, p = tokens_BxP.shape
     cache = model_lib.init_cache(cfg, b, p + new_bucket)
@@ -144,15 +159,23 @@ def _generate(cfg, pad_id, eos_id, new_bucket, params, tokens_BxP, positions_BxP
         stopped = stopped | hit_B
         ended = ended | (live_B & (tok_B == eos_id))
         done = done | hit_B
-        out, cache = model_lib.decode(cfg, params, tok_B[:, None], pos[:, None],
-                                      jnp.ones((b, 1), bool), cache)
-        return (i + 1, toks, logps, out.logits[:, -1, :], cache, done, lengths, stopped, ended,
-                pos + 1, rng)
+        out, cache = model_lib.decode(cfg, params, tok_B[:, None], pos[:, None], jnp.ones((b, 1), bool), cache)
+        return (i + 1, toks, logps, out.logits[:, -1, :], cache, done, lengths, stopped, ended, pos + 1, rng)
 
     zeros_b = jnp.zeros((b,), bool)
-    state = (jnp.int32(0), jnp.full((b, new_bucket), pad_id, jnp.int32),
-             jnp.zeros((b, new_bucket), jnp.float32), last_BxV, cache, zeros_b,
-             jnp.zeros((b,), jnp.int32), zeros_b, zeros_b, next_pos_B, rng)
+    state = (
+        jnp.int32(0),
+        jnp.full((b, new_bucket), pad_id, jnp.int32),
+        jnp.zeros((b, new_bucket), jnp.float32),
+        last_BxV,
+        cache,
+        zeros_b,
+        jnp.zeros((b,), jnp.int32),
+        zeros_b,
+        zeros_b,
+        next_pos_B,
+        rng,
+    )
     state = jax.lax.while_loop(cond, body, state)
     return state[1], state[2], state[6], state[7], state[8]
 
@@ -166,8 +189,7 @@ class Sampler:
       max_batch: rows per compiled call; larger requests are split (sorted by length to save padding).
     """
 
-    def __init__(self, model_cfg, params, *, pad_id: int, eos_id: int, step_id: int | None,
-                 max_batch: int = 256):
+    def __init__(self, model_cfg, params, *, pad_id: int, eos_id: int, step_id: int | None, max_batch: int = 256):
         self.cfg, self.params = model_cfg, params
         self.pad_id, self.eos_id, self.step_id = int(pad_id), int(eos_id), step_id
         self.max_batch = int(max_batch)
@@ -179,8 +201,7 @@ class Sampler:
     def _fn(self, new_bucket: int):
         key = (new_bucket,)
         if key not in self._compiled:
-            self._compiled[key] = jax.jit(functools.partial(
-                _generate, self.cfg, self.pad_id, self.eos_id, new_bucket))
+            self._compiled[key] = jax.jit(functools.partial(_generate, self.cfg, self.pad_id, self.eos_id, new_bucket))
         return self._compiled[key]
 
     def _stop_ids(self, mode: str) -> np.ndarray:
@@ -194,9 +215,17 @@ class Sampler:
             raise ValueError(f"unknown sampling mode {mode!r}: expected 'step' or 'full'")
         return np.asarray(ids + [-1] * (MAX_STOP_IDS - len(ids)), np.int32)
 
-    def sample(self, prefixes: Sequence[Sequence[int]], rng, *, mode: str = "full",
-               max_new_tokens: int = 128, temperature: float = 1.0, top_p: float = 1.0,
-               desc: str | None = None) -> Samples:
+    def sample(
+        self,
+        prefixes: Sequence[Sequence[int]],
+        rng,
+        *,
+        mode: str = "full",
+        max_new_tokens: int = 128,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        desc: str | None = None,
+    ) -> Samples:
         """Returns a `Samples` with one continuation per prefix (in the order given)."""
         if not prefixes:
             raise ValueError("sample() needs at least one prefix")
@@ -205,7 +234,7 @@ class Sampler:
         stop_S = self._stop_ids(mode)
         new_bucket = shapes.pow2(max_new_tokens, 8)
         order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
-        chunks = [order[s: s + self.max_batch] for s in range(0, len(order), self.max_batch)]
+        chunks = [order[s : s + self.max_batch] for s in range(0, len(order), self.max_batch)]
         parts = []
         t0 = time.perf_counter()
         bar = tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None or len(chunks) < 2)
@@ -220,8 +249,16 @@ class Sampler:
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
             self.shapes.add((b, p_len, new_bucket))
             out = self._fn(new_bucket)(
-                self.params, toks, pos, valid, stop_S, jnp.int32(max_new_tokens),
-                jnp.float32(temperature), jnp.float32(top_p), jax.random.fold_in(rng, c))
+                self.params,
+                toks,
+                pos,
+                valid,
+                stop_S,
+                jnp.int32(max_new_tokens),
+                jnp.float32(temperature),
+                jnp.float32(top_p),
+                jax.random.fold_in(rng, c),
+            )
             parts.append([np.asarray(o)[: len(idx)] for o in out])
         self.seconds += time.perf_counter() - t0
         inv = np.empty(len(order), np.int64)
@@ -247,6 +284,7 @@ class Continuation:
     ended: the continuation ended at EOS (the solution is complete).
     num_tokens: generated tokens (stop token included); logprob: their summed model log-prob.
     """
+
     steps: list[str]
     ended: bool
     num_tokens: int
@@ -260,21 +298,24 @@ class Policy:
     tokens for the verifier. `answer_fn(steps)` parses a final answer (task-specific).
     """
 
-    def __init__(self, sampler: Sampler, tokenizer, *, marker: str, chat_template: str | None = None,
-                 answer_fn=None):
+    def __init__(self, sampler: Sampler, tokenizer, *, marker: str, chat_template: str | None = None, answer_fn=None):
         from prm_jax.data import tokenize  # data/ imports no tfds/grain at module level
+
         self._tok = tokenize
         self.sampler, self.tokenizer, self.marker = sampler, tokenizer, marker
         self.chat_template, self.answer_fn = chat_template, answer_fn
         m = tokenizer.marker_ids(marker)
         if sampler.step_id is not None and m != [sampler.step_id]:
-            raise ValueError(f"marker {marker!r} encodes to {m}, but the sampler stops at "
-                             f"{sampler.step_id}; step mode needs a single-token marker")
+            raise ValueError(
+                f"marker {marker!r} encodes to {m}, but the sampler stops at "
+                f"{sampler.step_id}; step mode needs a single-token marker"
+            )
 
     def encode(self, problem: str, steps: Sequence[str]) -> np.ndarray:
         """Returns the prompt tokens for `problem` followed by `steps`, each with its marker."""
-        return self._tok.encode_prefix(problem, list(steps), self.tokenizer, marker=self.marker,
-                                       chat_template=self.chat_template)
+        return self._tok.encode_prefix(
+            problem, list(steps), self.tokenizer, marker=self.marker, chat_template=self.chat_template
+        )
 
     def answer(self, steps: Sequence[str]):
         """Returns the parsed final answer of a solution (None without an answer_fn or answer)."""
@@ -291,20 +332,29 @@ class Policy:
             steps.append(self.tokenizer.decode(rest))
         return steps, ended
 
-    def continue_from(self, problems: Sequence[str], prefixes: Sequence[Sequence[str]], rng, *,
-                      mode: str = "full", temperature: float = 1.0, top_p: float = 1.0,
-                      max_new_tokens: int = 256, desc: str | None = None) -> list[Continuation]:
+    def continue_from(
+        self,
+        problems: Sequence[str],
+        prefixes: Sequence[Sequence[str]],
+        rng,
+        *,
+        mode: str = "full",
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        max_new_tokens: int = 256,
+        desc: str | None = None,
+    ) -> list[Continuation]:
         """Returns one Continuation per (problem, prefix) pair, sampled in batches."""
         if len(problems) != len(prefixes):
             raise ValueError(f"{len(problems)} problems but {len(prefixes)} prefixes")
         if not problems:
             return []
         ids = [self.encode(p, s) for p, s in zip(problems, prefixes)]
-        out = self.sampler.sample(ids, rng, mode=mode, max_new_tokens=max_new_tokens,
-                                  temperature=temperature, top_p=top_p, desc=desc)
+        out = self.sampler.sample(
+            ids, rng, mode=mode, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, desc=desc
+        )
         conts = []
         for i in range(len(ids)):
             steps, ended = self.decode(out.row(i), bool(out.stopped_B[i]))
-            conts.append(Continuation(steps, ended, int(out.lengths_B[i]),
-                                      float(out.logprobs_BxN[i].sum())))
+            conts.append(Continuation(steps, ended, int(out.lengths_B[i]), float(out.logprobs_BxN[i].sum())))
         return conts

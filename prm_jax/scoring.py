@@ -4,6 +4,7 @@ Layout of steps (see DESIGN.md): `step_ids` [B, L] gives the step each response 
 (-1 elsewhere), `step_pos` [B, T] the token index of the marker closing step t (-1 for padding), and
 `step_mask` [B, T] which steps count. Everything here is pure, jit-able and returns float32.
 """
+
 from __future__ import annotations
 
 import functools

@@ -12,6 +12,7 @@ Answer selection is `prm_jax.selection` (argmax, weighted_vote, majority; None a
 ties go to the first candidate), the same rule `evaluate.best_of_n_curve` applies. Weighted vote
 sums probabilities: an implicit PRM's signed scores are mapped through a sigmoid (`vote_weights`).
 """
+
 from __future__ import annotations
 
 import collections
@@ -32,6 +33,7 @@ class Solution:
     step_scores: per-step rewards from a verifier; step_values: its per-prefix values (None: the
     same as step_scores); signed: the scores are unbounded rewards (implicit PRM), not probabilities.
     """
+
     steps: list[str]
     answer: Any = None
     complete: bool = True
@@ -44,6 +46,7 @@ class Solution:
 @dataclasses.dataclass
 class SearchResult:
     """A method's decision for one problem, with the compute it spent."""
+
     answer: Any
     gen_tokens: int
     verifier_tokens: int
@@ -55,9 +58,13 @@ def majority_vote(answers: Sequence[Any]) -> Any:
     return select_answer(answers, None, "majority")
 
 
-def solution_scores(step_scores: Sequence[np.ndarray], how: str, temperature: float = 0.1,
-                    empty_value: float = -np.inf, step_values: Sequence[np.ndarray] | None = None
-                    ) -> np.ndarray:
+def solution_scores(
+    step_scores: Sequence[np.ndarray],
+    how: str,
+    temperature: float = 0.1,
+    empty_value: float = -np.inf,
+    step_values: Sequence[np.ndarray] | None = None,
+) -> np.ndarray:
     """Returns score_N (float64): each solution's step scores aggregated with `how` (scoring.aggregate).
 
     `last` reads the last entry of `step_values` when given (an implicit PRM's q_T), else of
@@ -88,8 +95,7 @@ def vote_weights(scores, signed: bool) -> np.ndarray:
     return s
 
 
-def best_of_n(solutions: Sequence[Solution], how: str = "min", select: str = "argmax",
-              temperature: float = 0.1) -> Any:
+def best_of_n(solutions: Sequence[Solution], how: str = "min", select: str = "argmax", temperature: float = 0.1) -> Any:
     """Returns the answer chosen among scored solutions (their `step_scores` must be set)."""
     if any(s.step_scores is None for s in solutions):
         raise ValueError("best_of_n needs solutions with step_scores; score them with a verifier first")
@@ -110,21 +116,40 @@ def score_solutions(verifier, problems: Sequence[str], solutions: Sequence[Seque
     return verifier.tokens_scored - before
 
 
-def sample_solutions(policy, problems: Sequence[str], n: int, rng, *, temperature: float = 1.0,
-                     top_p: float = 1.0, max_new_tokens: int = 256) -> list[list[Solution]]:
+def sample_solutions(
+    policy,
+    problems: Sequence[str],
+    n: int,
+    rng,
+    *,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    max_new_tokens: int = 256,
+) -> list[list[Solution]]:
     """Returns n independent full solutions per problem (one batched sampler call)."""
     flat = [p for p in problems for _ in range(n)]
-    conts = policy.continue_from(flat, [[] for _ in flat], rng, mode="full", temperature=temperature,
-                                 top_p=top_p, max_new_tokens=max_new_tokens)
-    sols = [Solution(c.steps, policy.answer(c.steps) if c.ended else None, c.ended, c.num_tokens)
-            for c in conts]
-    return [sols[i * n: (i + 1) * n] for i in range(len(problems))]
+    conts = policy.continue_from(
+        flat, [[] for _ in flat], rng, mode="full", temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
+    )
+    sols = [Solution(c.steps, policy.answer(c.steps) if c.ended else None, c.ended, c.num_tokens) for c in conts]
+    return [sols[i * n : (i + 1) * n] for i in range(len(problems))]
 
 
-def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: int,
-                rank_fn: Callable, final_fn: Callable, max_steps: int = 16, temperature: float = 1.0,
-                top_p: float = 1.0, step_tokens: int = 64, finish_tokens: int = 256,
-                ) -> list[SearchResult]:
+def beam_search(
+    policy,
+    problems: Sequence[str],
+    rng,
+    *,
+    n_beams: int,
+    width: int,
+    rank_fn: Callable,
+    final_fn: Callable,
+    max_steps: int = 16,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    step_tokens: int = 64,
+    finish_tokens: int = 256,
+) -> list[SearchResult]:
     """Returns one SearchResult per problem from step-level beam search (search-and-learn's form).
 
     Round 0 samples `n_beams` first steps from the question; every later round samples `width` next
@@ -156,14 +181,20 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
             done[i].append(Solution(list(steps), policy.answer(steps) if ended else None, ended))
 
     for rnd in range(max_steps):
-        req = [(i, beam) for i, beams in enumerate(live) for beam in beams
-               for _ in range(n_beams if rnd == 0 else width)]
+        req = [
+            (i, beam) for i, beams in enumerate(live) for beam in beams for _ in range(n_beams if rnd == 0 else width)
+        ]
         if not req:
             break
-        conts = policy.continue_from([problems[i] for i, _ in req], [b for _, b in req],
-                                     jax.random.fold_in(rng, rnd), mode="step",
-                                     temperature=temperature, top_p=top_p,
-                                     max_new_tokens=step_tokens)
+        conts = policy.continue_from(
+            [problems[i] for i, _ in req],
+            [b for _, b in req],
+            jax.random.fold_in(rng, rnd),
+            mode="step",
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=step_tokens,
+        )
         open_children: list[tuple[int, list[str], list[str]]] = []  # (problem, parent, child)
         seen: set = set()
         for (i, parent), c in zip(req, conts):
@@ -175,8 +206,11 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
                 seen.add((i, tuple(child)))
                 open_children.append((i, parent, child))
         if open_children:
-            scores, vtok = rank_fn([problems[i] for i, _, _ in open_children],
-                                   [p for _, p, _ in open_children], [c for _, _, c in open_children])
+            scores, vtok = rank_fn(
+                [problems[i] for i, _, _ in open_children],
+                [p for _, p, _ in open_children],
+                [c for _, _, c in open_children],
+            )
         by_problem = collections.defaultdict(list)
         for j, (i, _, _) in enumerate(open_children):
             ver[i] += vtok[j]
@@ -190,10 +224,15 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
     # Beams still open after the step budget are finished by the policy, one sample each.
     open_req = [(i, b) for i, beams in enumerate(live) for b in beams]
     if open_req:
-        conts = policy.continue_from([problems[i] for i, _ in open_req], [b for _, b in open_req],
-                                     jax.random.fold_in(rng, 10_000), mode="full",
-                                     temperature=temperature, top_p=top_p,
-                                     max_new_tokens=finish_tokens)
+        conts = policy.continue_from(
+            [problems[i] for i, _ in open_req],
+            [b for _, b in open_req],
+            jax.random.fold_in(rng, 10_000),
+            mode="full",
+            temperature=temperature,
+            top_p=top_p,
+            max_new_tokens=finish_tokens,
+        )
         for (i, b), c in zip(open_req, conts):
             gen[i] += c.num_tokens
             finish(i, b + c.steps, c.ended)
@@ -213,10 +252,12 @@ def beam_search(policy, problems: Sequence[str], rng, *, n_beams: int, width: in
 def last_step_ranker(verifier) -> Callable:
     """Returns a beam `rank_fn`/`final_fn` scoring a step list by the verifier's value of it: the
     value at its last step (a score-head PRM's probability, an implicit PRM's q_T)."""
+
     def rank(problems, parents_or_children, children=None):
         steps = parents_or_children if children is None else children
         scores, toks = verifier.values(problems, steps, return_tokens=True)
         return np.asarray([s[-1] if len(s) else -np.inf for s in scores]), toks
+
     return rank
 
 
@@ -228,13 +269,15 @@ def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
     question, whose value V^mu(question) is the same for every sibling and so cannot change their
     order; it is taken as the mean PAV prediction over the problem's first steps.
     """
+
     def rank(problems, parents, children):
         q, qt = q_verifier.values(problems, children, return_tokens=True)
         mu, mt = pav_verifier.values(problems, children, return_tokens=True)
         mu_last = np.asarray([s[-1] if len(s) else 0.0 for s in mu])
         parent_idx = [j for j, p in enumerate(parents) if p]
-        par, pt = pav_verifier.values([problems[j] for j in parent_idx],
-                                           [parents[j] for j in parent_idx], return_tokens=True)
+        par, pt = pav_verifier.values(
+            [problems[j] for j in parent_idx], [parents[j] for j in parent_idx], return_tokens=True
+        )
         prev = np.full(len(children), np.nan)
         for j, s in zip(parent_idx, par):
             prev[j] = s[-1]
@@ -253,4 +296,5 @@ def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
             ptoks[j] = t
         score = np.asarray(scoring.pav_search_score(q_last[None], adv[None], alpha))[0]
         return score, toks + ptoks
+
     return rank

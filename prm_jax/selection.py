@@ -11,6 +11,7 @@ Ties go to the candidate seen first (lowest index), under every rule. `search.se
 
 Numpy only (no jax): the evaluation code imports it.
 """
+
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -34,7 +35,8 @@ def check_vote_weights(scores) -> None:
         raise ValueError(
             f"weighted vote sums probabilities, but {int(bad.sum())} of {s.size} scores are outside "
             f"[0, 1] (e.g. {float(s[bad][0])!r}); map signed scores such as an implicit PRM's reward "
-            "with a sigmoid first (search.vote_weights)")
+            "with a sigmoid first (search.vote_weights)"
+        )
 
 
 def answer_ids(answers_PxM) -> np.ndarray:
@@ -64,7 +66,7 @@ def choose(rule: str, idx_RxPxN: np.ndarray, ids_PxM: np.ndarray, scores_PxM=Non
     idx = np.asarray(idx_RxPxN, np.int64)
     R, P, N = idx.shape
     rows = np.arange(P)[None, :, None]
-    a = ids_PxM[rows, idx]                                   # [R, P, N]
+    a = ids_PxM[rows, idx]  # [R, P, N]
     has = a >= 0
     if rule != "majority":
         if scores_PxM is None:
@@ -77,7 +79,7 @@ def choose(rule: str, idx_RxPxN: np.ndarray, ids_PxM: np.ndarray, scores_PxM=Non
     if rule == "argmax":
         best = np.max(np.where(has, s, -np.inf), axis=-1, keepdims=True)
         win = has & (s == best)
-        pos = np.argmax(win, axis=-1)                        # the first winner in subset order
+        pos = np.argmax(win, axis=-1)  # the first winner in subset order
     else:
         M = ids_PxM.shape[1]
         w = np.ones(a.shape) if rule == "majority" else s

@@ -1,6 +1,7 @@
 """Shape buckets for jitted host-side calls (sampler, verifier): round sizes up so that a search or
 labelling run compiles a handful of programs, not one per request (on a CPU a compile costs more
 than many padded rows)."""
+
 from __future__ import annotations
 
 

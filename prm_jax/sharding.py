@@ -9,6 +9,7 @@ Activation constraints inside the model (`nn.with_logical_constraint`) only take
 the mesh (`jax.set_mesh`) and the rules (`nn.logical_axis_rules`) are active at trace time: use
 `activation_context(mesh, rules)` around the traced function body (see `train.py`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -79,8 +80,7 @@ def mesh_shape(shape: Mapping[str, int], num_devices: int) -> dict[str, int]:
             raise ValueError(f"mesh.shape {dict(shape)}: {num_devices} devices do not divide by {fixed}")
         dims[free[0]] = num_devices // fixed
     if math.prod(dims.values()) != num_devices:
-        raise ValueError(f"mesh.shape {dims} has {math.prod(dims.values())} devices, "
-                         f"but {num_devices} are available")
+        raise ValueError(f"mesh.shape {dims} has {math.prod(dims.values())} devices, but {num_devices} are available")
     return dims
 
 
@@ -91,8 +91,9 @@ def make_mesh(shape: Mapping[str, int] | None = None, devices: Sequence[Any] | N
     sizes = tuple(dims[a] for a in MESH_AXES)
     if len(devices) == len(jax.devices()) and devices == list(jax.devices()):
         # jax.make_mesh orders devices for the physical topology (and across hosts).
-        return jax.make_mesh(sizes, MESH_AXES, devices=devices,
-                             axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+        return jax.make_mesh(
+            sizes, MESH_AXES, devices=devices, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES)
+        )
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -102,8 +103,9 @@ def _as_tuple(axes: Any) -> tuple[str, ...]:
     return tuple(axes) if isinstance(axes, (tuple, list)) else (axes,)
 
 
-def logical_to_mesh_spec(logical: Sequence[Any], shape: Sequence[int] | None, mesh: Mesh,
-                         rules: Sequence[tuple[str, Any]], name: str = "") -> P:
+def logical_to_mesh_spec(
+    logical: Sequence[Any], shape: Sequence[int] | None, mesh: Mesh, rules: Sequence[tuple[str, Any]], name: str = ""
+) -> P:
     """Returns the mesh PartitionSpec for one array from its logical axis names.
 
     A mesh axis is used at most once per array (first rule wins). A dimension whose size does not
@@ -122,8 +124,11 @@ def logical_to_mesh_spec(logical: Sequence[Any], shape: Sequence[int] | None, me
                 # Try dropping trailing axes before giving up on the dimension.
                 while axes and shape[dim] % math.prod(mesh.shape[a] for a in axes):
                     axes = axes[:-1]
-                warnings.warn(f"{name}: dim {dim} ({lname}, size {shape[dim]}) does not divide by "
-                              f"mesh {size}; sharded over {axes or 'nothing'} instead", stacklevel=2)
+                warnings.warn(
+                    f"{name}: dim {dim} ({lname}, size {shape[dim]}) does not divide by "
+                    f"mesh {size}; sharded over {axes or 'nothing'} instead",
+                    stacklevel=2,
+                )
         used.update(axes)
         out.append(None if not axes else (axes[0] if len(axes) == 1 else axes))
     while out and out[-1] is None:
@@ -135,8 +140,7 @@ def _path_name(path) -> str:
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
 
 
-def param_shardings(logical_tree: Any, shapes_tree: Any, mesh: Mesh,
-                    rules: Sequence[tuple[str, Any]]) -> Any:
+def param_shardings(logical_tree: Any, shapes_tree: Any, mesh: Mesh, rules: Sequence[tuple[str, Any]]) -> Any:
     """Returns a pytree of NamedSharding for params from their logical PartitionSpecs and shapes.
 
     `logical_tree` mirrors the params with PartitionSpecs of logical names (model.param_logical_axes);
@@ -148,8 +152,7 @@ def param_shardings(logical_tree: Any, shapes_tree: Any, mesh: Mesh,
     for (path, leaf), logical in zip(flat_shapes, flat_logical):
         logical = tuple(logical) if logical is not None else ()
         if len(logical) > len(leaf.shape):
-            raise ValueError(f"param {_path_name(path)}: logical axes {logical} longer than shape "
-                             f"{leaf.shape}")
+            raise ValueError(f"param {_path_name(path)}: logical axes {logical} longer than shape {leaf.shape}")
         logical = logical + (None,) * (len(leaf.shape) - len(logical))
         spec = logical_to_mesh_spec(logical, leaf.shape, mesh, rules, name=_path_name(path))
         out.append(NamedSharding(mesh, spec))
@@ -168,8 +171,9 @@ def mirror_shardings(tree: Any, params_abstract: Any, params_shardings: Any, mes
     masked placeholders) is replicated.
     """
     by_path = {}
-    for (path, leaf), sh in zip(jax.tree_util.tree_flatten_with_path(params_abstract)[0],
-                                jax.tree_util.tree_leaves(params_shardings)):
+    for (path, leaf), sh in zip(
+        jax.tree_util.tree_flatten_with_path(params_abstract)[0], jax.tree_util.tree_leaves(params_shardings)
+    ):
         by_path[_dict_keys(path)] = (tuple(leaf.shape), sh)
     replicated = NamedSharding(mesh, P())
 
@@ -197,8 +201,9 @@ def batch_shardings(batch: Mapping[str, Any], mesh: Mesh, rules=DEFAULT_RULES) -
     out = {}
     for k, v in batch.items():
         if np.ndim(v) and np.shape(v)[0] % n:
-            raise ValueError(f"batch[{k!r}]: batch size {np.shape(v)[0]} does not divide by the "
-                             f"{n} devices of mesh axes {axes}")
+            raise ValueError(
+                f"batch[{k!r}]: batch size {np.shape(v)[0]} does not divide by the {n} devices of mesh axes {axes}"
+            )
         out[k] = batch_sharding(mesh, np.ndim(v), axes)
     return out
 

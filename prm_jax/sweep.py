@@ -10,6 +10,7 @@ Each run's final metrics are read from its folder (the experiment's `RESULT_FILE
 `metrics.json` / `results.json`, merged over the last value of every key in `metrics.jsonl`) and gathered
 into `WORKDIR/sweep.csv`, `sweep.md` and a plot `sweep.png`.
 """
+
 from __future__ import annotations
 
 import csv
@@ -101,8 +102,9 @@ class Run:
     result_files: tuple[str, ...] = FINAL_FILES
 
 
-def command_args(spec: str, workdir: str, point: hyper.Point | None = None, extra: Sequence[str] = (),
-                 module=None) -> list[str]:
+def command_args(
+    spec: str, workdir: str, point: hyper.Point | None = None, extra: Sequence[str] = (), module=None
+) -> list[str]:
     """Returns the `prm-jax` arguments that run `spec` with the point's overrides in `workdir`."""
     path, _ = split_spec(spec)
     module = module or load_module(path)
@@ -126,8 +128,14 @@ def _resolve(argv: Sequence[str], base: Sequence[str]) -> tuple[str, ...]:
     return (*base, *argv)
 
 
-def plan(spec: str, workdir: str | os.PathLike, *, base: Sequence[str] = DEFAULT_BASE,
-         extra: Sequence[str] = (), once: bool = False) -> list[Run]:
+def plan(
+    spec: str,
+    workdir: str | os.PathLike,
+    *,
+    base: Sequence[str] = DEFAULT_BASE,
+    extra: Sequence[str] = (),
+    once: bool = False,
+) -> list[Run]:
     """Returns one Run per sweep point: its folder and command line. With `once`, one run of the config
     as it is, in `workdir` itself (so a stage's output lands where the next stage's config expects it)."""
     path, arg = split_spec(spec)
@@ -157,8 +165,9 @@ def shell_line(argv: Sequence[str]) -> str:
     return " ".join(_quote(a) for a in argv)
 
 
-def execute(runs: Sequence[Run], *, max_parallel: int = 1, force: bool = False,
-            env: dict | None = None, progress: bool = True) -> dict[str, int]:
+def execute(
+    runs: Sequence[Run], *, max_parallel: int = 1, force: bool = False, env: dict | None = None, progress: bool = True
+) -> dict[str, int]:
     """Runs every point as a subprocess, at most `max_parallel` at once; returns name -> exit code.
 
     A run whose folder already holds final metrics is skipped (exit code 0) unless `force`: a sweep
@@ -185,8 +194,9 @@ def execute(runs: Sequence[Run], *, max_parallel: int = 1, force: bool = False,
             log = open(Path(r.workdir) / "sweep.log", "w")
             log.write(shell_line(r.argv) + "\n")
             log.flush()
-            proc = subprocess.Popen(list(r.argv), stdout=log, stderr=subprocess.STDOUT,
-                                    env=env if env is not None else os.environ.copy())
+            proc = subprocess.Popen(
+                list(r.argv), stdout=log, stderr=subprocess.STDOUT, env=env if env is not None else os.environ.copy()
+            )
             active.append((r, proc, log))
         time.sleep(0.2)
         still = []
@@ -198,8 +208,9 @@ def execute(runs: Sequence[Run], *, max_parallel: int = 1, force: bool = False,
             codes[r.name] = proc.returncode
             bar.update(1)
             if proc.returncode != 0:
-                tqdm.write(f"sweep: {r.name} failed with exit code {proc.returncode}; "
-                           f"see {Path(r.workdir) / 'sweep.log'}")
+                tqdm.write(
+                    f"sweep: {r.name} failed with exit code {proc.returncode}; see {Path(r.workdir) / 'sweep.log'}"
+                )
         active = still
     bar.close()
     return codes
@@ -209,8 +220,9 @@ def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def final_metrics(run_dir: str | os.PathLike, *, missing_ok: bool = False,
-                  files: Sequence[str] = FINAL_FILES) -> dict[str, Any]:
+def final_metrics(
+    run_dir: str | os.PathLike, *, missing_ok: bool = False, files: Sequence[str] = FINAL_FILES
+) -> dict[str, Any]:
     """Returns a run's final metrics: the last value of each metrics.jsonl key, updated by the first of
     `files` (a final JSON) that exists.
 
@@ -304,20 +316,29 @@ def write_tables(columns: Sequence[str], rows: Sequence[dict], out_dir: str | os
     return csv_path, md_path
 
 
-def pick_metrics(columns: Sequence[str], rows: Sequence[dict], preferred: Sequence[str] = (),
-                 limit: int = 4) -> list[str]:
+def pick_metrics(
+    columns: Sequence[str], rows: Sequence[dict], preferred: Sequence[str] = (), limit: int = 4
+) -> list[str]:
     """Returns up to `limit` metric columns to plot: `preferred` ones first, then eval/loss metrics."""
     settings_end = list(columns).index("status") + 1
     metrics = [c for c in columns[settings_end:] if any(_is_number(r.get(c)) for r in rows)]
     chosen = [m for m in preferred if m in metrics]
     skip = {"step", "lr", "tokens_per_s", "grad_norm", "time", "epoch"}
-    ranked = sorted((m for m in metrics if m not in chosen and m.split("/")[-1] not in skip),
-                    key=lambda m: (not m.startswith("eval"), "loss" not in m, m))
+    ranked = sorted(
+        (m for m in metrics if m not in chosen and m.split("/")[-1] not in skip),
+        key=lambda m: (not m.startswith("eval"), "loss" not in m, m),
+    )
     return (chosen + ranked)[:limit]
 
 
-def plot(columns: Sequence[str], rows: Sequence[dict], out_path: str | os.PathLike, *,
-         metrics: Sequence[str] = (), title: str = "") -> Path | None:
+def plot(
+    columns: Sequence[str],
+    rows: Sequence[dict],
+    out_path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] = (),
+    title: str = "",
+) -> Path | None:
     """Writes a PNG with one panel per metric against the sweep points; returns its path (None: nothing to plot).
 
     With a single numeric setting the x axis is that setting (log scale when it spans > 20x); otherwise
@@ -331,8 +352,8 @@ def plot(columns: Sequence[str], rows: Sequence[dict], out_path: str | os.PathLi
     metrics = list(metrics) or pick_metrics(columns, rows)
     if not metrics or not rows:
         return None
-    settings = list(columns)[1:list(columns).index("status")]
-    numeric_x = (len(settings) == 1 and all(_is_number(r.get(settings[0])) for r in rows))
+    settings = list(columns)[1 : list(columns).index("status")]
+    numeric_x = len(settings) == 1 and all(_is_number(r.get(settings[0])) for r in rows)
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
     for ax, m in zip(axes[0], metrics):
         ys = [r.get(m) if _is_number(r.get(m)) else math.nan for r in rows]
@@ -361,8 +382,14 @@ def plot(columns: Sequence[str], rows: Sequence[dict], out_path: str | os.PathLi
     return out_path
 
 
-def summarize(runs: Sequence[Run], workdir: str | os.PathLike, codes: dict[str, int] | None = None,
-              *, title: str = "", metrics: Sequence[str] = ()) -> dict[str, Any]:
+def summarize(
+    runs: Sequence[Run],
+    workdir: str | os.PathLike,
+    codes: dict[str, int] | None = None,
+    *,
+    title: str = "",
+    metrics: Sequence[str] = (),
+) -> dict[str, Any]:
     """Gathers every run's final metrics and writes sweep.csv, sweep.md and sweep.png; returns their paths and rows."""
     columns, rows = gather(runs, codes)
     csv_path, md_path = write_tables(columns, rows, workdir)
@@ -399,8 +426,9 @@ def run_stage(spec: str, workdir: str, over: Sequence[str] = ()) -> dict:
 def _main(argv: Sequence[str] | None = None) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m prm_jax.sweep",
-                                 description="run one Python stage of an experiment (see run_stage)")
+    ap = argparse.ArgumentParser(
+        prog="python -m prm_jax.sweep", description="run one Python stage of an experiment (see run_stage)"
+    )
     ap.add_argument("--config", required=True)
     ap.add_argument("--workdir", required=True)
     args, over = ap.parse_known_args(argv)

@@ -3,6 +3,7 @@
 The label helpers work on Python lists, numpy arrays and jax arrays alike (numpy in, numpy out; jax
 in, jax out), so the data module can call them per record and the train step per batch.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -7,6 +7,7 @@ straight into them); `make_train_step` / `make_eval_step` jit the steps once wit
 shardings and the state donated. The host loop (`run`, `load_trained`) lives in `prm_jax/loop.py`,
 which imports this module (never the other way round).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,6 +28,7 @@ from prm_jax.config import get
 @struct.dataclass
 class TrainState:
     """Everything that changes during training; `ref_params` is the frozen reference (implicit PRM)."""
+
     step: jax.Array
     params: Any
     opt_state: Any
@@ -36,6 +38,7 @@ class TrainState:
 
 class Setup(NamedTuple):
     """A config resolved into the pieces the steps and the host loop need."""
+
     config: Any
     model_cfg: Any
     mesh: Any
@@ -43,8 +46,8 @@ class Setup(NamedTuple):
     tx: optax.GradientTransformation
     lr_schedule: Callable
     loss_fn: Callable
-    abstract_state: TrainState      # ShapeDtypeStruct leaves, each with .sharding
-    state_shardings: TrainState     # NamedSharding leaves
+    abstract_state: TrainState  # ShapeDtypeStruct leaves, each with .sharding
+    state_shardings: TrainState  # NamedSharding leaves
 
 
 def model_config(config, vocab_size: int | None = None):
@@ -67,7 +70,7 @@ def model_config(config, vocab_size: int | None = None):
         base = model.ModelConfig.preset(mc.get("preset", "tiny"))
         fields = {}
     names = {f.name for f in dataclasses.fields(model.ModelConfig)}
-    for k, v in (mc.items() if hasattr(mc, "items") else []):
+    for k, v in mc.items() if hasattr(mc, "items") else []:
         if k in ("preset", "hf_path") or v is None or (k == "vocab_size" and v == "auto"):
             continue
         if k not in names:
@@ -76,8 +79,9 @@ def model_config(config, vocab_size: int | None = None):
     wants_tokenizer_vocab = "vocab_size" in mc and mc["vocab_size"] in (None, "auto")
     if wants_tokenizer_vocab and not hf_path:
         if vocab_size is None:
-            raise ValueError("config.model.vocab_size is None (= the tokenizer's), but no tokenizer "
-                             "vocab_size was given")
+            raise ValueError(
+                "config.model.vocab_size is None (= the tokenizer's), but no tokenizer vocab_size was given"
+            )
         fields["vocab_size"] = int(vocab_size)
     return base.replace(**fields)
 
@@ -89,8 +93,7 @@ def compiler_options(config) -> dict | None:
 
 
 def _abstract_with_shardings(tree, shardings):
-    return jax.tree_util.tree_map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+    return jax.tree_util.tree_map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
 def setup(config, *, model_cfg=None, mesh=None, vocab_size: int | None = None) -> Setup:
@@ -115,12 +118,19 @@ def setup(config, *, model_cfg=None, mesh=None, vocab_size: int | None = None) -
     opt_sh = sharding.mirror_shardings(opt_abs, params_abs, params_sh, mesh)
     rep = NamedSharding(mesh, P())
     rng_abs = jax.eval_shape(lambda: jax.random.PRNGKey(0))
-    abstract = TrainState(step=jax.ShapeDtypeStruct((), jnp.int32), params=params_abs, opt_state=opt_abs,
-                          rng=rng_abs, ref_params=params_abs if with_ref else None)
-    shardings = TrainState(step=rep, params=params_sh, opt_state=opt_sh, rng=rep,
-                           ref_params=params_sh if with_ref else None)
-    return Setup(config, model_cfg, mesh, rules, tx, sched, loss_fn,
-                 _abstract_with_shardings(abstract, shardings), shardings)
+    abstract = TrainState(
+        step=jax.ShapeDtypeStruct((), jnp.int32),
+        params=params_abs,
+        opt_state=opt_abs,
+        rng=rng_abs,
+        ref_params=params_abs if with_ref else None,
+    )
+    shardings = TrainState(
+        step=rep, params=params_sh, opt_state=opt_sh, rng=rep, ref_params=params_sh if with_ref else None
+    )
+    return Setup(
+        config, model_cfg, mesh, rules, tx, sched, loss_fn, _abstract_with_shardings(abstract, shardings), shardings
+    )
 
 
 def init_state(s: Setup, seed: int | None = None, *, params: Any = None, ref_params: Any = None) -> TrainState:
@@ -140,13 +150,21 @@ def init_state(s: Setup, seed: int | None = None, *, params: Any = None, ref_par
             params = model.init_params(s.model_cfg, init_rng)
         if with_ref and ref_params is None:
             ref_params = params
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=s.tx.init(params),
-                          rng=state_rng, ref_params=ref_params if with_ref else None)
+        return TrainState(
+            step=jnp.zeros((), jnp.int32),
+            params=params,
+            opt_state=s.tx.init(params),
+            rng=state_rng,
+            ref_params=ref_params if with_ref else None,
+        )
 
     p_sh = s.state_shardings.params
-    fn = jax.jit(init, in_shardings=(None, None if params is None else p_sh,
-                                     None if ref_params is None else p_sh),
-                 out_shardings=s.state_shardings, compiler_options=compiler_options(s.config))
+    fn = jax.jit(
+        init,
+        in_shardings=(None, None if params is None else p_sh, None if ref_params is None else p_sh),
+        out_shardings=s.state_shardings,
+        compiler_options=compiler_options(s.config),
+    )
     with sharding.activation_context(s.mesh, s.rules):
         return fn(jax.random.PRNGKey(seed), params, ref_params)
 
@@ -189,7 +207,8 @@ def train_step_fn(s: Setup) -> Callable:
                 first = jax.tree_util.tree_map(lambda x: x[0], micro)
                 zero = jax.tree_util.tree_map(
                     lambda x: jnp.zeros(x.shape, x.dtype),
-                    jax.eval_shape(grads_of, state.params, state.ref_params, first))
+                    jax.eval_shape(grads_of, state.params, state.ref_params, first),
+                )
 
                 def body(acc, mb):
                     return jax.tree_util.tree_map(jnp.add, acc, grads_of(state.params, state.ref_params, mb)), None
@@ -201,15 +220,21 @@ def train_step_fn(s: Setup) -> Callable:
         if head is not None:
             warm = state.step < head_only
             updates = jax.tree_util.tree_map(
-                lambda u, is_head: u if is_head else jnp.where(warm, jnp.zeros_like(u), u), updates, head)
+                lambda u, is_head: u if is_head else jnp.where(warm, jnp.zeros_like(u), u), updates, head
+            )
         params = optax.apply_updates(state.params, updates)
         param_norm = optax.tree.norm(params)
         # One flag for the host: a state is saved only when its step's loss, gradient and updated
         # weights are all finite (a finite loss can still come with an inf gradient and NaN weights).
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(param_norm)
-        out = {**metrics, "loss": loss, "grad_norm": grad_norm, "param_norm": param_norm,
-               "state_finite": finite.astype(jnp.float32),
-               "lr": jnp.asarray(s.lr_schedule(state.step), jnp.float32)}
+        out = {
+            **metrics,
+            "loss": loss,
+            "grad_norm": grad_norm,
+            "param_norm": param_norm,
+            "state_finite": finite.astype(jnp.float32),
+            "lr": jnp.asarray(s.lr_schedule(state.step), jnp.float32),
+        }
         rng, _ = jax.random.split(state.rng)
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, rng=rng), out
 
@@ -248,9 +273,13 @@ def make_train_step(s: Setup, batch_example: Mapping[str, Any]) -> _MeshJit:
     """
     objectives.check_batch(s.config.objective, batch_example)
     rep = NamedSharding(s.mesh, P())
-    fn = jax.jit(train_step_fn(s), in_shardings=(s.state_shardings, batch_shardings_of(s, batch_example)),
-                 out_shardings=(s.state_shardings, rep), donate_argnums=(0,),
-                 compiler_options=compiler_options(s.config))
+    fn = jax.jit(
+        train_step_fn(s),
+        in_shardings=(s.state_shardings, batch_shardings_of(s, batch_example)),
+        out_shardings=(s.state_shardings, rep),
+        donate_argnums=(0,),
+        compiler_options=compiler_options(s.config),
+    )
     return _MeshJit(fn, s.mesh)
 
 
@@ -273,8 +302,12 @@ def make_eval_step(s: Setup, batch_example: Mapping[str, Any]) -> _MeshJit:
     """Returns eval_step(state, batch) jitted once (state not donated; outputs replicated)."""
     objectives.check_batch(s.config.objective, batch_example)
     rep = NamedSharding(s.mesh, P())
-    fn = jax.jit(eval_step_fn(s), in_shardings=(s.state_shardings, batch_shardings_of(s, batch_example)),
-                 out_shardings=rep, compiler_options=compiler_options(s.config))
+    fn = jax.jit(
+        eval_step_fn(s),
+        in_shardings=(s.state_shardings, batch_shardings_of(s, batch_example)),
+        out_shardings=rep,
+        compiler_options=compiler_options(s.config),
+    )
     return _MeshJit(fn, s.mesh)
 
 

@@ -16,6 +16,7 @@ the implicit PRM's ProcessBench read-out) and `tokens`. Inputs are rendered with
 and scored by one jitted function per bucket. `tokens_scored` counts verifier compute in tokens
 (an implicit PRM runs two models, so its tokens count twice).
 """
+
 from __future__ import annotations
 
 import functools
@@ -39,14 +40,16 @@ MIN_STEPS = 4
 @functools.partial(jax.jit, static_argnums=0)
 def _score_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step_pos_BxT):
     """Returns sigmoid(score logit) at each step marker, [B, T] float32."""
-    out = model_lib.forward(cfg, params, tokens_BxL, segment_ids=segment_ids_BxL,
-                            positions=positions_BxL, lm_head=False)
+    out = model_lib.forward(
+        cfg, params, tokens_BxL, segment_ids=segment_ids_BxL, positions=positions_BxL, lm_head=False
+    )
     return jax.nn.sigmoid(scoring.gather_steps(out.score, step_pos_BxT))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7, 9))
-def _implicit_rewards(cfg, params, ref_params, tokens_BxL, positions_BxL, segment_ids_BxL,
-                      step_ids_BxL, num_steps, beta, chunk_size):
+def _implicit_rewards(
+    cfg, params, ref_params, tokens_BxL, positions_BxL, segment_ids_BxL, step_ids_BxL, num_steps, beta, chunk_size
+):
     """Returns the implicit step rewards r_BxT = beta * per-step sums of policy/reference log-ratios."""
     batch = {"tokens": tokens_BxL, "positions": positions_BxL, "segment_ids": segment_ids_BxL}
     logp, _ = objectives.token_logprobs(cfg, params, batch, chunk_size=chunk_size)
@@ -57,10 +60,24 @@ def _implicit_rewards(cfg, params, ref_params, tokens_BxL, positions_BxL, segmen
 class Verifier:
     """Scores solutions step by step. See the module docstring for `kind` and what it returns."""
 
-    def __init__(self, kind: str, model_cfg, params, tokenizer, *, marker: str, ref_params=None,
-                 beta: float = 0.05, output: str = "reward", max_batch: int = 64, max_len: int = 512,
-                 max_steps: int = 128, chat_template: str | None = None, name: str = "",
-                 logprob_chunk: int = 1024):
+    def __init__(
+        self,
+        kind: str,
+        model_cfg,
+        params,
+        tokenizer,
+        *,
+        marker: str,
+        ref_params=None,
+        beta: float = 0.05,
+        output: str = "reward",
+        max_batch: int = 64,
+        max_len: int = 512,
+        max_steps: int = 128,
+        chat_template: str | None = None,
+        name: str = "",
+        logprob_chunk: int = 1024,
+    ):
         if kind not in KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
         if kind == "score" and not model_cfg.score_head:
@@ -80,12 +97,19 @@ class Verifier:
         from prm_jax.data import tokenize
         from prm_jax.data.records import Record
 
-        ex = tokenize.encode_example(Record(problem, list(steps)), self.tokenizer, marker=self.marker,
-                                     max_len=self.max_len, max_steps=self.max_steps,
-                                     chat_template=self.chat_template)
+        ex = tokenize.encode_example(
+            Record(problem, list(steps)),
+            self.tokenizer,
+            marker=self.marker,
+            max_len=self.max_len,
+            max_steps=self.max_steps,
+            chat_template=self.chat_template,
+        )
         if ex["dropped_steps"]:
-            raise ValueError(f"solution with {len(steps)} steps does not fit max_len={self.max_len} / "
-                             f"max_steps={self.max_steps} of verifier {self.name!r}")
+            raise ValueError(
+                f"solution with {len(steps)} steps does not fit max_len={self.max_len} / "
+                f"max_steps={self.max_steps} of verifier {self.name!r}"
+            )
         return ex
 
     def score_all(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]]) -> dict:
@@ -104,7 +128,7 @@ class Verifier:
         vals: list = [None] * len(exs)
         source = f"the tokenizer of verifier {self.name!r} ({getattr(self.tokenizer, 'name', type(self.tokenizer).__name__)})"
         for s in range(0, len(order), self.max_batch):
-            idx = order[s: s + self.max_batch]
+            idx = order[s : s + self.max_batch]
             chunk = [exs[i] for i in idx]
             b = shapes.pow2(len(chunk), MIN_BATCH)
             chunk = chunk + [chunk[0]] * (b - len(chunk))
@@ -113,26 +137,44 @@ class Verifier:
             batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
             model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
             if self.kind == "score":
-                out = _score_head_probs(self.cfg, self.params, batch["tokens"], batch["positions"],
-                                        batch["segment_ids"], batch["step_pos"])
+                out = _score_head_probs(
+                    self.cfg, self.params, batch["tokens"], batch["positions"], batch["segment_ids"], batch["step_pos"]
+                )
             else:
-                out = _implicit_rewards(self.cfg, self.params, self.ref_params, batch["tokens"],
-                                        batch["positions"], batch["segment_ids"], batch["step_ids"], t,
-                                        jnp.float32(self.beta), self.logprob_chunk)
+                out = _implicit_rewards(
+                    self.cfg,
+                    self.params,
+                    self.ref_params,
+                    batch["tokens"],
+                    batch["positions"],
+                    batch["segment_ids"],
+                    batch["step_ids"],
+                    t,
+                    jnp.float32(self.beta),
+                    self.logprob_chunk,
+                )
             out = np.asarray(out)
             for j, i in enumerate(idx):
                 vals[i] = out[j, : len(exs[i]["step_pos"])].astype(np.float32)
         bad = [i for i, v in enumerate(vals) if not np.all(np.isfinite(v))]
         if bad:
-            raise FloatingPointError(f"verifier {self.name!r} gave non-finite step scores for {len(bad)} of "
-                                     f"{len(vals)} solutions (first: solution {bad[0]}); the checkpoint's "
-                                     "weights are not finite")
+            raise FloatingPointError(
+                f"verifier {self.name!r} gave non-finite step scores for {len(bad)} of "
+                f"{len(vals)} solutions (first: solution {bad[0]}); the checkpoint's "
+                "weights are not finite"
+            )
         self.tokens_scored += int(n_tok.sum())
         if self.kind == "score":
             return {"probs": vals, "rewards": vals, "values": vals, "tokens": n_tok}
         q = [np.cumsum(v).astype(np.float32) for v in vals]
-        return {"reward": vals, "q": q, "rewards": vals, "values": q,
-                "probs": [1.0 / (1.0 + np.exp(-x)) for x in q], "tokens": n_tok}
+        return {
+            "reward": vals,
+            "q": q,
+            "rewards": vals,
+            "values": q,
+            "probs": [1.0 / (1.0 + np.exp(-x)) for x in q],
+            "tokens": n_tok,
+        }
 
     def _pick(self, key, problems, steps_list, return_tokens):
         if not problems:
@@ -140,21 +182,29 @@ class Verifier:
         out = self.score_all(problems, steps_list)
         return (out[key], out["tokens"]) if return_tokens else out[key]
 
-    def step_scores(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *,
-                    return_tokens: bool = False):
+    def step_scores(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *, return_tokens: bool = False):
         """Returns per-solution step scores (list of [T_i] arrays) [and verifier tokens per solution]:
         the probabilities, or for an implicit PRM r_t (output='reward') or q_t (output='q')."""
         key = "probs" if self.kind == "score" else {"reward": "reward", "q": "q"}[self.output]
         return self._pick(key, problems, steps_list, return_tokens)
 
-    def values(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *,
-               return_tokens: bool = False):
+    def values(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *, return_tokens: bool = False):
         """Returns per-solution prefix values (probabilities, or an implicit PRM's q_t) [and tokens]."""
         return self._pick("values", problems, steps_list, return_tokens)
 
 
-def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batch_size: int, max_len: int,
-                     chat_template: str | None = None, progress: bool = True):
+def score_step_probs(
+    model_cfg,
+    params,
+    tokenizer,
+    records,
+    *,
+    marker: str,
+    batch_size: int,
+    max_len: int,
+    chat_template: str | None = None,
+    progress: bool = True,
+):
     """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
     records lost trailing steps to max_len (their unscored steps cannot be predicted wrong; a record
     whose prompt alone exceeds max_len has no scored step)."""
@@ -165,26 +215,43 @@ def score_step_probs(model_cfg, params, tokenizer, records, *, marker: str, batc
     examples, probs = {}, [np.zeros(0)] * len(records)
     for i, r in enumerate(records):
         try:
-            examples[i] = tokenize.encode_example(r, tokenizer, marker=marker, max_len=max_len,
-                                                  max_steps=len(r.steps), chat_template=chat_template)
+            examples[i] = tokenize.encode_example(
+                r, tokenizer, marker=marker, max_len=max_len, max_steps=len(r.steps), chat_template=chat_template
+            )
         except tokenize.ExampleTooLong:
             pass  # no step fits: nothing scored, counted as truncated below
     truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
     keys = sorted(examples, key=lambda i: len(examples[i]["tokens"]))  # like lengths share a batch
     # One verifier scorer for search and evaluation: jitted per shape bucket, rows sorted by length.
-    verifier = Verifier("score", model_cfg, params, tokenizer, marker=marker, max_batch=batch_size,
-                        max_len=max_len, chat_template=chat_template)
+    verifier = Verifier(
+        "score",
+        model_cfg,
+        params,
+        tokenizer,
+        marker=marker,
+        max_batch=batch_size,
+        max_len=max_len,
+        chat_template=chat_template,
+    )
     for s in tqdm(range(0, len(keys), batch_size), desc="scoring", unit="batch", disable=not progress):
-        idx = keys[s: s + batch_size]
+        idx = keys[s : s + batch_size]
         out = verifier.score_examples([examples[i] for i in idx])["probs"]
         for i, p in zip(idx, out):
             probs[i] = p.astype(np.float64)
     return probs, truncated
 
 
-def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None = None,
-                  ref_workdir: str | None = None, ref_hf_dir: str | None = None, tokenizer=None,
-                  marker: str | None = None, **kwargs) -> Verifier:
+def load_verifier(
+    kind: str,
+    *,
+    workdir: str | None = None,
+    hf_dir: str | None = None,
+    ref_workdir: str | None = None,
+    ref_hf_dir: str | None = None,
+    tokenizer=None,
+    marker: str | None = None,
+    **kwargs,
+) -> Verifier:
     """Returns a Verifier from a training workdir (`loop.load_trained`) or a local HF folder.
 
     For an implicit PRM the reference comes from ref_workdir / ref_hf_dir, else from the run's
@@ -194,6 +261,7 @@ def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None =
     ref = None
     if kind == "implicit":
         from prm_jax.config import get
+
         ref_workdir = ref_workdir or (get(config, "init.ref_workdir") if config is not None else None)
         if not (ref_workdir or ref_hf_dir):
             raise ValueError("implicit verifier: give ref_workdir or ref_hf_dir (the reference policy)")
@@ -202,9 +270,11 @@ def load_verifier(kind: str, *, workdir: str | None = None, hf_dir: str | None =
             kwargs["beta"] = float(get(config, "loss.beta", 0.05))
     if tokenizer is None:
         from prm_jax.data.tokenizers import make_tokenizer
+
         tokenizer = make_tokenizer(hf_dir if hf_dir else None)
     if marker is None:
         from prm_jax.data.tokenizers import default_marker
+
         marker = default_marker(tokenizer)
     return Verifier(kind, cfg, params, tokenizer, marker=marker, ref_params=ref, **kwargs)
 
@@ -213,9 +283,11 @@ def _load_model(workdir, hf_dir):
     """Returns (model_cfg, params, config or None) from a training workdir or an HF folder."""
     if workdir:
         from prm_jax import loop
+
         return loop.load_trained(workdir)
     if hf_dir:
         from prm_jax import hf
+
         cfg, params = hf.load_checkpoint(hf_dir)
         return cfg, params, None
     raise ValueError("give a training workdir or a Hugging Face folder")

@@ -3,6 +3,7 @@
 Run as a script it trains one config in its own process (used by the resume / SIGTERM / NaN /
 multi-process tests):  python tests/_train_worker.py WORKDIR JSON_OVERRIDES [PROCESS_ID NUM_PROCS PORT]
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,23 +24,44 @@ def tiny_config(objective: str = "bce", **train):
 
     c = ml_collections.ConfigDict()
     c.objective = objective
-    c.model = ml_collections.ConfigDict(dict(preset="tiny", vocab_size=64, d_model=32, n_layers=2,
-                                             n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64))
+    c.model = ml_collections.ConfigDict(
+        dict(preset="tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
+    )
     c.loss = ml_collections.ConfigDict(dict(beta=0.5, pav_mode="bce", logprob_chunk=64))
     c.data = ml_collections.ConfigDict(dict(source="synthetic", seed=0))
-    c.optim = ml_collections.ConfigDict(dict(lr=3e-3, warmup=2, decay="cosine", clip=1.0,
-                                             weight_decay=0.01, accum_steps=1, head_only_steps=0))
-    c.train = ml_collections.ConfigDict(dict(steps=5, batch_size=8, seq_len=32, max_steps=4, seed=0,
-                                             log_every=1, ckpt_every=0, eval_every=0, eval_batches=1,
-                                             compiler_options=FAST_COMPILE))
+    c.optim = ml_collections.ConfigDict(
+        dict(lr=3e-3, warmup=2, decay="cosine", clip=1.0, weight_decay=0.01, accum_steps=1, head_only_steps=0)
+    )
+    c.train = ml_collections.ConfigDict(
+        dict(
+            steps=5,
+            batch_size=8,
+            seq_len=32,
+            max_steps=4,
+            seed=0,
+            log_every=1,
+            ckpt_every=0,
+            eval_every=0,
+            eval_batches=1,
+            compiler_options=FAST_COMPILE,
+        )
+    )
     c.train.update(train)
     c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1, fsdp=1, tensor=1), rules=None))
     c.init = ml_collections.ConfigDict(dict(hf_path=None, ref_hf_path=None, workdir=None, ref_workdir=None))
     return c
 
 
-def synthetic_batch(index: int, *, batch_size: int, seq_len: int, max_steps: int, vocab: int = 64,
-                    seed: int = 0, rows: slice | None = None) -> dict:
+def synthetic_batch(
+    index: int,
+    *,
+    batch_size: int,
+    seq_len: int,
+    max_steps: int,
+    vocab: int = 64,
+    seed: int = 0,
+    rows: slice | None = None,
+) -> dict:
     """Returns batch number `index` of a deterministic stream, in the DESIGN.md batch layout.
 
     Each row is a prompt of 4 tokens then `max_steps` steps of equal length closed by token 3; labels
@@ -53,7 +75,7 @@ def synthetic_batch(index: int, *, batch_size: int, seq_len: int, max_steps: int
     tokens[:, step_pos] = 3
     step_ids = np.full((B, L), -1, np.int32)
     for t in range(T):
-        step_ids[:, 4 + t * step_len: 4 + (t + 1) * step_len] = t
+        step_ids[:, 4 + t * step_len : 4 + (t + 1) * step_len] = t
     first = tokens[:, 4 + np.arange(T) * step_len]
     labels = (first % 2 == 0).astype(np.float32)
     outcome = labels.min(axis=1)
@@ -92,10 +114,22 @@ class SyntheticIterator:
     so that kills land inside a run).
     """
 
-    def __init__(self, *, batch_size, seq_len, max_steps, seed=0, process_index=0, process_count=1,
-                 vocab=64, nan_step=-1, sleep=0.0):
-        self.kw = dict(batch_size=batch_size * process_count, seq_len=seq_len, max_steps=max_steps,
-                       vocab=vocab, seed=seed)
+    def __init__(
+        self,
+        *,
+        batch_size,
+        seq_len,
+        max_steps,
+        seed=0,
+        process_index=0,
+        process_count=1,
+        vocab=64,
+        nan_step=-1,
+        sleep=0.0,
+    ):
+        self.kw = dict(
+            batch_size=batch_size * process_count, seq_len=seq_len, max_steps=max_steps, vocab=vocab, seed=seed
+        )
         self.rows = slice(process_index * batch_size, (process_index + 1) * batch_size)
         self.index = 0
         self.nan_step, self.sleep = nan_step, sleep
@@ -123,9 +157,16 @@ def synthetic_iterator_factory(config, *, process_index, process_count, batch_si
     """Returns a SyntheticIterator for `config` (the `make_iterator` hook of loop.run); `hooks` holds
     SyntheticIterator's fault hooks."""
     t = config.train
-    return SyntheticIterator(batch_size=batch_size, seq_len=t.seq_len, max_steps=t.max_steps,
-                             seed=config.data.get("seed", 0), process_index=process_index,
-                             process_count=process_count, vocab=config.model.vocab_size, **(hooks or {}))
+    return SyntheticIterator(
+        batch_size=batch_size,
+        seq_len=t.seq_len,
+        max_steps=t.max_steps,
+        seed=config.data.get("seed", 0),
+        process_index=process_index,
+        process_count=process_count,
+        vocab=config.model.vocab_size,
+        **(hooks or {}),
+    )
 
 
 def main(argv):
@@ -134,8 +175,7 @@ def main(argv):
         pid, nproc, port = int(argv[2]), int(argv[3]), int(argv[4])
         import jax
 
-        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc,
-                                   process_id=pid)
+        jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}", num_processes=nproc, process_id=pid)
     from prm_jax import loop
 
     objective = overrides.pop("objective", "bce")

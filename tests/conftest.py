@@ -1,4 +1,5 @@
 """Test set-up: eight simulated CPU devices so that sharding tests run in-process."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")

@@ -9,6 +9,7 @@ it finishes, and compares every step's loss with the reference (bit-equal: the s
 It also checks that no half-written `*.orbax-checkpoint-tmp*` folder is left and that every
 checkpoint restores. Prints one JSON line per trial and a summary; exits 1 when a trial mismatches.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,10 @@ WORKER = os.path.join(ROOT, "tests", "_train_worker.py")
 
 def _env() -> dict:
     env = dict(os.environ)
-    env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 "
-                        "--xla_llvm_disable_expensive_passes=true")
+    env["XLA_FLAGS"] = (
+        "--xla_force_host_platform_device_count=1 --xla_backend_optimization_level=0 "
+        "--xla_llvm_disable_expensive_passes=true"
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -39,8 +42,13 @@ def _start(workdir: str, steps: int, step_sleep: float = 0.0) -> subprocess.Pope
     # step_sleep (a slow loader: the math is unchanged) stretches the step phase, so that random
     # kills land in steps, loading and saves as well as in start-up and compiling
     over = {"train.steps": steps, "train.ckpt_every": 1, "train.keep_ckpts": 2, "worker.sleep": step_sleep}
-    return subprocess.Popen([sys.executable, WORKER, workdir, json.dumps(over)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER, workdir, json.dumps(over)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def losses(workdir: str) -> dict:
@@ -62,8 +70,9 @@ def _finish(workdir: str, steps: int, timeout: float, step_sleep: float = 0.0) -
     return p.returncode, err
 
 
-def trial(workdir: str, steps: int, kill_at: float, sig: int, reference: dict, timeout: float,
-          step_sleep: float) -> dict:
+def trial(
+    workdir: str, steps: int, kill_at: float, sig: int, reference: dict, timeout: float, step_sleep: float
+) -> dict:
     """Returns one trial's record: when and how it was killed, the restarts, and whether it matched."""
     p = _start(workdir, steps, step_sleep)
     time.sleep(kill_at)
@@ -77,14 +86,24 @@ def trial(workdir: str, steps: int, kill_at: float, sig: int, reference: dict, t
         p.communicate()
         return {"kill_at_s": kill_at, "error": "did not stop within 60 s of the signal"}
     done_before = max(losses(workdir), default=0)
-    rc, err = _finish(workdir, steps, timeout)             # the restart runs at full speed
+    rc, err = _finish(workdir, steps, timeout)  # the restart runs at full speed
     got = losses(workdir)
-    left = [x for x in os.listdir(os.path.join(workdir, "ckpt")) if "tmp" in x] if os.path.isdir(
-        os.path.join(workdir, "ckpt")) else []
+    left = (
+        [x for x in os.listdir(os.path.join(workdir, "ckpt")) if "tmp" in x]
+        if os.path.isdir(os.path.join(workdir, "ckpt"))
+        else []
+    )
     match = rc == 0 and sorted(got) == list(range(1, steps + 1)) and all(got[s] == reference[s] for s in got)
-    return {"kill_at_s": round(kill_at, 2), "signal": signal.Signals(sig).name, "killed_alive": alive,
-            "steps_logged_before_restart": done_before, "restart_rc": rc, "matched": bool(match),
-            "tmp_left": left, **({} if rc == 0 else {"stderr": err[-800:]})}
+    return {
+        "kill_at_s": round(kill_at, 2),
+        "signal": signal.Signals(sig).name,
+        "killed_alive": alive,
+        "steps_logged_before_restart": done_before,
+        "restart_rc": rc,
+        "matched": bool(match),
+        "tmp_left": left,
+        **({} if rc == 0 else {"stderr": err[-800:]}),
+    }
 
 
 def main(argv=None) -> int:
@@ -111,14 +130,24 @@ def main(argv=None) -> int:
         results = []
         for i in range(args.kills):
             sig = signal.SIGTERM if rng.random() < args.sigterm_share else signal.SIGKILL
-            r = trial(os.path.join(base, f"t{i}"), args.steps, rng.uniform(0.2, life), sig, reference, args.timeout,
-                      args.step_sleep)
+            r = trial(
+                os.path.join(base, f"t{i}"),
+                args.steps,
+                rng.uniform(0.2, life),
+                sig,
+                reference,
+                args.timeout,
+                args.step_sleep,
+            )
             results.append(r)
             print(json.dumps({"trial": i, **r}), flush=True)
         matched = sum(bool(r.get("matched")) for r in results)
-        summary = {"kills": args.kills, "matched_uninterrupted_losses": matched,
-                   "killed_while_running": sum(bool(r.get("killed_alive")) for r in results),
-                   "tmp_folders_left": sum(len(r.get("tmp_left", [])) for r in results)}
+        summary = {
+            "kills": args.kills,
+            "matched_uninterrupted_losses": matched,
+            "killed_while_running": sum(bool(r.get("killed_alive")) for r in results),
+            "tmp_folders_left": sum(len(r.get("tmp_left", [])) for r in results),
+        }
         print("SUMMARY " + json.dumps(summary), flush=True)
         return 0 if matched == args.kills and not summary["tmp_folders_left"] else 1
     finally:

@@ -1,5 +1,6 @@
 """Tests of benchmarks/: FLOP and byte counts against independent counts, the derived table math,
 and every benchmark script end to end in --tiny mode (CPU, prm-jax and the HF peer) so they never rot."""
+
 import json
 import math
 import os
@@ -44,8 +45,8 @@ def test_flops_per_token_hand_values():
 
 def test_decode_bytes_floor_hand_value():
     t = common.TINY
-    weights = (74_304 + 512 * 64) * 2            # body + tied table, bf16
-    kv_per_pos = 2 * 2 * 2 * 16 * 2 * 1          # k and v, layers, kv heads, head_dim, bytes, batch
+    weights = (74_304 + 512 * 64) * 2  # body + tied table, bf16
+    kv_per_pos = 2 * 2 * 2 * 16 * 2 * 1  # k and v, layers, kv heads, head_dim, bytes, batch
     # prompt 2, two new tokens: step 0 attends 2 cached positions, step 1 attends 3.
     assert common.decode_bytes_floor(t, 1, 2, 2) == 2 * weights + kv_per_pos * (2 + 3)
 
@@ -60,14 +61,25 @@ def test_time_steps_median_and_bad_input():
 
 
 def test_derive_tables_hand_computed():
-    rows = [{"variant": "bce", "kind": "prm", "tokens": 1000, "median_s": 0.5, "flops_per_token": 1e9,
-             "peak_bytes": 2e9},
-            {"variant": "implicit", "kind": "implicit", "tokens": 1000, "median_s": 1.0,
-             "flops_per_token": 2e9, "peak_bytes": 3e9},
-            {"variant": "bce_xla_attn", "error": "OOM"}]
-    peer = {"tasks": {"prm_eager": {"tokens": 1000, "median_s": 2.0},
-                      "prm_compile": {"tokens": 1000, "median_s": 1.0},
-                      "implicit_eager": {"tokens": 1000, "median_s": 4.0, "peak_bytes": 12e9}}}
+    rows = [
+        {"variant": "bce", "kind": "prm", "tokens": 1000, "median_s": 0.5, "flops_per_token": 1e9, "peak_bytes": 2e9},
+        {
+            "variant": "implicit",
+            "kind": "implicit",
+            "tokens": 1000,
+            "median_s": 1.0,
+            "flops_per_token": 2e9,
+            "peak_bytes": 3e9,
+        },
+        {"variant": "bce_xla_attn", "error": "OOM"},
+    ]
+    peer = {
+        "tasks": {
+            "prm_eager": {"tokens": 1000, "median_s": 2.0},
+            "prm_compile": {"tokens": 1000, "median_s": 1.0},
+            "implicit_eager": {"tokens": 1000, "median_s": 4.0, "peak_bytes": 12e9},
+        }
+    }
     out = {(r["impl"], r["name"]): r for r in train_step.derive(rows, peer, 1e13, common.TINY, 64)}
     bce, imp = out[("prm-jax", "bce")], out[("prm-jax", "implicit")]
     assert bce["tokens_per_s"] == 2000 and bce["mfu"] == pytest.approx(2000 * 1e9 / 1e13)
@@ -75,12 +87,15 @@ def test_derive_tables_hand_computed():
     assert imp["vs_peer"] == pytest.approx(4.0) and imp["mem_vs_peer"] == pytest.approx(0.25)
     assert out[("prm-jax", "bce_xla_attn")]["error"] == "OOM"
     assert out[("hf-peer", "prm_compile")]["mfu"] == pytest.approx(
-        1000 * common.flops_per_token(common.TINY, 64, "prm") / 1e13)
+        1000 * common.flops_per_token(common.TINY, 64, "prm") / 1e13
+    )
     verdicts = {t["target"].split()[0]: t["verdict"] for t in summary.targets(list(out.values()), [])}
     assert verdicts == {"PRM": "MISSED", "implicit": "MISSED", "sampler": "not measured"}
 
-    sec = {"jax": {"new_tokens": 100, "median_s": 0.1}, "peer": {"tasks": {"generate": {
-        "new_tokens": 100, "median_s": 10.0}}}}
+    sec = {
+        "jax": {"new_tokens": 100, "median_s": 0.1},
+        "peer": {"tasks": {"generate": {"new_tokens": 100, "median_s": 10.0}}},
+    }
     s = {r["impl"]: r for r in sampler_bench.derive(sec, common.TINY, 1, 2, 2, bandwidth=1e6)}
     floor_s = common.decode_bytes_floor(common.TINY, 1, 2, 2) / 1e6
     assert s["prm-jax"]["vs_generate"] == pytest.approx(100.0)
@@ -96,20 +111,34 @@ def test_implicit_loss_variants_agree_with_the_objective():
     from prm_jax import model, objectives
 
     t = common.TINY
-    cfg = model.ModelConfig.preset("tiny", vocab_size=t.vocab, d_model=t.d_model, n_layers=t.layers,
-                                   n_heads=t.heads, n_kv_heads=t.kv_heads, head_dim=t.head_dim,
-                                   mlp_dim=t.mlp, qkv_bias=True, tie_embeddings=True, dtype="float32")
+    cfg = model.ModelConfig.preset(
+        "tiny",
+        vocab_size=t.vocab,
+        d_model=t.d_model,
+        n_layers=t.layers,
+        n_heads=t.heads,
+        n_kv_heads=t.kv_heads,
+        head_dim=t.head_dim,
+        mlp_dim=t.mlp,
+        qkv_bias=True,
+        tie_embeddings=True,
+        dtype="float32",
+    )
     ref = model.init_params(cfg, jax.random.PRNGKey(0))
     leaves, tree = jax.tree_util.tree_flatten(ref)
     keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
     policy = jax.tree_util.tree_unflatten(
-        tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
+        tree, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)]
+    )
     batch = {k: jnp.asarray(v) for k, v in train_step.make_batch("implicit_ce", 2, 64, t.vocab).items()}
     # One jitted program for all three (op-by-op dispatch of the model is very slow on this CPU).
-    want, full, bf16 = jax.jit(lambda p, r, b: (
-        objectives.make_loss_fn("implicit_ce", cfg, {"beta": train_step.BETA, "logprob_chunk": 32})(p, r, b)[0],
-        train_step._full_logprob_loss(cfg)(p, r, b)[0],
-        train_step._bf16_head_loss(cfg, chunk=32)(p, r, b)[0]))(policy, ref, batch)
+    want, full, bf16 = jax.jit(
+        lambda p, r, b: (
+            objectives.make_loss_fn("implicit_ce", cfg, {"beta": train_step.BETA, "logprob_chunk": 32})(p, r, b)[0],
+            train_step._full_logprob_loss(cfg)(p, r, b)[0],
+            train_step._bf16_head_loss(cfg, chunk=32)(p, r, b)[0],
+        )
+    )(policy, ref, batch)
     assert abs(float(want) - math.log(2)) > 1e-3  # the reward is not trivially 0
     assert float(full) == pytest.approx(float(want), rel=1e-5)
     assert float(bf16) == pytest.approx(float(want), rel=1e-5)  # f32 compute: the cast is a no-op
@@ -139,12 +168,14 @@ def test_table_and_results_file(tmp_path):
 
 def test_benchmark_modules_import_without_the_data_stack():
     """The GPU image has no ml_collections / tfds / grain / tensorboardX / math-verify."""
-    code = ("import sys\n"
-            "for m in ('ml_collections', 'tensorflow_datasets', 'grain', 'tensorboardX', 'math_verify',"
-            " 'tensorflow'): sys.modules[m] = None\n"
-            "sys.path.insert(0, 'benchmarks')\n"
-            "import prm_jax.model, prm_jax.train, prm_jax.sampling, prm_jax.scoring, prm_jax.sharding\n"
-            "import common, train_step, sampler, scoring, summary, peer_hf\n")
+    code = (
+        "import sys\n"
+        "for m in ('ml_collections', 'tensorflow_datasets', 'grain', 'tensorboardX', 'math_verify',"
+        " 'tensorflow'): sys.modules[m] = None\n"
+        "sys.path.insert(0, 'benchmarks')\n"
+        "import prm_jax.model, prm_jax.train, prm_jax.sampling, prm_jax.scoring, prm_jax.sharding\n"
+        "import common, train_step, sampler, scoring, summary, peer_hf\n"
+    )
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=120)
 
 
@@ -154,8 +185,7 @@ def test_run_gpu_script_parses():
 
 def _run(args, out):
     env = dict(os.environ, OUT=str(out), PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([sys.executable] + args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 
@@ -200,9 +230,11 @@ def test_all_benchmarks_tiny_end_to_end(tmp_path, monkeypatch, capsys):
 
 
 def test_run_worker_keeps_results_before_a_timeout_and_reports_failures():
-    emit_then_hang = ("import json, time\n"
-                      "print('RESULT ' + json.dumps({'tasks': {'a': {'median_s': 1.0}}}), flush=True)\n"
-                      "time.sleep(60)\n")
+    emit_then_hang = (
+        "import json, time\n"
+        "print('RESULT ' + json.dumps({'tasks': {'a': {'median_s': 1.0}}}), flush=True)\n"
+        "time.sleep(60)\n"
+    )
     res = common.run_worker(["-c", emit_then_hang], timeout_s=5)
     assert res["tasks"] == {"a": {"median_s": 1.0}} and res["error"].startswith("timeout")
     res = common.run_worker(["-c", "raise SystemExit(3)"], timeout_s=30)

@@ -1,4 +1,5 @@
 """The arithmetic task: verifier against hand-made steps, corruption labels, stream, char tokenizer."""
+
 import numpy as np
 import pytest
 
@@ -64,8 +65,13 @@ def test_records_labels_match_independent_verifier_and_rates():
             x, op, y = values.split()
             f = p.formulas[t]
             want_right = str(shown[f.right]) if f.right in shown else f.right
-            local = (lhs == f.name and formula == f"{f.left} {f.op} {f.right}" and x == str(shown[f.left])
-                     and y == want_right and int(result) == eval(values))
+            local = (
+                lhs == f.name
+                and formula == f"{f.left} {f.op} {f.right}"
+                and x == str(shown[f.left])
+                and y == want_right
+                and int(result) == eval(values)
+            )
             ok = ok and local
             ref_ok.append(float(ok))
             shown[lhs] = int(result)
@@ -98,8 +104,13 @@ def test_config_difficulty_and_validation():
         r = A.make_record(cfg, 0, i)
         assert r.step_labels == [1.0] * len(r.steps) and r.outcome == 1.0
         assert all(" + " in s and "*" not in s for s in r.steps)
-    for bad in [dict(operators=("/",)), dict(min_steps=3, max_steps=2), dict(corrupt_prob=1.5),
-                dict(corruption_kinds=("typo",)), dict(operators=("-",), self_sub=False)]:
+    for bad in [
+        dict(operators=("/",)),
+        dict(min_steps=3, max_steps=2),
+        dict(corrupt_prob=1.5),
+        dict(corruption_kinds=("typo",)),
+        dict(operators=("-",), self_sub=False),
+    ]:
         with pytest.raises(ValueError):
             A.ArithConfig(**bad)
     assert A.ArithConfig.from_dict({"max_steps": 6, "operators": ["+", "-"], "other": 1}).operators == ("+", "-")
@@ -107,8 +118,10 @@ def test_config_difficulty_and_validation():
     base = dict(operators=("+", "-"), max_operand=9, const_prob=0.0, min_given=1, max_given=1)
     with_self = [A.sample_problem(A.ArithConfig(**base), np.random.default_rng(i)) for i in range(300)]
     without = [A.sample_problem(A.ArithConfig(**base, self_sub=False), np.random.default_rng(i)) for i in range(300)]
+
     def n_self(ps):
         return sum(f.op == "-" and f.left == f.right for p in ps for f in p.formulas)
+
     assert n_self(with_self) > 20 and n_self(without) == 0
     assert [p.given for p in with_self] == [p.given for p in without]
 

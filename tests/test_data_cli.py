@@ -1,4 +1,5 @@
 """`prm-jax data stats` / `prepare` on fixtures: counts checked against hand counts, bad input, skip counts."""
+
 import json
 import os
 
@@ -48,8 +49,18 @@ def test_stats_bad_input_and_skip_bad(capsys, tmp_path):
 
 
 def test_prepare_then_read(capsys, tmp_path):
-    rc, info, _ = _run(capsys, "prepare", "--format", "math_shepherd", "--path",
-                       os.path.join(FIX, "math_shepherd.jsonl"), "--out", str(tmp_path), "--split", "test")
+    rc, info, _ = _run(
+        capsys,
+        "prepare",
+        "--format",
+        "math_shepherd",
+        "--path",
+        os.path.join(FIX, "math_shepherd.jsonl"),
+        "--out",
+        str(tmp_path),
+        "--split",
+        "test",
+    )
     assert rc == 0 and info["test"] == 3
     from prm_jax.data.tfds_builders import data_source
 
@@ -60,8 +71,18 @@ def test_prepare_then_read(capsys, tmp_path):
 
 def test_prepare_splits_and_refuses_to_overwrite(capsys, tmp_path):
     pb = os.path.join(FIX, "processbench_gsm8k.json")
-    rc, info, _ = _run(capsys, "prepare", "--format", "processbench", "--path", f"gsm8k={pb}",
-                       "--path", f"other={pb}", "--out", str(tmp_path))
+    rc, info, _ = _run(
+        capsys,
+        "prepare",
+        "--format",
+        "processbench",
+        "--path",
+        f"gsm8k={pb}",
+        "--path",
+        f"other={pb}",
+        "--out",
+        str(tmp_path),
+    )
     assert rc == 0 and (info["gsm8k"], info["other"]) == (3, 3)
     rc, _, err = _run(capsys, "prepare", "--format", "processbench", "--path", pb, "--out", str(tmp_path))
     assert rc == 1 and "already prepared" in err

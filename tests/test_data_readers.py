@@ -1,4 +1,5 @@
 """Readers on fixtures copied from the real files, label settings, and every bad-input case."""
+
 import json
 import os
 
@@ -42,17 +43,25 @@ def test_prm800k_raw_main_path_and_alternatives():
 
 
 def test_prm800k_after_first_error_drop():
-    line = {"question": {"problem": "p", "ground_truth_answer": "1"},
-            "label": {"steps": [{"completions": [{"text": t, "rating": r}], "chosen_completion": 0}
-                                for t, r in [("s0", 1), ("s1", 0), ("s2", -1), ("s3", 1)]]}}
-    for neutral, afe, want in [("positive", "keep", [1.0, 1.0, 0.0, 1.0]),
-                               ("positive", "drop", [1.0, 1.0, 0.0, None]),
-                               ("negative", "drop", [1.0, 0.0, None, None]),
-                               ("negative", "keep", [1.0, 0.0, 0.0, 1.0])]:
+    line = {
+        "question": {"problem": "p", "ground_truth_answer": "1"},
+        "label": {
+            "steps": [
+                {"completions": [{"text": t, "rating": r}], "chosen_completion": 0}
+                for t, r in [("s0", 1), ("s1", 0), ("s2", -1), ("s3", 1)]
+            ]
+        },
+    }
+    for neutral, afe, want in [
+        ("positive", "keep", [1.0, 1.0, 0.0, 1.0]),
+        ("positive", "drop", [1.0, 1.0, 0.0, None]),
+        ("negative", "drop", [1.0, 0.0, None, None]),
+        ("negative", "keep", [1.0, 0.0, 0.0, 1.0]),
+    ]:
         (rec,) = R.LINE_PARSERS["prm800k"](line, 1, neutral=neutral, after_first_error=afe)
         assert rec.step_labels == want, (neutral, afe)
         ref = rating_to_label(np.array([1, 0, -1, 1]), neutral)
-        assert [x for x in rec.step_labels if x is not None] == ref.tolist()[:len([x for x in want if x is not None])]
+        assert [x for x in rec.step_labels if x is not None] == ref.tolist()[: len([x for x in want if x is not None])]
 
 
 def test_prm800k_stepwise_rebuilds_the_raw_trajectory():
@@ -139,16 +148,29 @@ def test_bad_input_names_file_and_line_and_skip_counts(tmp_path, case):
 
 def test_bad_input_other_formats(tmp_path):
     cases = [
-        ("processbench", [{"problem": "p", "steps": ["a"], "label": 3, "final_answer_correct": True}], "label out of range"),
+        (
+            "processbench",
+            [{"problem": "p", "steps": ["a"], "label": 3, "final_answer_correct": True}],
+            "label out of range",
+        ),
         ("processbench", [{"problem": "p", "steps": [], "label": -1, "final_answer_correct": True}], "empty step list"),
         ("gsm8k", {"question": "q", "answer": "no final line"}, "####"),
         ("math", {"problem": "q", "solution": "no box"}, "boxed"),
         ("math_shepherd", {"input": "q Step 1: a ки", "label": "q Step 1: a *"}, "not '\\+' or '-'"),
         ("math_shepherd", {"input": "q Step 1: a ки", "label": "x Step 1: a +"}, "does not match"),
-        ("prm800k", {"question": {"problem": "p"}, "label": {"steps": [{"completions": [{"text": "a", "rating": 2}],
-                                                                     "chosen_completion": 0}]}}, "rating out of range"),
-        ("prm800k_stepwise", {"instruction": "p", "responses": [], "next_response": "a", "rating": 5,
-                              "is_preferred_response": True}, "rating out of range"),
+        (
+            "prm800k",
+            {
+                "question": {"problem": "p"},
+                "label": {"steps": [{"completions": [{"text": "a", "rating": 2}], "chosen_completion": 0}]},
+            },
+            "rating out of range",
+        ),
+        (
+            "prm800k_stepwise",
+            {"instruction": "p", "responses": [], "next_response": "a", "rating": 5, "is_preferred_response": True},
+            "rating out of range",
+        ),
         ("outcome_jsonl", {"prompt": "p", "response": "a"}, "missing field 'correct'"),
         ("outcome_jsonl", {"prompt": "p", "response": "a", "correct": "yes"}, "number or bool"),
     ]
@@ -169,9 +191,14 @@ def test_bad_input_other_formats(tmp_path):
 def test_record_validation_and_json_round_trip():
     r = Record("p", ["a", "b"], [1.0, None], outcome=1.0, q_values=[0.5, 0.5], v0=0.1, meta={"k": 1})
     assert Record.from_json(r.to_json()) == r.validate()
-    for bad, msg in [(dict(steps=[]), "empty step list"), (dict(step_labels=[2.0, 1.0]), "out of range"),
-                     (dict(outcome=True), "must be a number"), (dict(q_values=[0.5]), "1 q values"),
-                     (dict(problem=" "), "empty or non-string problem"), (dict(v0=float("nan")), "v0")]:
+    for bad, msg in [
+        (dict(steps=[]), "empty step list"),
+        (dict(step_labels=[2.0, 1.0]), "out of range"),
+        (dict(outcome=True), "must be a number"),
+        (dict(q_values=[0.5]), "1 q values"),
+        (dict(problem=" "), "empty or non-string problem"),
+        (dict(v0=float("nan")), "v0"),
+    ]:
         kw = dict(problem="p", steps=["a", "b"], step_labels=[1.0, None])
         kw.update(bad)
         with pytest.raises(DataError, match=msg):
@@ -180,8 +207,17 @@ def test_record_validation_and_json_round_trip():
 
 def test_stepwise_jsonl_from_labeling_with_hard_labels(tmp_path):
     # the shape prm_jax.labeling.Labelled.to_json writes: soft `labels`, `hard_labels`, null q / v0, meta
-    obj = {"prompt": "p", "completions": ["a", "b"], "labels": [0.5, 0.0], "hard_labels": [1.0, 0.0],
-           "q": None, "v0": None, "correct": False, "answer": "3", "meta": {"k": 8}}
+    obj = {
+        "prompt": "p",
+        "completions": ["a", "b"],
+        "labels": [0.5, 0.0],
+        "hard_labels": [1.0, 0.0],
+        "q": None,
+        "v0": None,
+        "correct": False,
+        "answer": "3",
+        "meta": {"k": 8},
+    }
     p = tmp_path / "mc.jsonl"
     p.write_text(json.dumps(obj) + "\n")
     (soft,) = R.read_all("stepwise_jsonl", str(p))
@@ -198,8 +234,10 @@ def _raw_line(ratings_path, alt_at, alt_rating):
         if k == alt_at:
             comps.append({"text": f"alt {k}", "rating": alt_rating})
         steps.append({"completions": comps, "chosen_completion": 0})
-    return {"question": {"problem": "What is 1+1?", "ground_truth_answer": "2"},
-            "label": {"steps": steps, "finish_reason": "found_error"}}
+    return {
+        "question": {"problem": "What is 1+1?", "ground_truth_answer": "2"},
+        "label": {"steps": steps, "finish_reason": "found_error"},
+    }
 
 
 @pytest.mark.parametrize("neutral", ["positive", "negative"])
@@ -215,19 +253,21 @@ def test_prm800k_alternatives_follow_after_first_error(tmp_path, neutral):
         recs = R.read_all("prm800k", str(path), neutral=neutral, after_first_error=afe)
         alts = {int(r.id.split("-s")[1].split("c")[0]): r for r in recs if r.meta.get("alternative")}
         main = [r for r in recs if not r.meta.get("alternative")][0]
-        assert set(alts) == {1, 2, 3} and len(recs) == 6      # the same records under either setting
+        assert set(alts) == {1, 2, 3} and len(recs) == 6  # the same records under either setting
         for k, a in alts.items():
             assert a.step_labels[:k] == [None] * k and a.steps[-1] == f"alt {k}"
             want = None if (afe == "drop" and k > first_err) else 1.0
             assert a.step_labels[k] == want, (afe, k)
         if afe == "drop":
-            assert main.step_labels[first_err + 1:] == [None] * (3 - first_err)
+            assert main.step_labels[first_err + 1 :] == [None] * (3 - first_err)
 
 
 def test_math_shepherd_text_after_last_tag_is_bad_input(tmp_path):
     path = tmp_path / "ms.jsonl"
-    row = {"input": "Q? Step 1: a ки Step 2: b ки The answer is 3",
-           "label": "Q? Step 1: a + Step 2: b - The answer is 3"}
+    row = {
+        "input": "Q? Step 1: a ки Step 2: b ки The answer is 3",
+        "label": "Q? Step 1: a + Step 2: b - The answer is 3",
+    }
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match=r"ms.jsonl:1: text after the last 'ки' tag .*The answer is 3"):
         R.read_all("math_shepherd", str(path))
@@ -246,8 +286,9 @@ def test_whitespace_only_steps_are_counted(tmp_path):
     recs = [Record("a = 1. Find a.", ["x", "  ", "y"], [1.0, 1.0, 1.0]), Record("b", ["\n"], [0.0])]
     s = stats.record_stats(recs, CharTokenizer(), marker="<step>")
     assert s["whitespace_only_steps"] == 2
-    it = pipeline.TrainIterator(pipeline.ListSource(recs), CharTokenizer(), pipeline.Encoding("<step>", 64, 4),
-                                batch_size=2, shuffle=False)
+    it = pipeline.TrainIterator(
+        pipeline.ListSource(recs), CharTokenizer(), pipeline.Encoding("<step>", 64, 4), batch_size=2, shuffle=False
+    )
     next(it)
     assert it.counts["whitespace_only_steps"] == 2
 
@@ -256,7 +297,7 @@ def test_truncated_json_line_reports_its_real_column(tmp_path):
     """A line cut before its newline: the column is where the text ends, not 'column 1' of a next line."""
     path = tmp_path / "cut.jsonl"
     good = json.dumps({"prompt": "p", "completions": ["a"], "labels": [1]})
-    cut = good[:good.index(",")]                    # '{"prompt": "p"': the object is never closed
+    cut = good[: good.index(",")]  # '{"prompt": "p"': the object is never closed
     path.write_text(good + "\n" + cut + "\n")
     with pytest.raises(DataError) as e:
         R.read_all("stepwise_jsonl", str(path))

@@ -1,4 +1,5 @@
 """Rendering, encoding (label placement token by token), truncation, prefix identity, padding, packing."""
+
 import numpy as np
 import pytest
 
@@ -21,11 +22,18 @@ def hf_tok(tmp_path_factory):
     tk = Tokenizer(models.BPE())
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<extra_0>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<|endoftext|>", "<extra_0>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
     tk.train_from_iterator([PROBLEM, *STEPS, "ки Step 1: hello world\n\n"] * 5, trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
-                                   additional_special_tokens=["<extra_0>"])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<extra_0>"],
+    )
     fast.chat_template = "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}<|assistant|>"
     d = tmp_path_factory.mktemp("tok")
     fast.save_pretrained(str(d))
@@ -46,7 +54,7 @@ def test_render_and_char_encoding_token_by_token():
     for t, s in enumerate(STEPS):
         pos += len(s)
         assert ex["step_pos"][t] == pos and ids[pos] == tok.step_id
-        assert (ex["step_ids"][pos - len(s):pos + 1] == t).all()
+        assert (ex["step_ids"][pos - len(s) : pos + 1] == t).all()
         pos += 1
     assert (ex["step_ids"][:n_prompt] == -1).all() and ex["step_ids"][-1] == -1
     assert not ex["response_mask"][:n_prompt].any() and ex["response_mask"][n_prompt:].all()
@@ -63,7 +71,7 @@ def test_truncation_drops_whole_steps_and_counts():
     assert cut["tokens"][-1] == tok.step_id and not cut["outcome_mask"]
     n_full = len(full["tokens"])
     eos = T.encode_example(REC, tok, marker=tok.STEP, max_len=n_full, max_steps=8, add_eos=True)
-    assert eos["dropped_steps"] == 1 and eos["tokens"][-1] == tok.step_id     # no room for eos: last step goes
+    assert eos["dropped_steps"] == 1 and eos["tokens"][-1] == tok.step_id  # no room for eos: last step goes
     eos = T.encode_example(REC, tok, marker=tok.STEP, max_len=n_full + 1, max_steps=8, add_eos=True)
     assert eos["dropped_steps"] == 0 and eos["tokens"][-1] == tok.eos_id and eos["outcome_mask"]
     cut2 = T.encode_example(REC, tok, marker=tok.STEP, max_len=256, max_steps=1)
@@ -84,20 +92,25 @@ def test_soft_unlabelled_q_and_v0():
 
 
 def test_prefix_renders_identically_char_and_hf(hf_tok):
-    for tok, marker, tmpl in [(CharTokenizer(), "<step>", None), (hf_tok, "<extra_0>", "hf"),
-                              (hf_tok, "\n\n", "Q: {problem}\nA:"), (hf_tok, " ки", None)]:
+    for tok, marker, tmpl in [
+        (CharTokenizer(), "<step>", None),
+        (hf_tok, "<extra_0>", "hf"),
+        (hf_tok, "\n\n", "Q: {problem}\nA:"),
+        (hf_tok, " ки", None),
+    ]:
         full = T.encode_example(REC, tok, marker=marker, max_len=512, max_steps=8, chat_template=tmpl)
         for k in range(len(STEPS) + 1):
             pre = T.encode_prefix(PROBLEM, STEPS[:k], tok, marker=marker, chat_template=tmpl)
-            assert full["tokens"][:len(pre)].tolist() == pre.tolist()
+            assert full["tokens"][: len(pre)].tolist() == pre.tolist()
             if k:
                 assert len(pre) - 1 == full["step_pos"][k - 1]
         # a sampler's completion, decoded to steps, re-encodes to the same ids
         pre0 = T.encode_prefix(PROBLEM, [], tok, marker=marker, chat_template=tmpl)
-        steps, rest = T.steps_from_ids(full["tokens"][len(pre0):], tok, marker=marker)
+        steps, rest = T.steps_from_ids(full["tokens"][len(pre0) :], tok, marker=marker)
         assert steps == STEPS and rest == []
-        again = T.encode_example(Record(PROBLEM, steps), tok, marker=marker, max_len=512, max_steps=8,
-                                 chat_template=tmpl)
+        again = T.encode_example(
+            Record(PROBLEM, steps), tok, marker=marker, max_len=512, max_steps=8, chat_template=tmpl
+        )
         assert again["tokens"].tolist() == full["tokens"].tolist()
 
 
@@ -114,8 +127,11 @@ def test_hf_marker_is_single_special_token(hf_tok):
 
 def test_pad_batch_and_pack_keep_segments_apart():
     tok = CharTokenizer()
-    recs = [Record("a = 1. b = a + 1. Find b.", ["b = a + 1 = 1 + 1 = 2"], [1.0], outcome=1.0),
-            Record("a = 2. b = a * 2. Find b.", ["b = a * 2 = 2 * 2 = 4", "x"], [1.0, 0.5], outcome=1.0), REC]
+    recs = [
+        Record("a = 1. b = a + 1. Find b.", ["b = a + 1 = 1 + 1 = 2"], [1.0], outcome=1.0),
+        Record("a = 2. b = a * 2. Find b.", ["b = a * 2 = 2 * 2 = 4", "x"], [1.0, 0.5], outcome=1.0),
+        REC,
+    ]
     exs = [T.encode_example(r, tok, marker=tok.STEP, max_len=160, max_steps=4) for r in recs]
     assert [e["dropped_steps"] for e in exs] == [0, 0, 0]
     b = T.pad_batch(exs, 160, 4)
@@ -131,12 +147,16 @@ def test_pad_batch_and_pack_keep_segments_apart():
     assert p["positions"][0, lens[0]] == 0 and p["tokens"][0, lens[0]] == tok.bos_id
     assert p["positions"][0, lens[0] + 5] == 5
     # step positions re-based into the row and still pointing at markers, labels in order
-    assert p["step_pos"][0].tolist() == [exs[0]["step_pos"][0], exs[1]["step_pos"][0] + lens[0],
-                                         exs[1]["step_pos"][1] + lens[0], -1]
+    assert p["step_pos"][0].tolist() == [
+        exs[0]["step_pos"][0],
+        exs[1]["step_pos"][0] + lens[0],
+        exs[1]["step_pos"][1] + lens[0],
+        -1,
+    ]
     assert all(p["tokens"][0, q] == tok.step_id for q in p["step_pos"][0][:3])
     assert p["step_labels"][0].tolist() == [1.0, 1.0, 0.5, 0.0]
     assert p["step_segment"][0].tolist() == [1, 2, 2, 0]
-    assert (p["step_ids"][0, :lens[0]] == exs[0]["step_ids"]).all()
+    assert (p["step_ids"][0, : lens[0]] == exs[0]["step_ids"]).all()
     assert not p["outcome_mask"][0] and p["outcome_mask"][1] and p["outcome"][1] == 0.0
     with pytest.raises(ValueError, match="does not fit"):
         T.pack(exs, 50, 4)
@@ -145,7 +165,9 @@ def test_pad_batch_and_pack_keep_segments_apart():
 
 
 def test_make_tokenizer_choices(tmp_path):
-    assert isinstance(make_tokenizer(None), CharTokenizer) and isinstance(make_tokenizer({"source": "arith"}), CharTokenizer)
+    assert isinstance(make_tokenizer(None), CharTokenizer) and isinstance(
+        make_tokenizer({"source": "arith"}), CharTokenizer
+    )
     with pytest.raises(ValueError, match="needs `tokenizer`"):
         make_tokenizer({"source": "processbench"})
     with pytest.raises(FileNotFoundError):

@@ -1,4 +1,5 @@
 """The main job end to end in its --quick form: every stage runs, the report has the tables, stages resume."""
+
 import json
 import os
 
@@ -16,17 +17,27 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     res = out["eval"]
     n = demo.SETTINGS["quick"]["n"]
     assert res["n"] == n and res["problems"] == demo.SETTINGS["quick"]["eval_problems"]
-    for name in ("majority", "bce/min/argmax", "implicit/min/argmax", "orm/last/argmax", "pav/min/argmax",
-                 "bce/min/weighted_vote", "beam_bce", "beam_pav"):
+    for name in (
+        "majority",
+        "bce/min/argmax",
+        "implicit/min/argmax",
+        "orm/last/argmax",
+        "pav/min/argmax",
+        "bce/min/weighted_vote",
+        "beam_bce",
+        "beam_pav",
+    ):
         c = res["curves"][name]
         assert all(0.0 <= lo <= a <= hi <= 1.0 for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])), name
     assert set(res["auroc"]) == set(demo.VERIFIERS)
     # PAV beam: ranked by Q^pi (the soft-label verifier of the policy) + alpha * A^mu (the PAV), answered by Q^pi
-    assert res["beam_terms"]["beam_pav"] == {"rank": f"qpi + {demo.SETTINGS['quick']['alpha']} * A(pav)",
-                                             "answer": "qpi"}
+    assert res["beam_terms"]["beam_pav"] == {
+        "rank": f"qpi + {demo.SETTINGS['quick']['alpha']} * A(pav)",
+        "answer": "qpi",
+    }
     from prm_jax.checkpoint import Checkpointer
 
-    for name, field in (("qpi", "labels"), ("bce", "hard_labels")):   # Q^pi learns the soft MC fraction
+    for name, field in (("qpi", "labels"), ("bce", "hard_labels")):  # Q^pi learns the soft MC fraction
         ck = Checkpointer(os.path.join(workdir, name), async_save=False)
         try:
             assert ck.restore_config()["data"]["label_field"] == field, name
@@ -55,10 +66,30 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert all(f'"{k}"' in report for k in ("policy", "labels", "bce", "eval", "total"))
     # The search CLI on the demo's runs: an implicit PRM (its reference found from the run's config).
     from prm_jax import cli
+
     capsys.readouterr()
-    assert cli.main(["search", "--policy-workdir", f"{workdir}/policy", "--verifier-workdir",
-                     f"{workdir}/implicit", "--verifier-kind", "implicit", "--method", "best_of_n",
-                     "--n", "2", "--arith", "2", "--max-new-tokens", "32"]) == 0
+    assert (
+        cli.main(
+            [
+                "search",
+                "--policy-workdir",
+                f"{workdir}/policy",
+                "--verifier-workdir",
+                f"{workdir}/implicit",
+                "--verifier-kind",
+                "implicit",
+                "--method",
+                "best_of_n",
+                "--n",
+                "2",
+                "--arith",
+                "2",
+                "--max-new-tokens",
+                "32",
+            ]
+        )
+        == 0
+    )
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1 and got["gen_tokens_per_problem"] > 0
     # Second run: every stage is found and skipped; the report is rewritten from eval.json.

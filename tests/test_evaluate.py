@@ -1,4 +1,5 @@
 """prm_jax.evaluate and prm_jax.plots: ProcessBench F1, thresholds, best-of-N curves, AUROC, grading."""
+
 import itertools
 import json
 import os
@@ -82,12 +83,22 @@ def test_best_of_n_curve_matches_exact_expectation(method):
     scores = rng.random((P, M))
     answers = rng.integers(0, 3, size=(P, M))
     correct = answers == 0
-    curve = evaluate.best_of_n_curve(scores, correct, answers.tolist(), ns=[1, 2, 4], method=method,
-                                     n_boot=3000, seed=0)
+    curve = evaluate.best_of_n_curve(
+        scores, correct, answers.tolist(), ns=[1, 2, 4], method=method, n_boot=3000, seed=0
+    )
     assert curve.ns.tolist() == [1, 2, 4]
     for i, n in enumerate([1, 2, 4]):
-        exact = np.mean([np.mean([_np_pick(method, scores[p, list(sub)], correct[p, list(sub)], answers[p, list(sub)])
-                                  for sub in itertools.combinations(range(M), n)]) for p in range(P)])
+        exact = np.mean(
+            [
+                np.mean(
+                    [
+                        _np_pick(method, scores[p, list(sub)], correct[p, list(sub)], answers[p, list(sub)])
+                        for sub in itertools.combinations(range(M), n)
+                    ]
+                )
+                for p in range(P)
+            ]
+        )
         assert curve.acc[i] == pytest.approx(exact, abs=0.015), (method, n)
         assert curve.lo[i] <= curve.acc[i] <= curve.hi[i]
     # N = M is deterministic for argmax and its value is known
@@ -131,15 +142,18 @@ def test_step_auroc_hand_computed_with_ties():
         evaluate.step_auroc([np.nan, 1.0], [0, 1])
 
 
-@pytest.mark.parametrize("text,kind,want", [
-    ("so x = \\boxed{\\frac{1}{2}} and \\boxed{3}.", "math", "3"),
-    ("\\boxed{\\frac{a}{b^{2}}}", "math", "\\frac{a}{b^{2}}"),
-    ("no box here 12", "math", None),
-    ("She pays 3 + 4 = 7 dollars.\n#### 1,234", "gsm8k", "1234"),
-    ("The answer is 42.", "gsm8k", "42"),
-    ("a = 3 + 4 = 7\nb = 7 * -2 = -14", "arith", "-14"),
-    ("nothing", "arith", None),
-])
+@pytest.mark.parametrize(
+    "text,kind,want",
+    [
+        ("so x = \\boxed{\\frac{1}{2}} and \\boxed{3}.", "math", "3"),
+        ("\\boxed{\\frac{a}{b^{2}}}", "math", "\\frac{a}{b^{2}}"),
+        ("no box here 12", "math", None),
+        ("She pays 3 + 4 = 7 dollars.\n#### 1,234", "gsm8k", "1234"),
+        ("The answer is 42.", "gsm8k", "42"),
+        ("a = 3 + 4 = 7\nb = 7 * -2 = -14", "arith", "-14"),
+        ("nothing", "arith", None),
+    ],
+)
 def test_extract_answer(text, kind, want):
     assert evaluate.extract_answer(text, kind) == want
 
@@ -164,12 +178,21 @@ def test_grade_answer():
 
 
 def test_plots_write_pngs(tmp_path):
-    c1 = evaluate.Curve(np.array([1, 2, 4, 8]), np.array([.3, .4, .5, .55]), np.array([.25, .35, .45, .5]),
-                        np.array([.35, .45, .55, .6]))
-    p = plots.plot_accuracy_vs_n({"PRM best-of-N": c1, "majority": (c1.ns, c1.acc - .1, c1.lo - .1, c1.hi - .1)},
-                                 str(tmp_path / "acc.png"))
-    p2 = plots.plot_step_scores(["a = 3 + 4 = 7", "b = 7 * 2 = 15", "answer 15"], [0.9, 0.2, 0.1],
-                                [1, 0, None], str(tmp_path / "sub" / "steps.png"))
+    c1 = evaluate.Curve(
+        np.array([1, 2, 4, 8]),
+        np.array([0.3, 0.4, 0.5, 0.55]),
+        np.array([0.25, 0.35, 0.45, 0.5]),
+        np.array([0.35, 0.45, 0.55, 0.6]),
+    )
+    p = plots.plot_accuracy_vs_n(
+        {"PRM best-of-N": c1, "majority": (c1.ns, c1.acc - 0.1, c1.lo - 0.1, c1.hi - 0.1)}, str(tmp_path / "acc.png")
+    )
+    p2 = plots.plot_step_scores(
+        ["a = 3 + 4 = 7", "b = 7 * 2 = 15", "answer 15"],
+        [0.9, 0.2, 0.1],
+        [1, 0, None],
+        str(tmp_path / "sub" / "steps.png"),
+    )
     for f in (p, p2):
         with open(f, "rb") as fh:
             assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -180,6 +203,7 @@ def test_plots_write_pngs(tmp_path):
 
 
 # ------------------------------------------------------------------ `prm-jax evaluate processbench`
+
 
 def _byte_tokenizer(folder):
     """A byte-level tokenizer built locally (no hub): every byte one token, plus pad and eos."""
@@ -202,8 +226,9 @@ def _tiny_model(vocab_size):
 
     from prm_jax import model
 
-    cfg = model.ModelConfig.preset("tiny", vocab_size=vocab_size, d_model=32, n_heads=2, n_kv_heads=1,
-                                   mlp_dim=64, max_seq_len=256)
+    cfg = model.ModelConfig.preset(
+        "tiny", vocab_size=vocab_size, d_model=32, n_heads=2, n_kv_heads=1, mlp_dim=64, max_seq_len=256
+    )
     rng = np.random.default_rng(0)
 
     # random weights straight from the abstract shapes (no init compile): norm scales 1, the rest
@@ -221,10 +246,20 @@ def _tiny_model(vocab_size):
 def _write_split(path, n_cases, rng):
     items = []
     for i in range(n_cases):
-        steps = [f"step {j}: {int(rng.integers(0, 99))} + {int(rng.integers(0, 99))}" for j in range(int(rng.integers(1, 5)))]
+        steps = [
+            f"step {j}: {int(rng.integers(0, 99))} + {int(rng.integers(0, 99))}" for j in range(int(rng.integers(1, 5)))
+        ]
         label = -1 if i == 0 else (0 if i == 1 else int(rng.integers(-1, len(steps))))
-        items.append({"id": f"tiny-{i}", "generator": "test", "problem": f"problem {i}?", "steps": steps,
-                      "final_answer_correct": label == -1, "label": label})
+        items.append(
+            {
+                "id": f"tiny-{i}",
+                "generator": "test",
+                "problem": f"problem {i}?",
+                "steps": steps,
+                "final_answer_correct": label == -1,
+                "label": label,
+            }
+        )
     with open(path, "w") as f:
         for it in items:
             f.write(json.dumps(it) + "\n")
@@ -256,8 +291,9 @@ def test_score_step_probs_match_unpadded_forward(tmp_path, tiny_prm):
     _write_split(tmp_path / "s.jsonl", 5, np.random.default_rng(0))
     long = Record("a long one?", [f"step {j}: {j} + {j} = {2 * j}" for j in range(12)], [1.0] * 12)
     records = readers.read_all("processbench", str(tmp_path / "s.jsonl")) + [long]
-    probs, truncated = score_step_probs(cfg, params, tok, records, marker="\n\n", batch_size=4, max_len=128,
-                                        progress=False)
+    probs, truncated = score_step_probs(
+        cfg, params, tok, records, marker="\n\n", batch_size=4, max_len=128, progress=False
+    )
     assert truncated == 1 and 0 < len(probs[-1]) < 12  # the long record loses its trailing steps
 
     # reference: each example alone, right-padded without segment ids (causal: padding after a
@@ -269,7 +305,7 @@ def test_score_step_probs_match_unpadded_forward(tmp_path, tiny_prm):
     for r, p in zip(records, probs):
         ex = tokenize.encode_example(r, tok, marker="\n\n", max_len=128, max_steps=len(r.steps))
         tokens = np.full((1, 128), tok.pad_id, np.int32)
-        tokens[0, :len(ex["tokens"])] = ex["tokens"]
+        tokens[0, : len(ex["tokens"])] = ex["tokens"]
         ref = 1 / (1 + np.exp(-np.asarray(scores(tokens)[0], np.float64)[ex["step_pos"]]))
         assert p.shape == ref.shape and 0 < len(p) <= len(r.steps)
         np.testing.assert_allclose(p, ref, atol=2e-5)
@@ -299,8 +335,22 @@ def test_evaluate_processbench_command_end_to_end(tmp_path, monkeypatch, capsys,
     _write_split(tmp_path / "tiny_a.jsonl", 12, np.random.default_rng(1))
     _write_split(tmp_path / "tiny_b.jsonl", 9, np.random.default_rng(2))
     out = tmp_path / "res" / "pb.json"
-    base = ["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(tmp_path / "tiny_a.jsonl"),
-            str(tmp_path / "tiny_b.jsonl"), FIXTURE, "--batch-size", "4", "--max-len", "128", "--output", str(out)]
+    base = [
+        "evaluate",
+        "processbench",
+        "--checkpoint",
+        str(tmp_path / "ckpt"),
+        "--data",
+        str(tmp_path / "tiny_a.jsonl"),
+        str(tmp_path / "tiny_b.jsonl"),
+        FIXTURE,
+        "--batch-size",
+        "4",
+        "--max-len",
+        "128",
+        "--output",
+        str(out),
+    ]
     assert cli.main(base + ["--pick-threshold-on", "tiny_a"]) == 0
     printed = capsys.readouterr().out
     assert "average" in printed and "tiny_b" in printed and "processbench_gsm8k" in printed
@@ -339,12 +389,36 @@ def test_evaluate_processbench_command_end_to_end(tmp_path, monkeypatch, capsys,
     bad.write_text('{"id": "x", "problem": "p", "steps": ["a"], "final_answer_correct": true, "label": 5}\n')
     from prm_jax.data.records import DataError
 
-    with pytest.raises(DataError, match="bad.jsonl:1"):   # --debug: the exception itself
-        cli.main(["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(bad),
-                  "--output", str(out), "--debug"])
+    with pytest.raises(DataError, match="bad.jsonl:1"):  # --debug: the exception itself
+        cli.main(
+            [
+                "evaluate",
+                "processbench",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--data",
+                str(bad),
+                "--output",
+                str(out),
+                "--debug",
+            ]
+        )
     capsys.readouterr()
-    assert cli.main(["evaluate", "processbench", "--checkpoint", str(tmp_path / "ckpt"), "--data", str(bad),
-                     "--output", str(out)]) == 2
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "processbench",
+                "--checkpoint",
+                str(tmp_path / "ckpt"),
+                "--data",
+                str(bad),
+                "--output",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: ") and "bad.jsonl:1: label out of range" in err[-1], err
 
@@ -366,11 +440,21 @@ def test_tokenizer_ids_beyond_the_vocabulary_are_an_error_not_nan(tmp_path, caps
     from prm_jax.verifier import Verifier
 
     folder, tok, cfg, params = tiny_prm
-    small_cfg, small_params = _tiny_model(64)            # the byte tokenizer's ids go up to 257
+    small_cfg, small_params = _tiny_model(64)  # the byte tokenizer's ids go up to 257
     ckpt = _ckpt(tmp_path, folder, small_cfg, small_params)
     _write_split(tmp_path / "s.jsonl", 4, np.random.default_rng(3))
-    rc = cli.main(["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(tmp_path / "s.jsonl"),
-                   "--output", str(tmp_path / "o.json")])
+    rc = cli.main(
+        [
+            "evaluate",
+            "processbench",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            str(tmp_path / "s.jsonl"),
+            "--output",
+            str(tmp_path / "o.json"),
+        ]
+    )
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and not (tmp_path / "o.json").exists()
     assert err.startswith("error: token id ") and "vocabulary of size 64" in err and "tokenizer" in err, err
@@ -398,29 +482,64 @@ def test_outputs_are_strict_json_and_limit_is_stratified(tmp_path, capsys, tiny_
 
     folder, _, cfg, params = tiny_prm
     ckpt = _ckpt(tmp_path, folder, cfg, params)
-    cases = [{"id": f"e{i}", "problem": f"p{i}?", "steps": ["a", "b"], "final_answer_correct": False, "label": 1}
-             for i in range(8)] + [{"id": f"c{i}", "problem": f"q{i}?", "steps": ["a"], "final_answer_correct": True,
-                                     "label": -1} for i in range(4)]
+    cases = [
+        {"id": f"e{i}", "problem": f"p{i}?", "steps": ["a", "b"], "final_answer_correct": False, "label": 1}
+        for i in range(8)
+    ] + [
+        {"id": f"c{i}", "problem": f"q{i}?", "steps": ["a"], "final_answer_correct": True, "label": -1}
+        for i in range(4)
+    ]
     (tmp_path / "split.json").write_text(json.dumps(cases))
     out = tmp_path / "o.json"
-    assert cli.main(["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(tmp_path / "split.json"),
-                     "--limit", "6", "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "processbench",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(tmp_path / "split.json"),
+                "--limit",
+                "6",
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     text = out.read_text()
 
     def no_constants(c):
         raise ValueError(f"non-standard JSON constant {c}")
 
-    res = json.loads(text, parse_constant=no_constants)       # strict: NaN / Infinity rejected
+    res = json.loads(text, parse_constant=no_constants)  # strict: NaN / Infinity rejected
     m = res["results"]["split"]
     assert m["n"] == 6 and m["n_erroneous"] == 4 and m["n_correct"] == 2 and "stratified" in res["subset"]
     # a split of erroneous cases only has acc_correct undefined: null, not NaN
     (tmp_path / "err.json").write_text(json.dumps(cases[:3]))
-    assert cli.main(["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(tmp_path / "err.json"),
-                     "--output", str(out)]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "processbench",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                str(tmp_path / "err.json"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
     res = json.loads(out.read_text(), parse_constant=no_constants)
     assert res["results"]["err"]["acc_correct"] is None
-    sub = evaluate.processbench_subset(__import__("prm_jax.data.readers", fromlist=["x"]).read_all(
-        "processbench", str(tmp_path / "split.json")), 6, seed=0)
+    sub = evaluate.processbench_subset(
+        __import__("prm_jax.data.readers", fromlist=["x"]).read_all("processbench", str(tmp_path / "split.json")),
+        6,
+        seed=0,
+    )
     assert [r.first_error() == -1 for r in sub].count(True) == 2
 
 
@@ -429,9 +548,10 @@ def test_user_errors_are_one_line_messages(tmp_path, capsys, tiny_prm):
 
     folder, _, cfg, params = tiny_prm
     _write_split(tmp_path / "s.jsonl", 3, np.random.default_rng(4))
-    for args, where in [(["--checkpoint", str(tmp_path / "missing"), "--data", str(tmp_path / "s.jsonl")], "missing"),
-                        (["--checkpoint", _ckpt(tmp_path, folder, cfg, params), "--data", str(tmp_path / "nope.json")],
-                         "nope.json")]:
+    for args, where in [
+        (["--checkpoint", str(tmp_path / "missing"), "--data", str(tmp_path / "s.jsonl")], "missing"),
+        (["--checkpoint", _ckpt(tmp_path, folder, cfg, params), "--data", str(tmp_path / "nope.json")], "nope.json"),
+    ]:
         rc = cli.main(["evaluate", "processbench", *args, "--output", str(tmp_path / "o.json")])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and where in err[0], err

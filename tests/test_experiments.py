@@ -1,5 +1,6 @@
 """Smoke tests of experiments/*.py: every config loads, every documented command names a real variant,
 and every tiny variant runs (2 steps of its own command) on this CPU."""
+
 from __future__ import annotations
 
 import math
@@ -44,12 +45,12 @@ REAL = {
 }
 # The demo-stage files run in test_arith_stages_chain_tiny (each stage reading the previous one's output).
 CHAIN = ("arith_policy_sft.py", "arith_mc_label.py", "arith_verifier.py", "arith_search.py")
-TRAIN_SPECS = [f"{f}:{v}" for f, vs in TINY.items() for v in vs
-               if f not in CHAIN and sweep.get_command(str(EXP / f)) == ["train"]]
+TRAIN_SPECS = [
+    f"{f}:{v}" for f, vs in TINY.items() for v in vs if f not in CHAIN and sweep.get_command(str(EXP / f)) == ["train"]
+]
 # arith_prm.py's tiny variants also train (and must lower their loss) in tests/test_train_objectives.py,
 # so here they join the slow tier; every other file's tiny variant runs in CI.
-TRAIN_PARAMS = [pytest.param(s, marks=pytest.mark.slow) if s.startswith("arith_prm.py") else s
-                for s in TRAIN_SPECS]
+TRAIN_PARAMS = [pytest.param(s, marks=pytest.mark.slow) if s.startswith("arith_prm.py") else s for s in TRAIN_SPECS]
 
 
 def _files():
@@ -97,11 +98,14 @@ def test_prm800k_label_settings():
     assert cfg.model.preset == "qwen2.5-math-7b" and cfg.objective == "bce"
 
 
-@pytest.mark.parametrize("spec,key,values", [
-    ("math_shepherd_bce.py:soft", "data.label_field", ["labels", "hard_labels"]),
-    ("arith_verifier.py:bce,tiny", "data.label_field", ["labels", "hard_labels"]),
-    ("implicit_prm.py:ce", "loss.beta", [0.01, 0.05, 0.2]),
-])
+@pytest.mark.parametrize(
+    "spec,key,values",
+    [
+        ("math_shepherd_bce.py:soft", "data.label_field", ["labels", "hard_labels"]),
+        ("arith_verifier.py:bce,tiny", "data.label_field", ["labels", "hard_labels"]),
+        ("implicit_prm.py:ce", "loss.beta", [0.01, 0.05, 0.2]),
+    ],
+)
 def test_shipped_sweeps_apply_to_their_config(spec, key, values, tmp_path):
     runs = sweep.plan(str(EXP / spec), tmp_path)
     assert [r.point[key] for r in runs] == values
@@ -127,15 +131,15 @@ def test_tiny_training_variant_runs(spec, tmp_path, one_device_mesh):
     from prm_jax import loop
 
     cfg = config_lib.load_config(str(EXP / spec))
-    config_lib.apply_overrides(cfg, ["--config.train.steps=2", "--config.train.eval_every=0",
-                                     "--config.train.ckpt_every=0"])
+    config_lib.apply_overrides(
+        cfg, ["--config.train.steps=2", "--config.train.eval_every=0", "--config.train.ckpt_every=0"]
+    )
     t0 = time.perf_counter()
     final = loop.run(cfg, str(tmp_path / "run"), mesh=one_device_mesh, progress=False)
     assert final["step"] == 2 and math.isfinite(final["loss"]), final
     m = sweep.final_metrics(tmp_path / "run")
     assert m["step"] == 2 and abs(m["loss"] - final["loss"]) < 1e-6
     print(f"{spec}: {time.perf_counter() - t0:.1f}s")
-
 
 
 @pytest.mark.slow
@@ -152,11 +156,18 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
     cfg = config_lib.apply_overrides(config_lib.load_config(str(EXP / "arith_policy_sft.py:tiny")), short)
     loop.run(cfg, str(policy), mesh=one_device_mesh, progress=False)
 
-    stats = sweep.run_stage(str(EXP / "arith_mc_label.py:tiny"), str(runs / "mc"),
-                            [f"--config.policy_workdir={policy}"])
+    stats = sweep.run_stage(
+        str(EXP / "arith_mc_label.py:tiny"), str(runs / "mc"), [f"--config.policy_workdir={policy}"]
+    )
     assert stats["mc_rollouts"] > 0 and (runs / "mc" / "labels" / "train.jsonl").is_file()
 
-    for objective, name in (("bce", "bce"), ("bce", "qpi"), ("orm", "orm"), ("pav", "pav"), ("implicit_ce", "implicit")):
+    for objective, name in (
+        ("bce", "bce"),
+        ("bce", "qpi"),
+        ("orm", "orm"),
+        ("pav", "pav"),
+        ("implicit_ce", "implicit"),
+    ):
         cfg = config_lib.load_config(str(EXP / f"arith_verifier.py:{objective},tiny"))
         over = short + [f"--config.init.workdir={policy}"]
         if objective == "implicit_ce":
@@ -164,8 +175,11 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
         config_lib.apply_overrides(cfg, over)
         loop.run(cfg, str(runs / name), mesh=one_device_mesh, progress=False)
 
-    out = sweep.run_stage(str(EXP / "arith_search.py:tiny"), str(tmp_path / "search"),
-                          [f"--config.runs={runs}", f"--config.labels={runs / 'mc' / 'labels'}"])
+    out = sweep.run_stage(
+        str(EXP / "arith_search.py:tiny"),
+        str(tmp_path / "search"),
+        [f"--config.runs={runs}", f"--config.labels={runs / 'mc' / 'labels'}"],
+    )
     final = json.loads((tmp_path / "search" / "final.json").read_text())
     assert 0.0 <= final["acc@N/majority"] <= 1.0 and "acc@N/beam_pav" in final, final
     assert final["policy_accuracy"] == out["policy_accuracy"]
@@ -184,8 +198,9 @@ def _tiny_hf_checkpoint(path: Path) -> None:
     vocab = {t: i for i, t in enumerate(["<pad>", "<unk>", "<eos>"] + sorted(set(string.printable)))}
     tk = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
-    PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
-                            eos_token="<eos>").save_pretrained(path)
+    PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", eos_token="<eos>"
+    ).save_pretrained(path)
     cfg = model.ModelConfig.preset("tiny", vocab_size=len(vocab), max_seq_len=1024)
     hf.save_checkpoint(str(path), cfg, model.init_params(cfg, jax.random.PRNGKey(0)))
 
@@ -199,14 +214,29 @@ def test_processbench_eval_tiny_through_sweep(tmp_path):
 
     _tiny_hf_checkpoint(tmp_path / "ckpt")
     wd = tmp_path / "pb"
-    r = subprocess.run([sys.executable, "-m", "prm_jax.cli", "sweep", "--once", "--config",
-                        str(EXP / "processbench_eval.py:tiny"), "--workdir", str(wd),
-                        f"--config.checkpoint={tmp_path / 'ckpt'}"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prm_jax.cli",
+            "sweep",
+            "--once",
+            "--config",
+            str(EXP / "processbench_eval.py:tiny"),
+            "--workdir",
+            str(wd),
+            f"--config.checkpoint={tmp_path / 'ckpt'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     rows = list(csv.DictReader(open(wd / "sweep.csv")))
     assert len(rows) == 1 and rows[0]["status"] == "ok"
     assert 0.0 <= float(rows[0]["results/average/f1"]) <= 1.0
     assert float(rows[0]["threshold"]) == 0.5 and (wd / "processbench.json").is_file()
+
 
 # ---------------------------------------------------------------------------------------------------
 # Fit check of the real-scale configs: the train step compiled ahead of time for the config's own mesh
@@ -236,31 +266,49 @@ def fit_estimate(spec: str) -> dict:
     for layers in (2, 4):
         # `prm-jax fit-check` itself; an empty init.hf_path = the preset's shape (no checkpoint read);
         # cuDNN attention does not lower on CPU (XLA attention: same memory for the fit check).
-        argv = [sys.executable, "-m", "prm_jax.cli", "fit-check", "--config", str(EXP / spec),
-                "--devices", str(devices), "--json", f"--config.model.n_layers={layers}",
-                "--config.init.hf_path=", "--config.model.attention_impl=xla"]
+        argv = [
+            sys.executable,
+            "-m",
+            "prm_jax.cli",
+            "fit-check",
+            "--config",
+            str(EXP / spec),
+            "--devices",
+            str(devices),
+            "--json",
+            f"--config.model.n_layers={layers}",
+            "--config.init.hf_path=",
+            "--config.model.attention_impl=xla",
+        ]
         out = subprocess.run(argv, capture_output=True, text=True, timeout=900)
         assert out.returncode == 0, out.stderr[-3000:]
         points.append(_json.loads(out.stdout.strip().splitlines()[-1]))
         assert points[-1]["devices"] == devices and points[-1]["mesh"] == {
-            k: int(v) for k, v in dict(cfg.mesh.shape).items()}, points[-1]
+            k: int(v) for k, v in dict(cfg.mesh.shape).items()
+        }, points[-1]
     per_layer = (points[1]["total_bytes"] - points[0]["total_bytes"]) / 2
     total = points[0]["total_bytes"] + per_layer * (real_layers - 2)
-    return {"spec": spec, "devices": devices, "layers": real_layers, "per_layer_gb": per_layer / 1e9,
-            "gb_per_device": total / 1e9, "points": points}
+    return {
+        "spec": spec,
+        "devices": devices,
+        "layers": real_layers,
+        "per_layer_gb": per_layer / 1e9,
+        "gb_per_device": total / 1e9,
+        "points": points,
+    }
 
 
 def _fit_specs():
     """Every REAL config; all but prm800k_bce.py:h100x8 (which CI runs) are in the slow tier."""
-    return [s if s == "prm800k_bce.py:h100x8" else pytest.param(s, marks=pytest.mark.slow)
-            for s in sorted(REAL)]
+    return [s if s == "prm800k_bce.py:h100x8" else pytest.param(s, marks=pytest.mark.slow) for s in sorted(REAL)]
 
 
 @pytest.mark.parametrize("spec", _fit_specs())
 def test_real_config_fits_its_mesh(spec):
     est = fit_estimate(spec)
     hbm = HBM_GB["v5p64" if "v5p64" in spec else "h100x8"]
-    print(f"fit-check {spec}: {est['gb_per_device']:.1f} GB/device of {hbm} on {est['devices']} devices "
-          f"({est['per_layer_gb']:.2f} GB per layer)")
+    print(
+        f"fit-check {spec}: {est['gb_per_device']:.1f} GB/device of {hbm} on {est['devices']} devices "
+        f"({est['per_layer_gb']:.2f} GB per layer)"
+    )
     assert 0 < est["per_layer_gb"] and est["gb_per_device"] < hbm, est
-

@@ -2,6 +2,7 @@
 that cannot fill a batch says so, skipped records counted, targets required, config keys checked,
 bad files and bad HF checkpoints named. (Kills and SIGTERM in subprocesses: test_train_resume.py,
 and the random-kill script tests/fault_injection.py.)"""
+
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ def test_a_huge_lr_never_checkpoints_a_non_finite_state(tmp_path, mesh):
     steps = _steps(tmp_path)
     assert steps and max(steps) == bad - 1, (steps, bad)
     assert f"step {bad - 1}, is kept" in str(e.value)
-    state, _, _ = _restored(tmp_path, mesh, config=_huge_lr())   # validated: finite, fingerprint equal
+    state, _, _ = _restored(tmp_path, mesh, config=_huge_lr())  # validated: finite, fingerprint equal
     assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree_util.tree_leaves(state.params))
 
 
@@ -71,14 +72,18 @@ def test_corrupt_newest_checkpoints_fall_back_to_the_newest_valid(tmp_path, mesh
     ref, _, _ = _restored(tmp_path, mesh, step=1)
     ck_dir = tmp_path / "ckpt"
     # step 4: a truncated array file; step 3: flipped bytes (Orbax reads them without complaint)
-    arrays = sorted((p for p in (ck_dir / "4" / "state").rglob("*") if p.is_file() and p.stat().st_size > 4096),
-                    key=lambda p: -p.stat().st_size)
+    arrays = sorted(
+        (p for p in (ck_dir / "4" / "state").rglob("*") if p.is_file() and p.stat().st_size > 4096),
+        key=lambda p: -p.stat().st_size,
+    )
     arrays[0].write_bytes(arrays[0].read_bytes()[: arrays[0].stat().st_size // 2])
-    target = sorted((p for p in (ck_dir / "3" / "state").rglob("*") if p.is_file() and p.stat().st_size > 8192),
-                    key=lambda p: -p.stat().st_size)[0]
+    target = sorted(
+        (p for p in (ck_dir / "3" / "state").rglob("*") if p.is_file() and p.stat().st_size > 8192),
+        key=lambda p: -p.stat().st_size,
+    )[0]
     data = bytearray(target.read_bytes())
     for i in range(len(data) // 2, min(len(data), len(data) // 2 + 4096)):
-        data[i] ^= 0x01                                 # the lowest bit: the values stay finite
+        data[i] ^= 0x01  # the lowest bit: the values stay finite
     target.write_bytes(bytes(data))
     # step 2: a truncated _METADATA
     meta = next((ck_dir / "2").rglob("_METADATA"))
@@ -110,10 +115,13 @@ def test_corrupt_newest_checkpoints_fall_back_to_the_newest_valid(tmp_path, mesh
 def test_a_state_that_differs_from_its_save_time_fingerprint_is_rejected(tmp_path, mesh, caplog):
     """Finite but wrong values (what a flip in uncompressed data gives) are caught by the fingerprint."""
     _run(tmp_path, mesh, steps=2, ckpt_every=1, keep_ckpts=5)
-    check = next((tmp_path / "ckpt" / "2" / "check").rglob("*.json")) if list(
-        (tmp_path / "ckpt" / "2" / "check").rglob("*.json")) else tmp_path / "ckpt" / "2" / "check" / "metadata"
+    check = (
+        next((tmp_path / "ckpt" / "2" / "check").rglob("*.json"))
+        if list((tmp_path / "ckpt" / "2" / "check").rglob("*.json"))
+        else tmp_path / "ckpt" / "2" / "check" / "metadata"
+    )
     saved = json.loads(check.read_text())
-    saved["bit_sums"][3] = (saved["bit_sums"][3] + 1) % 2 ** 32
+    saved["bit_sums"][3] = (saved["bit_sums"][3] + 1) % 2**32
     check.write_text(json.dumps(saved))
     with caplog.at_level(logging.WARNING):
         state, _, _ = _restored(tmp_path, mesh)
@@ -125,7 +133,7 @@ def test_metrics_have_no_duplicate_rows_after_a_resume(tmp_path, mesh):
     _run(tmp_path, mesh, steps=4, ckpt_every=2)
     import shutil
 
-    shutil.rmtree(tmp_path / "ckpt" / "4")              # as if killed after step 4's metrics, before its save
+    shutil.rmtree(tmp_path / "ckpt" / "4")  # as if killed after step 4's metrics, before its save
     _run(tmp_path, mesh, steps=4, ckpt_every=2)
     rows = [json.loads(x) for x in open(tmp_path / "metrics.jsonl") if x.strip()]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
@@ -164,8 +172,13 @@ def test_a_loader_that_cannot_fill_a_batch_says_so_at_once(tmp_path, mesh):
 def test_skipped_and_too_long_records_are_reported_and_logged(tmp_path, mesh, capsys):
     path = tmp_path / "mixed.jsonl"
     good = {"prompt": "a = 1. Find a.", "completions": ["a = 1"], "labels": [1]}
-    lines = [json.dumps(good), "{not json", json.dumps({"prompt": "q", "completions": ["y"], "labels": [3]}),
-             json.dumps({"prompt": "b" * 400, "completions": ["z"], "labels": [0]}), json.dumps(good)]
+    lines = [
+        json.dumps(good),
+        "{not json",
+        json.dumps({"prompt": "q", "completions": ["y"], "labels": [3]}),
+        json.dumps({"prompt": "b" * 400, "completions": ["z"], "labels": [0]}),
+        json.dumps(good),
+    ]
     path.write_text("\n".join(lines) + "\n")
     cfg = _arith_cfg(source="stepwise_jsonl", path=str(path), tokenizer="char", skip_bad=True)
     loop.run(cfg, str(tmp_path / "w"), progress=False, mesh=mesh)
@@ -180,7 +193,9 @@ def test_config_keys_are_checked_and_resume_compares_the_config(tmp_path, mesh):
     from prm_jax import config as config_lib
 
     cfg = _arith_cfg()
-    with pytest.raises(KeyError, match=r"config.data.neutrall is not a data setting \(did you mean config.data.neutral\?\)"):
+    with pytest.raises(
+        KeyError, match=r"config.data.neutrall is not a data setting \(did you mean config.data.neutral\?\)"
+    ):
         config_lib.apply_overrides(cfg, ["--config.data.neutrall=negative"])
     with pytest.raises(KeyError, match=r"did you mean --config.optim.lr\?"):
         config_lib.apply_overrides(cfg, ["--config.optim.lrr=1"])
@@ -212,8 +227,10 @@ def test_bad_data_files_have_exact_messages(tmp_path):
     empty.write_text("")
     with pytest.raises(DataError, match="empty.jsonl: the file is empty"):
         readers.read_all("stepwise_jsonl", str(empty))
-    items = [{"id": f"x{i}", "problem": f"p{i}", "steps": ["a", "b"], "final_answer_correct": True, "label": -1}
-             for i in range(5)]
+    items = [
+        {"id": f"x{i}", "problem": f"p{i}", "steps": ["a", "b"], "final_answer_correct": True, "label": -1}
+        for i in range(5)
+    ]
     bom = tmp_path / "bom.json"
     bom.write_bytes(b"\xef\xbb\xbf" + json.dumps(items).encode())
     assert len(readers.read_all("processbench", str(bom))) == 5
@@ -226,21 +243,22 @@ def test_bad_data_files_have_exact_messages(tmp_path):
 
     skipped = SkipCounter()
     got = readers.read_all("processbench", str(cut), skip_bad=True, skipped=skipped)
-    assert [r.id for r in got] == ["x0", "x1", "x2"] and skipped.total == 1      # before: 0 records
+    assert [r.id for r in got] == ["x0", "x1", "x2"] and skipped.total == 1  # before: 0 records
     from prm_jax.data import pipeline
 
     with pytest.raises(DataError, match="no records in nothing.jsonl"):
         pipeline.ListSource([], "nothing.jsonl")
     math = tmp_path / "math.jsonl"
     math.write_text(json.dumps({"problem": "1 - 1?", "solution": "It is $\\boxed{5}$.", "answer": 0}) + "\n")
-    assert readers.read_all("math", str(math))[0].answer == "0"                 # before: '5'
+    assert readers.read_all("math", str(math))[0].answer == "0"  # before: '5'
 
 
 def _hf_folder(tmp_path, name="ckpt"):
     from prm_jax import hf, model
 
-    cfg = model.ModelConfig.preset("tiny", vocab_size=32, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                                   head_dim=16, mlp_dim=64)
+    cfg = model.ModelConfig.preset(
+        "tiny", vocab_size=32, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, head_dim=16, mlp_dim=64
+    )
     params = model.init_params(cfg, jax.random.PRNGKey(0))
     out = str(tmp_path / name)
     hf.save_checkpoint(out, cfg, jax.device_get(params))
@@ -271,7 +289,9 @@ def test_bad_hf_checkpoints_name_the_file_and_tensor(tmp_path, caplog):
         hf.load_checkpoint(rank3)
     extra = _hf_folder(tmp_path, "extra")
     _rewrite(extra, lambda t: t.__setitem__("model.layers.1.mlp.up_proj.weight", np.zeros((64, 32), np.float32)))
-    with pytest.raises(ValueError, match=r"tensors of layers \[1\] are in the checkpoint but config.json says num_hidden_layers=1"):
+    with pytest.raises(
+        ValueError, match=r"tensors of layers \[1\] are in the checkpoint but config.json says num_hidden_layers=1"
+    ):
         hf.load_checkpoint(extra)
     unused = _hf_folder(tmp_path, "unused")
     _rewrite(unused, lambda t: t.__setitem__("model.rotary_emb.inv_freq", np.zeros((8,), np.float32)))
@@ -294,7 +314,7 @@ def test_bad_hf_checkpoints_name_the_file_and_tensor(tmp_path, caplog):
         json.dump({"weight_map": {n: "../ckpt/model.safetensors" for n in names}}, fh)
     with pytest.raises(ValueError, match=r"points to '../ckpt/model.safetensors', outside the checkpoint folder"):
         hf.load_checkpoint(outside)
-    hf.load_checkpoint(good)                            # the untouched folder still loads
+    hf.load_checkpoint(good)  # the untouched folder still loads
 
 
 def test_a_sigterm_whose_exception_is_swallowed_is_delivered_again():
@@ -308,9 +328,9 @@ def test_a_sigterm_whose_exception_is_swallowed_is_delivered_again():
         try:
             pre._handle(signal.SIGTERM, None)
         except loop.Preempted:
-            pass                                   # swallowed, as a gc callback does
+            pass  # swallowed, as a gc callback does
         t0 = time.time()
         with pytest.raises(loop.Preempted):
-            time.sleep(5)                          # the re-sent SIGTERM raises here
+            time.sleep(5)  # the re-sent SIGTERM raises here
         assert time.time() - t0 < 2
         pre.caught()

@@ -1,4 +1,5 @@
 """The fit check compiles a tiny sharded step with abstract inputs; memory agrees with a hand count."""
+
 import json
 import os
 import subprocess
@@ -31,9 +32,23 @@ def test_fit_check_cli_on_eight_simulated_devices():
     env.pop("PRM_JAX_FITCHECK_CHILD", None)
     env["XLA_FLAGS"] = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    cmd = [sys.executable, "-m", "prm_jax.cli", "fit-check", "--config", "experiments/arith_prm.py:bce,tiny",
-           "--devices", "8", "--mesh", "data=1,fsdp=8,tensor=1", "--json", "--hbm-gb", "0.001,16",
-           "--config.train.batch_size=8", "--config.train.seq_len=64"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prm_jax.cli",
+        "fit-check",
+        "--config",
+        "experiments/arith_prm.py:bce,tiny",
+        "--devices",
+        "8",
+        "--mesh",
+        "data=1,fsdp=8,tensor=1",
+        "--json",
+        "--hbm-gb",
+        "0.001,16",
+        "--config.train.batch_size=8",
+        "--config.train.seq_len=64",
+    ]
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     r = json.loads(p.stdout.strip().splitlines()[-1])

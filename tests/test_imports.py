@@ -1,5 +1,6 @@
 """The import graph of prm_jax: no cycles (function-level imports included), and model, losses,
 train step and search import without the data stack's tfds / grain."""
+
 import ast
 import pathlib
 import subprocess
@@ -43,7 +44,7 @@ def find_cycle(graph: dict):
         stack.append(m)
         for d in sorted(graph[m]):
             if state.get(d) == 1:
-                return stack[stack.index(d):] + [d]
+                return stack[stack.index(d) :] + [d]
             if d not in state:
                 found = visit(d)
                 if found:
@@ -71,8 +72,10 @@ def test_no_import_cycles_among_prm_jax_modules():
 
 
 def test_core_modules_import_without_tfds_and_grain():
-    code = ("import sys; import prm_jax.model, prm_jax.losses, prm_jax.train, prm_jax.search, prm_jax.verifier, "
-            "prm_jax.sampling, prm_jax.evaluate, prm_jax.selection; "
-            "bad = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow') if m in sys.modules]; print(bad)")
+    code = (
+        "import sys; import prm_jax.model, prm_jax.losses, prm_jax.train, prm_jax.search, prm_jax.verifier, "
+        "prm_jax.sampling, prm_jax.evaluate, prm_jax.selection; "
+        "bad = [m for m in ('tensorflow_datasets', 'grain', 'tensorflow') if m in sys.modules]; print(bad)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -1,4 +1,5 @@
 """Labelling: MC labels, OmegaPRM binary search, PAV prover targets, and the step-wise jsonl round trip."""
+
 import json
 
 import jax
@@ -18,8 +19,9 @@ class CoinPolicy:
     def __init__(self, p_good=0.75, seed=0):
         self.p_good, self.rng, self.rollouts = p_good, np.random.default_rng(seed), 0
 
-    def continue_from(self, problems, prefixes, rng, *, mode="full", temperature=1.0, top_p=1.0,
-                      max_new_tokens=64, desc=None):
+    def continue_from(
+        self, problems, prefixes, rng, *, mode="full", temperature=1.0, top_p=1.0, max_new_tokens=64, desc=None
+    ):
         out = []
         for pre in prefixes:
             p = 0.0 if "bad" in pre else self.p_good ** (1.0 / temperature)
@@ -33,10 +35,12 @@ def grade(problem, steps):
 
 
 def _items():
-    return [("p1", ["s", "s", "bad", "s", "wrong"], False),   # first error at step 2
-            ("p2", ["bad", "s", "wrong"], False),             # first error at step 0
-            ("p3", ["s", "s", "s", "ok"], True),
-            ("p4", ["s", "s", "s", "s", "s", "bad", "wrong"], False)]
+    return [
+        ("p1", ["s", "s", "bad", "s", "wrong"], False),  # first error at step 2
+        ("p2", ["bad", "s", "wrong"], False),  # first error at step 0
+        ("p3", ["s", "s", "s", "ok"], True),
+        ("p4", ["s", "s", "s", "s", "s", "bad", "wrong"], False),
+    ]
 
 
 def test_mc_values_estimate_success_probability_and_count_rollouts():
@@ -69,9 +73,16 @@ def test_omega_binary_search_finds_first_error_with_fewer_rollouts():
 def test_label_solutions_analytic_prover(prover, tmp_path):
     pol = CoinPolicy(p_good=0.75, seed=1)
     items = _items()
-    out, stats = labeling.label_solutions(pol, grade, items, jax.random.PRNGKey(0), k=200,
-                                          prover=prover, step_truth=lambda p, s: [x != "bad" for x in s],
-                                          answer_fn=lambda p: "ok")
+    out, stats = labeling.label_solutions(
+        pol,
+        grade,
+        items,
+        jax.random.PRNGKey(0),
+        k=200,
+        prover=prover,
+        step_truth=lambda p, s: [x != "bad" for x in s],
+        answer_fn=lambda p: "ok",
+    )
     assert stats["mc_rollouts"] == sum(len(s) - 1 for _, s, _ in items) * 200
     assert stats["v0_rollouts"] == 4 * 200
     kk = 4 if prover == "bok:4" else 1
@@ -83,6 +94,7 @@ def test_label_solutions_analytic_prover(prover, tmp_path):
     assert out[1].meta["step_correct"] == [False, True, True]
     # The jsonl is what the training configs read: the data reader parses it into Records.
     from prm_jax.data import readers
+
     path = tmp_path / "labels.jsonl"
     labeling.write_jsonl(path, out)
     recs = readers.read_all("stepwise_jsonl", [str(path)])
@@ -93,8 +105,9 @@ def test_label_solutions_analytic_prover(prover, tmp_path):
 
 def test_label_solutions_temperature_prover_uses_its_own_rollouts():
     pol = CoinPolicy(p_good=0.5, seed=2)
-    out, stats = labeling.label_solutions(pol, grade, _items()[:1], jax.random.PRNGKey(0), k=400,
-                                          prover="temperature:0.5")
+    out, stats = labeling.label_solutions(
+        pol, grade, _items()[:1], jax.random.PRNGKey(0), k=400, prover="temperature:0.5"
+    )
     # At temperature 0.5 the coin succeeds w.p. 0.5 ** 2 = 0.25 from a good prefix.
     np.testing.assert_allclose(out[0].q[:2], [0.25, 0.25], atol=0.07)
     np.testing.assert_allclose(out[0].soft[:2], [0.5, 0.5], atol=0.07)
@@ -105,8 +118,7 @@ def test_bad_prover_and_bad_jsonl(tmp_path):
     with pytest.raises(ValueError, match="not analytic"):
         labeling.prover_q("best:4", np.zeros(2))
     with pytest.raises(ValueError, match="prover_policy"):
-        labeling.label_solutions(CoinPolicy(), grade, _items()[:1], jax.random.PRNGKey(0), k=2,
-                                 prover="policy")
+        labeling.label_solutions(CoinPolicy(), grade, _items()[:1], jax.random.PRNGKey(0), k=2, prover="policy")
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"prompt": "x"}) + "\n{not json\n")
     with pytest.raises(ValueError, match="bad.jsonl:2"):

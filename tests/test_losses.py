@@ -1,4 +1,5 @@
 """prm_jax.losses against numpy references, hand-computed two-step examples, finite differences."""
+
 import math
 
 import numpy as np
@@ -48,7 +49,9 @@ def test_bce_step_loss_matches_numpy_with_soft_labels_and_weights():
 
 def test_bce_two_step_hand_example():
     # step 0: logit 0, label 1 -> log 2; step 1: logit ln 3 (p = 0.75), label 0 -> -log(0.25) = log 4
-    loss, metrics = losses.bce_step_loss(jnp.array([[0.0, math.log(3.0)]]), jnp.array([[1.0, 0.0]]), jnp.array([[True, True]]))
+    loss, metrics = losses.bce_step_loss(
+        jnp.array([[0.0, math.log(3.0)]]), jnp.array([[1.0, 0.0]]), jnp.array([[True, True]])
+    )
     assert float(loss) == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-6)
     assert float(metrics["step_acc"]) == 0.0  # logit 0 predicts negative; p=0.75 predicts positive
 
@@ -64,7 +67,9 @@ def test_soft_label_loss_is_lowest_at_the_label():
     assert at(0.7) < at(1 - 1e-6)
     assert at(0.7) < at(0.69) and at(0.7) < at(0.71)
     # the label is not cast: 0.7 differs from 1
-    assert at(0.7) != pytest.approx(float(losses.bce_step_loss(jnp.array([[math.log(0.7 / 0.3)]]), jnp.ones((1, 1)), m)[0]))
+    assert at(0.7) != pytest.approx(
+        float(losses.bce_step_loss(jnp.array([[math.log(0.7 / 0.3)]]), jnp.ones((1, 1)), m)[0])
+    )
 
 
 def test_orm_mask_keeps_last_step_only():
@@ -116,8 +121,14 @@ def test_implicit_dpo_loss_matches_numpy_and_hand_example():
     # hand: chosen ratio sum 3, rejected -1, beta 0.5 -> margin 2
     one = jnp.ones((1, 2), bool)
     loss, metrics = losses.implicit_dpo_loss(
-        jnp.array([[-1.0, -1.0]]), jnp.array([[-2.5, -2.5]]), one,
-        jnp.array([[-2.0, -2.0]]), jnp.array([[-1.5, -1.5]]), one, 0.5)
+        jnp.array([[-1.0, -1.0]]),
+        jnp.array([[-2.5, -2.5]]),
+        one,
+        jnp.array([[-2.0, -2.0]]),
+        jnp.array([[-1.5, -1.5]]),
+        one,
+        0.5,
+    )
     assert float(loss) == pytest.approx(math.log1p(math.exp(-2.0)), rel=1e-6)
     assert float(metrics["margin"]) == pytest.approx(2.0)
     assert float(metrics["pair_acc"]) == 1.0
@@ -245,5 +256,10 @@ def test_gradients_match_finite_differences_float64():
             args_m = (x[None] - dx, other) if arg_i == 0 else (other, x[None] - dx)
             num = (fv(*args_p) - fv(*args_m)) / (2 * eps)  # [n, num_losses]
             for k, name in enumerate(names):
-                np.testing.assert_allclose(np.asarray(jac[arg_i][k]), np.asarray(num[:, k]).reshape(x.shape),
-                                           atol=1e-7, rtol=1e-6, err_msg=name)
+                np.testing.assert_allclose(
+                    np.asarray(jac[arg_i][k]),
+                    np.asarray(num[:, k]).reshape(x.shape),
+                    atol=1e-7,
+                    rtol=1e-6,
+                    err_msg=name,
+                )

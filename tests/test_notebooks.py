@@ -1,4 +1,5 @@
 """Executes every colab/ notebook top to bottom in tiny mode (nbclient, the venv's python3 kernel)."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,7 @@ EXPECTED_FILES = {
 
 def test_notebooks_exist_and_match_generator():
     assert set(NOTEBOOKS) == set(EXPECTED_FILES), NOTEBOOKS
-    r = subprocess.run([sys.executable, str(COLAB / "make_notebooks.py"), "--check"],
-                       capture_output=True, text=True)
+    r = subprocess.run([sys.executable, str(COLAB / "make_notebooks.py"), "--check"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
@@ -40,8 +40,9 @@ def test_notebook_opens_with_guarded_install_and_tiny_flag(name):
 
 
 # search.ipynb (about 2 minutes) runs in the slow tier (`make test-all`); the others run in CI.
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "search.ipynb" else n
-                                  for n in NOTEBOOKS])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "search.ipynb" else n for n in NOTEBOOKS]
+)
 def test_notebook_executes(name, tmp_path, monkeypatch):
     import nbformat
     from nbclient import NotebookClient
@@ -51,11 +52,11 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(COLAB / name, as_version=4)
-    client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     client.execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"
+    ]
     assert not errors
     for f in EXPECTED_FILES[name]:
         assert (tmp_path / f).is_file() and (tmp_path / f).stat().st_size > 0, f

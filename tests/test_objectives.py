@@ -1,6 +1,7 @@
 """The objectives on real encoded batches, against numpy references computed from one plain forward:
 the ORM's position and target, outcome masks, the implicit PRM's token range (training = scoring),
 and packing (equal losses where it is exact, a clear refusal where it is not)."""
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,8 +15,17 @@ from prm_jax.verifier import Verifier
 
 TOK = CharTokenizer()
 MARK = "<step>"
-CFG = model.ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=1, n_heads=2, n_kv_heads=1,
-                        head_dim=16, mlp_dim=64, max_seq_len=256, init_std=0.2)
+CFG = model.ModelConfig(
+    vocab_size=TOK.vocab_size,
+    d_model=32,
+    n_layers=1,
+    n_heads=2,
+    n_kv_heads=1,
+    head_dim=16,
+    mlp_dim=64,
+    max_seq_len=256,
+    init_std=0.2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +35,7 @@ def params():
 
 
 def _batch(records, seq=96, steps=4, add_eos=False, pack=False):
-    exs = [tokenize.encode_example(r, TOK, marker=MARK, max_len=seq, max_steps=steps, add_eos=add_eos)
-           for r in records]
+    exs = [tokenize.encode_example(r, TOK, marker=MARK, max_len=seq, max_steps=steps, add_eos=add_eos) for r in records]
     if pack:
         return tokenize.pack(exs, seq, steps * len(records), TOK.pad_id)
     return tokenize.pad_batch(exs, seq, steps, TOK.pad_id)
@@ -47,8 +56,10 @@ def test_orm_reads_the_last_existing_step_with_the_outcome(params):
     """Outcome-only records (no step labels) and ProcessBench-style labels [1, 0, None]: the ORM reads
     the last step that exists, against the outcome (before: loss 0 on 0 steps / step 1)."""
     p, _ = params
-    recs = [Record("a = 1. Find a.", ["x", "y"], None, outcome=1.0),                # outcome_jsonl form
-            Record("b = 2. Find b.", ["p", "q", "r"], [1.0, 0.0, None], outcome=0.0)]  # processbench form
+    recs = [
+        Record("a = 1. Find a.", ["x", "y"], None, outcome=1.0),  # outcome_jsonl form
+        Record("b = 2. Find b.", ["p", "q", "r"], [1.0, 0.0, None], outcome=0.0),
+    ]  # processbench form
     loss, aux = objectives.make_loss_fn("orm", CFG)(p, None, _batch(recs))
     z = [_score_at_markers(p, r)[-1] for r in recs]
     want = np.mean([_np_bce(z[0], 1.0), _np_bce(z[1], 0.0)])
@@ -61,7 +72,7 @@ def test_outcome_losses_mask_unknown_and_truncated_outcomes(params):
     p, ref = params
     known = Record("a = 1. Find a.", ["x", "y"], None, outcome=1.0)
     unknown = Record("c = 3. Find c.", ["u", "v"], None, outcome=None)
-    long = Record("d = 4. Find d.", ["w" * 30, "z" * 30, "k" * 30], None, outcome=0.0)   # truncated at 64
+    long = Record("d = 4. Find d.", ["w" * 30, "z" * 30, "k" * 30], None, outcome=0.0)  # truncated at 64
     batch = _batch([known, unknown, long], seq=64)
     assert batch["outcome_mask"].tolist() == [True, False, False]
     z = _score_at_markers(p, known)[-1]
@@ -78,8 +89,9 @@ def test_loader_counts_masked_outcomes():
     from prm_jax.data import pipeline
 
     recs = [Record("a = 1. Find a.", ["x"], None, outcome=None), Record("b = 1. Find b.", ["y"], None, outcome=1.0)]
-    it = pipeline.TrainIterator(pipeline.ListSource(recs), TOK, pipeline.Encoding(MARK, 64, 4), batch_size=2,
-                                shuffle=False)
+    it = pipeline.TrainIterator(
+        pipeline.ListSource(recs), TOK, pipeline.Encoding(MARK, 64, 4), batch_size=2, shuffle=False
+    )
     next(it)
     assert it.counts["outcome_masked"] == 1
 
@@ -88,8 +100,10 @@ def test_implicit_reward_at_scoring_equals_the_training_reward(params):
     """Training appends EOS (add_eos=True); the verifier scores the same solution without it. Both read
     r over the step tokens, so q_T at scoring equals the trained r (before: -0.125 vs -0.025 kind of gap)."""
     p, ref = params
-    recs = [Record("a = 5, b = 7. c = a + b. Find c.", ["c = a + b = 5 + 7 = 12"], None, outcome=1.0),
-            Record("a = 2. b = a - 1. Find b.", ["b = a - 1", "= 1"], None, outcome=0.0)]
+    recs = [
+        Record("a = 5, b = 7. c = a + b. Find c.", ["c = a + b = 5 + 7 = 12"], None, outcome=1.0),
+        Record("a = 2. b = a - 1. Find b.", ["b = a - 1", "= 1"], None, outcome=0.0),
+    ]
     beta = 0.3
     _, aux = objectives.make_loss_fn("implicit_ce", CFG, {"beta": beta})(p, ref, _batch(recs, add_eos=True))
     ver = Verifier("implicit", CFG, p, TOK, marker=MARK, ref_params=ref, beta=beta)
@@ -138,9 +152,11 @@ def test_implicit_last_and_beam_value_are_q_T(params):
 def test_packed_rows_give_the_unpacked_loss(params, objective):
     """Packing is exact for the step-level objectives and SFT: same examples, same loss."""
     p, _ = params
-    recs = [Record("a = 1. Find a.", ["x = 1", "y"], [1.0, 0.0], outcome=0.0, q_values=[0.6, 0.1], v0=0.5),
-            Record("b = 2. Find b.", ["p", "q = 2", "r"], [1.0, 1.0, 0.5], outcome=1.0, q_values=[0.9, 0.8, 1.0], v0=0.7),
-            Record("c = 3. Find c.", ["u"], [0.0], outcome=0.0, q_values=[0.2], v0=0.3)]
+    recs = [
+        Record("a = 1. Find a.", ["x = 1", "y"], [1.0, 0.0], outcome=0.0, q_values=[0.6, 0.1], v0=0.5),
+        Record("b = 2. Find b.", ["p", "q = 2", "r"], [1.0, 1.0, 0.5], outcome=1.0, q_values=[0.9, 0.8, 1.0], v0=0.7),
+        Record("c = 3. Find c.", ["u"], [0.0], outcome=0.0, q_values=[0.2], v0=0.3),
+    ]
     loss_fn = objectives.make_loss_fn(objective, CFG)
     flat, _ = loss_fn(p, None, _batch(recs, seq=160, steps=4))
     packed_batch = _batch(recs, seq=160, steps=4, pack=True)
@@ -152,16 +168,18 @@ def test_packed_rows_give_the_unpacked_loss(params, objective):
     assert float(packed) == pytest.approx(float(flat), rel=1e-5)
 
 
-@pytest.mark.parametrize("objective,loss_cfg", [("orm", {}), ("implicit_ce", {}), ("implicit_dpo", {}),
-                                                ("pav", {"pav_mode": "mse_adv"})])
+@pytest.mark.parametrize(
+    "objective,loss_cfg", [("orm", {}), ("implicit_ce", {}), ("implicit_dpo", {}), ("pav", {"pav_mode": "mse_adv"})]
+)
 def test_objectives_that_cannot_pack_refuse_it(objective, loss_cfg, tmp_path):
     from ml_collections import ConfigDict
 
     from prm_jax import loop
 
     assert objectives.packing_error(objective, loss_cfg)
-    cfg = ConfigDict({"objective": objective, "loss": dict(loss_cfg), "data": {"pack": True},
-                      "train": {"batch_size": 2}})
+    cfg = ConfigDict(
+        {"objective": objective, "loss": dict(loss_cfg), "data": {"pack": True}, "train": {"batch_size": 2}}
+    )
     with pytest.raises(ValueError, match="data.pack=True is not supported.*per example"):
         loop.run(cfg, str(tmp_path), progress=False)
     assert objectives.packing_error("bce") is None and objectives.packing_error("pav") is None
@@ -174,8 +192,11 @@ def test_training_rejects_token_ids_beyond_the_vocabulary(tmp_path):
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     cfg = config_lib.load_config(str(root / "experiments" / "arith_prm.py:bce,tiny"))
-    config_lib.apply_overrides(cfg, ["--config.model.vocab_size=16", "--config.train.steps=1",
-                                     "--config.train.ckpt_every=0"])
+    config_lib.apply_overrides(
+        cfg, ["--config.model.vocab_size=16", "--config.train.steps=1", "--config.train.ckpt_every=0"]
+    )
     mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
-    with pytest.raises(ValueError, match=r"token id \d+ from tokenizer 'char' is outside the model vocabulary of size 16"):
+    with pytest.raises(
+        ValueError, match=r"token id \d+ from tokenizer 'char' is outside the model vocabulary of size 16"
+    ):
         loop.run(cfg, str(tmp_path), progress=False, mesh=mesh)

@@ -1,4 +1,5 @@
 """Sampler: greedy equals repeated full forwards, temperature / top-p distributions, stops, buckets."""
+
 import functools
 
 import jax
@@ -13,8 +14,17 @@ TOK = CharTokenizer()
 
 
 def _model(init_std=0.02, seed=0):
-    cfg = model.ModelConfig(vocab_size=TOK.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                            head_dim=8, mlp_dim=64, max_seq_len=256, init_std=init_std)
+    cfg = model.ModelConfig(
+        vocab_size=TOK.vocab_size,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=8,
+        mlp_dim=64,
+        max_seq_len=256,
+        init_std=init_std,
+    )
     return cfg, jax.jit(model.init_params, static_argnums=0)(cfg, jax.random.PRNGKey(seed))
 
 
@@ -22,6 +32,7 @@ def _model(init_std=0.02, seed=0):
 def tiny():
     # Largish weights: a far-from-uniform next-token distribution, so sampling errors would show.
     return _model(init_std=0.3, seed=3)
+
 
 REF_LEN = 64
 
@@ -43,7 +54,7 @@ def _greedy_reference(cfg, params, prefix, n):
         tok = int(jnp.argmax(logits))
         seq.append(tok)
         logps.append(float(logp[tok]))
-    return seq[len(prefix):], logps
+    return seq[len(prefix) :], logps
 
 
 def test_greedy_matches_repeated_forward_with_left_padding(tiny):
@@ -69,8 +80,7 @@ def test_tiny_top_p_is_greedy_at_any_temperature(tiny):
 
 
 def _first_token_freqs(s, prefix, n, temperature, top_p, seed):
-    out = s.sample([prefix] * n, jax.random.PRNGKey(seed), max_new_tokens=1, temperature=temperature,
-                   top_p=top_p)
+    out = s.sample([prefix] * n, jax.random.PRNGKey(seed), max_new_tokens=1, temperature=temperature, top_p=top_p)
     return np.bincount(out.tokens_BxN[:, 0], minlength=s.cfg.vocab_size) / n
 
 
@@ -124,7 +134,7 @@ def test_stops_at_step_marker_and_eos(tiny):
     step = s.sample([prefix, prefix], jax.random.PRNGKey(0), mode="step", max_new_tokens=10, temperature=0)
     assert step.lengths_B.tolist() == [first + 1] * 2
     assert step.row(0) == ref[: first + 1] and step.stopped_B.all() and not step.ended_B.any()
-    assert (step.tokens_BxN[:, first + 1:] == 0).all()
+    assert (step.tokens_BxN[:, first + 1 :] == 0).all()
     # The same token as EOS ends a 'full' sample; 'full' ignores the step marker.
     s_eos = sampling.Sampler(cfg, params, pad_id=0, eos_id=marker, step_id=-6)
     full = s_eos.sample([prefix], jax.random.PRNGKey(0), mode="full", max_new_tokens=10, temperature=0)
@@ -170,18 +180,21 @@ def test_bad_input(tiny):
 
 def test_policy_decodes_steps_and_renders_like_tokenize(tiny):
     from prm_jax.data import tokenize
+
     cfg, params = tiny
     s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=TOK.eos_id, step_id=TOK.step_id)
     pol = sampling.Policy(s, TOK, marker="<step>", answer_fn=lambda steps: steps[-1][-1:])
-    np.testing.assert_array_equal(pol.encode("a = 1. b = a + 1. Find b.", ["b = 2"]),
-                                  tokenize.encode_prefix("a = 1. b = a + 1. Find b.", ["b = 2"], TOK,
-                                                         marker="<step>"))
+    np.testing.assert_array_equal(
+        pol.encode("a = 1. b = a + 1. Find b.", ["b = 2"]),
+        tokenize.encode_prefix("a = 1. b = a + 1. Find b.", ["b = 2"], TOK, marker="<step>"),
+    )
     ids = TOK.encode("x = 1<step>y = 2<step><eos>")
     assert pol.decode(ids, stopped=True) == (["x = 1", "y = 2"], True)
     assert pol.decode(TOK.encode("x = 1<step>y ="), stopped=False) == (["x = 1"], False)
     assert pol.decode(TOK.encode("x = 1<step>y = 3<eos>"), stopped=True) == (["x = 1", "y = 3"], True)
-    conts = pol.continue_from(["a = 1. b = a + 1. Find b."] * 3, [[], ["b = 2"], []],
-                              jax.random.PRNGKey(0), mode="step", max_new_tokens=6)
+    conts = pol.continue_from(
+        ["a = 1. b = a + 1. Find b."] * 3, [[], ["b = 2"], []], jax.random.PRNGKey(0), mode="step", max_new_tokens=6
+    )
     assert len(conts) == 3 and all(c.num_tokens <= 6 for c in conts)
     with pytest.raises(ValueError, match="single-token marker"):
         sampling.Policy(s, TOK, marker="\n\n")

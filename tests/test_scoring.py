@@ -1,4 +1,5 @@
 """prm_jax.scoring against numpy references, hand-computed values and properties."""
+
 import numpy as np
 import pytest
 
@@ -213,8 +214,10 @@ def test_softmin_tends_to_min_as_temperature_goes_to_zero():
     x = rng.uniform(-1, 1, size=(4, 5)).astype(np.float32)
     m = np.ones((4, 5), bool)
     true_min = x.min(1)
-    gaps = [np.max(np.abs(np.asarray(scoring.aggregate(x, m, "softmin", temperature=t)) - true_min))
-            for t in (1.0, 0.1, 0.01, 1e-4)]
+    gaps = [
+        np.max(np.abs(np.asarray(scoring.aggregate(x, m, "softmin", temperature=t)) - true_min))
+        for t in (1.0, 0.1, 0.01, 1e-4)
+    ]
     assert all(a >= b for a, b in zip(gaps, gaps[1:])), gaps
     assert gaps[-1] < 1e-5
     # large temperature -> plain mean
@@ -277,7 +280,7 @@ def test_pure_is_the_papers_min_form_and_softmin_at_half_its_temperature():
     rng = np.random.default_rng(9)
     p = rng.random((16, 5)).astype(np.float32)
     m = np.ones_like(p, bool)
-    pure = np.asarray(scoring.aggregate(p, m, "pure"))                # PURE's T = 0.1 is the default
+    pure = np.asarray(scoring.aggregate(p, m, "pure"))  # PURE's T = 0.1 is the default
     r = 2.0 * p.astype(np.float64) - 1.0
     w = np.exp(-r / 0.1 - (-r / 0.1).max(1, keepdims=True))
     w /= w.sum(1, keepdims=True)

@@ -1,4 +1,5 @@
 """Search: votes, best-of-N aggregation and selection, beam and PAV beam on scripted policies/verifiers."""
+
 import collections
 
 import jax
@@ -18,8 +19,8 @@ def test_majority_vote_ignores_none_and_breaks_ties_by_first_seen():
 def test_select_answer_argmax_and_weighted_vote():
     answers = [1, 2, 2, None, 1]
     scores = np.asarray([0.9, 0.5, 0.5, 5.0, 0.05])
-    assert search.select_answer(answers, scores, "argmax") == 1          # None never wins
-    assert search.select_answer(answers, scores, "weighted_vote") == 2            # 2: 1.0 > 1: 0.95
+    assert search.select_answer(answers, scores, "argmax") == 1  # None never wins
+    assert search.select_answer(answers, scores, "weighted_vote") == 2  # 2: 1.0 > 1: 0.95
     assert search.select_answer(answers, np.asarray([0.9, 0.5, 0.3, 0, 0.2]), "weighted_vote") == 1
     with pytest.raises(ValueError, match="unknown answer selection"):
         search.select_answer(answers, scores, "best")
@@ -66,8 +67,7 @@ class ScriptedPolicy:
         self.cycle, self.end_after, self.step_tokens = cycle, end_after, step_tokens
         self.calls = []
 
-    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0,
-                      max_new_tokens=64, desc=None):
+    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0, max_new_tokens=64, desc=None):
         self.calls.append((mode, len(problems)))
         out = []
         for j, pre in enumerate(prefixes):
@@ -115,15 +115,14 @@ class TreePolicy:
     def seed(prefix):
         return sum((i + 3) * int(d) for i, d in enumerate(prefix)) % 10
 
-    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0,
-                      max_new_tokens=64, desc=None):
+    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0, max_new_tokens=64, desc=None):
         self.requests.append([(p, tuple(x)) for p, x in zip(problems, prefixes)])
         seen, out = collections.Counter(), []
         for p, pre in zip(problems, prefixes):
             k = seen[(p, tuple(pre))]
             seen[(p, tuple(pre))] += 1
             if len(pre) >= self.depth:
-                c = Continuation([], True, 1)                  # EOS alone
+                c = Continuation([], True, 1)  # EOS alone
             else:
                 d = str((self.seed(pre) + k) % 10)
                 ended = d in self.ends
@@ -152,8 +151,9 @@ def test_beam_search_finished_beams_are_distinct_and_counted_honestly():
     solution is distinct (before: 4 finished, 2 distinct) and equals the brute-force top-K leaves."""
     pol, ver = TreePolicy(depth=2), DigitVerifier()
     rank = search.last_step_ranker(ver)
-    res = search.beam_search(pol, ["p", "q"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank,
-                             final_fn=rank, max_steps=6)
+    res = search.beam_search(
+        pol, ["p", "q"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank, final_fn=rank, max_steps=6
+    )
     top1 = _brute_top([()], 2, 4, first=8)
     top2 = _brute_top(top1, 2, 4)
     for r, prob in zip(res, ["p", "q"]):
@@ -162,7 +162,7 @@ def test_beam_search_finished_beams_are_distinct_and_counted_honestly():
         assert sorted(got) == sorted(top2)
         assert all(s.complete for s in r.solutions)
         assert r.answer == max(int(c[-1]) for c in top2)
-        assert r.gen_tokens == pol.tokens[prob]      # every sample drawn counts, copies included
+        assert r.gen_tokens == pol.tokens[prob]  # every sample drawn counts, copies included
     assert sum(r.verifier_tokens for r in res) == ver.tokens_scored
     # round 0: 8 first steps; rounds 1 and 2: K = 4 beams x width 2 (the EOS-only round is sampled too)
     assert [len(c) for c in pol.requests] == [16, 16, 16]
@@ -172,8 +172,9 @@ def test_beam_search_refills_slots_of_finished_beams():
     """When top-ranked children end, the next-ranked open ones take their slots: K beams keep expanding."""
     pol, ver = TreePolicy(depth=3, ends=("9", "8")), DigitVerifier()
     rank = search.last_step_ranker(ver)
-    res = search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank,
-                             final_fn=rank, max_steps=6)
+    res = search.beam_search(
+        pol, ["p"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank, final_fn=rank, max_steps=6
+    )
     # Round 0's children are the digits 0..7 (none ends); round 1 expands the top 4 (7, 6, 5, 4).
     assert pol.requests[1] == [("p", (d,)) for d in "7654" for _ in range(2)]
     # Round 1's children of 7 / 6 / 5 / 4; those ending in 8 or 9 finish, the open rest refill 4 slots.
@@ -196,13 +197,13 @@ def test_beam_search_refills_slots_of_finished_beams():
 def test_beam_search_finishes_open_beams_at_budget_and_validates():
     pol = ScriptedPolicy(end_after=10)
     rank = search.last_step_ranker(DigitVerifier())
-    res = search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=4, width=2, rank_fn=rank,
-                             final_fn=rank, max_steps=2)
+    res = search.beam_search(
+        pol, ["p"], jax.random.PRNGKey(0), n_beams=4, width=2, rank_fn=rank, final_fn=rank, max_steps=2
+    )
     assert pol.calls[-1] == ("full", 2)
     assert all(len(s.steps) == 10 for s in res[0].solutions)
     with pytest.raises(ValueError, match="multiple of width"):
-        search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=3, width=2, rank_fn=rank,
-                           final_fn=rank)
+        search.beam_search(pol, ["p"], jax.random.PRNGKey(0), n_beams=3, width=2, rank_fn=rank, final_fn=rank)
 
 
 def test_pav_ranker_is_q_plus_alpha_advantage():
@@ -235,13 +236,26 @@ def test_verifier_scores_match_unbatched_forward():
     from prm_jax.verifier import Verifier
 
     tok = CharTokenizer()
-    cfg = model.ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
-                            head_dim=8, mlp_dim=64, max_seq_len=256, init_std=0.2)
+    cfg = model.ModelConfig(
+        vocab_size=tok.vocab_size,
+        d_model=32,
+        n_layers=2,
+        n_heads=4,
+        n_kv_heads=2,
+        head_dim=8,
+        mlp_dim=64,
+        max_seq_len=256,
+        init_std=0.2,
+    )
     init = jax.jit(model.init_params, static_argnums=0)
     params, ref = init(cfg, jax.random.PRNGKey(0)), init(cfg, jax.random.PRNGKey(1))
     problems = ["a = 1. b = a + 2. Find b.", "a = 5, b = 7. c = a * b, d = c - 3. Find d."] * 2
-    steps = [["b = a + 2 = 1 + 2 = 3"], ["c = a * b = 5 * 7 = 35", "d = c - 3 = 35 - 3 = 32"],
-             ["b = 4"], ["c = 1", "d = 2", "e"]]
+    steps = [
+        ["b = a + 2 = 1 + 2 = 3"],
+        ["c = a * b = 5 * 7 = 35", "d = c - 3 = 35 - 3 = 32"],
+        ["b = 4"],
+        ["c = 1", "d = 2", "e"],
+    ]
     score_v = Verifier("score", cfg, params, tok, marker="<step>", max_batch=2)
     imp_v = Verifier("implicit", cfg, params, tok, marker="<step>", ref_params=ref, beta=0.1)
     probs = score_v.step_scores(problems, steps)
@@ -258,9 +272,10 @@ def test_verifier_scores_match_unbatched_forward():
             lg = np.asarray(fwd(par, jnp.asarray(ids[None])).logits[0], np.float64)
             lse = np.log(np.exp(lg - lg.max(-1, keepdims=True)).sum(-1)) + lg.max(-1)
             return lg[np.arange(len(ids) - 1), ids[1:]] - lse[:-1]  # log p(token t+1)
+
         ratio = logp(params) - logp(ref)
         bounds = [n_prompt] + [m + 1 for m in markers]
-        ref_r = [0.1 * ratio[a - 1: b - 1].sum() for a, b in zip(bounds[:-1], bounds[1:])]
+        ref_r = [0.1 * ratio[a - 1 : b - 1].sum() for a, b in zip(bounds[:-1], bounds[1:])]
         np.testing.assert_allclose(rw, ref_r, atol=1e-4)
         np.testing.assert_allclose(q, np.cumsum(ref_r), atol=1e-4)
     lens = sum(len(encode_prefix(p, s, tok, marker="<step>")) for p, s in zip(problems, steps))

@@ -1,5 +1,6 @@
 """Answer selection: search.select_answer and evaluate.best_of_n_curve make the same choice, checked
 against hand-computed cases and a brute-force reference over every subset of small pools."""
+
 import itertools
 
 import numpy as np
@@ -9,14 +10,14 @@ from prm_jax import evaluate, search, selection
 
 # (answers, scores, rule, chosen answer), by hand: None never wins, ties go to the first candidate.
 CASES = [
-    (["x", "y", None, None], None, "majority", "x"),            # the issue's case: None is no answer
+    (["x", "y", None, None], None, "majority", "x"),  # the issue's case: None is no answer
     ([None, None, "x", "y"], None, "majority", "x"),
     ([None, None], None, "majority", None),
-    (["a", "b", "b", "a"], None, "majority", "a"),              # tie 2:2 -> first seen
+    (["a", "b", "b", "a"], None, "majority", "a"),  # tie 2:2 -> first seen
     (["b", "a", "a", "b", "c"], None, "majority", "b"),
-    ([None, "x", "y"], [0.9, 0.2, 0.3], "argmax", "y"),         # the best-scored candidate has no answer
-    (["x", "y", "z"], [0.5, 0.7, 0.7], "argmax", "y"),          # score tie -> first
-    (["x", "y", "x"], [0.3, 0.5, 0.3], "weighted_vote", "x"),   # 0.6 > 0.5
+    ([None, "x", "y"], [0.9, 0.2, 0.3], "argmax", "y"),  # the best-scored candidate has no answer
+    (["x", "y", "z"], [0.5, 0.7, 0.7], "argmax", "y"),  # score tie -> first
+    (["x", "y", "x"], [0.3, 0.5, 0.3], "weighted_vote", "x"),  # 0.6 > 0.5
     (["x", "y", "y", "x"], [0.25, 0.25, 0.25, 0.25], "weighted_vote", "x"),  # tie -> first seen
     ([None, "y", "z"], [1.0, 0.1, 0.2], "weighted_vote", "z"),
     ([None, None, None], [0.1, 0.2, 0.3], "argmax", None),
@@ -54,11 +55,11 @@ def test_vectorised_choice_equals_brute_force_on_every_subset(rule):
     rng = np.random.default_rng(3)
     P, M = 5, 6
     answers = [[None if rng.random() < 0.25 else int(rng.integers(0, 3)) for _ in range(M)] for _ in range(P)]
-    scores = np.round(rng.random((P, M)), 1)            # coarse: many exact ties
+    scores = np.round(rng.random((P, M)), 1)  # coarse: many exact ties
     ids = selection.answer_ids(answers)
     for n in (1, 2, 3, 6):
         subsets = list(itertools.combinations(range(M), n))
-        idx = np.asarray([[s for s in subsets] for _ in range(P)]).transpose(1, 0, 2)   # [R, P, n]
+        idx = np.asarray([[s for s in subsets] for _ in range(P)]).transpose(1, 0, 2)  # [R, P, n]
         got = selection.choose(rule, idx, ids, scores)
         for r, sub in enumerate(subsets):
             for p in range(P):
@@ -76,8 +77,17 @@ def test_curve_equals_exact_expectation_of_select_answer_over_subsets():
     correct = np.asarray([[a == 0 for a in row] for row in answers])
     scores = rng.random((P, M))
     for rule in selection.SELECTIONS:
-        exact = np.mean([np.mean([search.select_answer([answers[p][k] for k in sub], scores[p, list(sub)], rule) == 0
-                                  for sub in itertools.combinations(range(M), n)]) for p in range(P)])
+        exact = np.mean(
+            [
+                np.mean(
+                    [
+                        search.select_answer([answers[p][k] for k in sub], scores[p, list(sub)], rule) == 0
+                        for sub in itertools.combinations(range(M), n)
+                    ]
+                )
+                for p in range(P)
+            ]
+        )
         c = evaluate.best_of_n_curve(scores, correct, answers, ns=[n], method=rule, n_boot=4000, seed=1)
         assert c.acc[0] == pytest.approx(exact, abs=0.02), rule
 
@@ -89,14 +99,17 @@ def test_weighted_vote_refuses_signed_scores_and_maps_implicit_rewards():
     with pytest.raises(ValueError, match="outside \\[0, 1\\].*sigmoid"):
         search.select_answer(answers, rewards, "weighted_vote")
     with pytest.raises(ValueError, match="outside \\[0, 1\\]"):
-        evaluate.best_of_n_curve(rewards[None], np.asarray([[1, 1, 1, 0]], bool), [answers], ns=[4],
-                                 method="weighted_vote")
+        evaluate.best_of_n_curve(
+            rewards[None], np.asarray([[1, 1, 1, 0]], bool), [answers], ns=[4], method="weighted_vote"
+        )
     w = search.vote_weights(rewards, signed=True)
     np.testing.assert_allclose(w, 1 / (1 + np.exp(-rewards)))
     assert search.select_answer(answers, w, "weighted_vote") == "a"
     # best_of_n on solutions scored by an implicit PRM maps them the same way
-    sols = [search.Solution([str(i)], a, step_scores=np.asarray([r]), signed=True)
-            for i, (a, r) in enumerate(zip(answers, rewards))]
+    sols = [
+        search.Solution([str(i)], a, step_scores=np.asarray([r]), signed=True)
+        for i, (a, r) in enumerate(zip(answers, rewards))
+    ]
     assert search.best_of_n(sols, "min", "weighted_vote") == "a"
     with pytest.raises(ValueError, match="outside"):
         search.vote_weights(np.asarray([0.2, 1.5]), signed=False)

@@ -1,4 +1,5 @@
 """Mesh construction, the rules table, and the shardings of params / optimizer state / batch."""
+
 import jax
 import numpy as np
 import optax
@@ -13,12 +14,15 @@ def test_mesh_shape_fills_minus_one():
     assert sharding.mesh_shape({"data": 2, "fsdp": -1, "tensor": 2}, 8) == {"data": 2, "fsdp": 2, "tensor": 2}
 
 
-@pytest.mark.parametrize("shape, msg", [
-    ({"data": -1, "fsdp": -1}, "at most one"),
-    ({"data": 3, "fsdp": -1}, "do not divide"),
-    ({"data": 2, "fsdp": 2}, "4 devices"),
-    ({"pipeline": 2}, "unknown axes"),
-])
+@pytest.mark.parametrize(
+    "shape, msg",
+    [
+        ({"data": -1, "fsdp": -1}, "at most one"),
+        ({"data": 3, "fsdp": -1}, "do not divide"),
+        ({"data": 2, "fsdp": 2}, "4 devices"),
+        ({"pipeline": 2}, "unknown axes"),
+    ],
+)
 def test_mesh_shape_errors(shape, msg):
     with pytest.raises(ValueError, match=msg):
         sharding.mesh_shape(shape, 8)
@@ -44,8 +48,7 @@ def test_logical_to_mesh_spec_divisibility_and_axis_reuse():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     rules = sharding.DEFAULT_RULES
     # A mesh axis is used once per array: embed wants fsdp, already taken by batch.
-    assert sharding.logical_to_mesh_spec(("batch", "length", "embed"), (8, 4, 6), mesh, rules) == \
-        P(("data", "fsdp"))
+    assert sharding.logical_to_mesh_spec(("batch", "length", "embed"), (8, 4, 6), mesh, rules) == P(("data", "fsdp"))
     assert sharding.logical_to_mesh_spec(("embed", "mlp"), (8, 6), mesh, rules) == P("fsdp", "tensor")
     # 7 does not divide by tensor=2: replicated, with a warning naming the array.
     with pytest.warns(UserWarning, match="w: dim 1 .* does not divide"):
@@ -59,8 +62,9 @@ def test_logical_to_mesh_spec_divisibility_and_axis_reuse():
 def _tiny_model_cfg():
     from prm_jax import model
 
-    return model.ModelConfig.preset("tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4,
-                                     n_kv_heads=2, head_dim=8, mlp_dim=64)
+    return model.ModelConfig.preset(
+        "tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64
+    )
 
 
 def test_param_and_optimizer_shardings_follow_the_rules():
@@ -70,7 +74,7 @@ def test_param_and_optimizer_shardings_follow_the_rules():
     mesh = sharding.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     abstract = model.abstract_params(cfg)
     sh = sharding.param_shardings(model.param_logical_axes(cfg), abstract, mesh, sharding.DEFAULT_RULES)
-    assert sh["embed"]["embedding"].spec == P("tensor", "fsdp")          # [vocab, embed]
+    assert sh["embed"]["embedding"].spec == P("tensor", "fsdp")  # [vocab, embed]
     assert sh["layers"]["mlp"]["up_proj"]["kernel"].spec == P(None, "fsdp", "tensor")  # [layers, embed, mlp]
     assert sh["layers"]["attn"]["q_proj"]["kernel"].spec == P(None, "fsdp", "tensor")  # [.., heads, head_dim]
     # score_head kernel [embed, 1]: only embed is sharded.

@@ -1,4 +1,5 @@
 """Tests for prm_jax/hyper.py, prm_jax/sweep.py and `prm-jax sweep`."""
+
 from __future__ import annotations
 
 import csv
@@ -30,7 +31,7 @@ EXPERIMENT = textwrap.dedent('''
 ''')
 
 # Stands in for `prm-jax train`: writes metrics.jsonl with a loss that is a known function of lr.
-FAKE_TRAIN = textwrap.dedent('''
+FAKE_TRAIN = textwrap.dedent("""
     import json, sys, pathlib
     args = sys.argv[1:]
     assert args[0] == "train", args
@@ -44,7 +45,7 @@ FAKE_TRAIN = textwrap.dedent('''
         for step in range(3):
             f.write(json.dumps({"step": step, "loss": lr * (3 - step)}) + "\\n")
         f.write(json.dumps({"step": 2, "final_loss": lr, "label": over["label"]}) + "\\n")
-''')
+""")
 
 
 def test_sweep_product_zip_chain():
@@ -83,8 +84,11 @@ def test_once_and_no_hyper_give_one_base_run(tmp_path):
 
 def test_format_and_names():
     assert sweep.overrides({"loss.beta": 0.05, "data.soft": True, "name": "x", "mesh.shape": [1, -1]}) == [
-        "--config.loss.beta=0.05", "--config.data.soft=True", "--config.name=x",
-        "--config.mesh.shape=(1, -1)"]
+        "--config.loss.beta=0.05",
+        "--config.data.soft=True",
+        "--config.name=x",
+        "--config.mesh.shape=(1, -1)",
+    ]
     assert sweep.run_name(3, {"a.b": 0.5, "c": "x/y"}) == "03_a.b=0.5,c=x_y"
 
 
@@ -93,14 +97,23 @@ def test_plan_prints_gs_paths(tmp_path):
     exp.write_text(EXPERIMENT)
     runs = sweep.plan(f"{exp}:tiny", "gs://bucket/sw", extra=["--config.steps=5"])
     assert [r.name for r in runs] == ["00_lr=0.5,label=soft", "01_lr=2.0,label=soft"]
-    assert runs[1].argv == ("prm-jax", "train", "--config", f"{exp}:tiny", "--workdir",
-                            "gs://bucket/sw/01_lr=2.0,label=soft", "--config.lr=2.0",
-                            "--config.label=soft", "--config.steps=5")
+    assert runs[1].argv == (
+        "prm-jax",
+        "train",
+        "--config",
+        f"{exp}:tiny",
+        "--workdir",
+        "gs://bucket/sw/01_lr=2.0,label=soft",
+        "--config.lr=2.0",
+        "--config.label=soft",
+        "--config.steps=5",
+    )
 
 
 def test_final_metrics_reads_last_values_and_names_bad_line(tmp_path):
-    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "loss": 2.0}\n{"step": 1, "loss": 1.5}\n'
-                                            '{"step": 1, "eval/auroc": 0.9}\n')
+    (tmp_path / "metrics.jsonl").write_text(
+        '{"step": 0, "loss": 2.0}\n{"step": 1, "loss": 1.5}\n{"step": 1, "eval/auroc": 0.9}\n'
+    )
     assert sweep.final_metrics(tmp_path) == {"step": 1, "loss": 1.5, "eval/auroc": 0.9}
     (tmp_path / "final.json").write_text(json.dumps({"loss": 1.25, "bon": {"acc@16": 0.7}}))
     assert sweep.final_metrics(tmp_path)["loss"] == 1.25
@@ -154,9 +167,23 @@ def test_failed_run_is_reported(tmp_path):
 def test_cli_print_commands(tmp_path):
     exp = tmp_path / "toy.py"
     exp.write_text(EXPERIMENT)
-    out = subprocess.run([sys.executable, "-m", "prm_jax.cli", "sweep", "--config", str(exp),
-                          "--workdir", str(tmp_path / "w"), "--print-commands", "--config.steps=7"],
-                         capture_output=True, text=True, check=True).stdout.splitlines()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prm_jax.cli",
+            "sweep",
+            "--config",
+            str(exp),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--print-commands",
+            "--config.steps=7",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
     assert len(out) == 2
     assert out[0].startswith("prm-jax train --config ")
     assert out[0].endswith("--config.lr=0.5 --config.label=soft --config.steps=7")
@@ -165,8 +192,21 @@ def test_cli_print_commands(tmp_path):
 def test_cli_rejects_unknown_flag(tmp_path):
     exp = tmp_path / "toy.py"
     exp.write_text(EXPERIMENT)
-    r = subprocess.run([sys.executable, "-m", "prm_jax.cli", "sweep", "--config", str(exp),
-                        "--workdir", str(tmp_path / "w"), "--bogus"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prm_jax.cli",
+            "sweep",
+            "--config",
+            str(exp),
+            "--workdir",
+            str(tmp_path / "w"),
+            "--bogus",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode != 0 and "--bogus" in r.stderr
 
 
@@ -178,10 +218,25 @@ def test_real_two_point_sweep_soft_vs_hard(tmp_path):
     root = Path(__file__).resolve().parents[1]
     wd = tmp_path / "sw"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")  # as on a plain CPU
-    r = subprocess.run([sys.executable, "-m", "prm_jax.cli", "sweep", "--config",
-                        str(root / "experiments" / "math_shepherd_bce.py:tiny_soft"), "--workdir", str(wd),
-                        "--config.train.steps=2", "--config.train.eval_every=2", "--config.train.ckpt_every=0"],
-                       capture_output=True, text=True, timeout=900, env=env)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "prm_jax.cli",
+            "sweep",
+            "--config",
+            str(root / "experiments" / "math_shepherd_bce.py:tiny_soft"),
+            "--workdir",
+            str(wd),
+            "--config.train.steps=2",
+            "--config.train.eval_every=2",
+            "--config.train.ckpt_every=0",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
     with open(wd / "sweep.csv") as f:
         rows = list(csv.DictReader(f))
@@ -196,6 +251,14 @@ def test_shell_line_round_trips_through_bash():
     args = ["a\n\nb", "it's", "x y", "--config.k=v"]
     line = sweep.shell_line(["prog", *args])
     assert "\n" not in line  # one command per line for a launcher
-    out = subprocess.run(["bash", "-c", f"{sys.executable} -c 'import sys, json; print(json.dumps(sys.argv[1:]))' "
-                          + line.split(" ", 1)[1]], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            "bash",
+            "-c",
+            f"{sys.executable} -c 'import sys, json; print(json.dumps(sys.argv[1:]))' " + line.split(" ", 1)[1],
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(out) == args

@@ -1,4 +1,5 @@
 """prm_jax.targets: PRM800K label settings, Monte-Carlo labels, PAV advantages, Best-of-K prover."""
+
 import numpy as np
 import pytest
 
@@ -39,7 +40,9 @@ def test_after_first_error_policy():
     m = np.array([[1, 0, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0]], bool)
     want = np.array([[1, 0, 1, 1], [1, 0, 0, 0], [1, 1, 0, 0]], bool)
     np.testing.assert_array_equal(targets.mask_after_first_error(y, m, "drop"), want)
-    np.testing.assert_array_equal(np.asarray(targets.mask_after_first_error(jnp.asarray(y), jnp.asarray(m), "drop")), want)
+    np.testing.assert_array_equal(
+        np.asarray(targets.mask_after_first_error(jnp.asarray(y), jnp.asarray(m), "drop")), want
+    )
     with pytest.raises(ValueError, match="after_first_error"):
         targets.mask_after_first_error(y, m, "truncate")
 

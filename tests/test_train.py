@@ -1,4 +1,5 @@
 """The jitted train step on 8 simulated CPU devices: same losses on every mesh, accumulation, head-only."""
+
 import jax
 import numpy as np
 import pytest
@@ -23,8 +24,7 @@ def _run(config, n_steps: int, devices=None):
     if config.objective not in _INIT:
         _INIT[config.objective] = jax.device_get(train.init_state(s))
     state = jax.device_put(_INIT[config.objective], s.state_shardings)
-    kw = dict(batch_size=config.train.batch_size, seq_len=config.train.seq_len,
-              max_steps=config.train.max_steps)
+    kw = dict(batch_size=config.train.batch_size, seq_len=config.train.seq_len, max_steps=config.train.max_steps)
     example = synthetic_batch(0, **kw)
     step = train.make_train_step(s, example)
     sh = train.batch_shardings_of(s, example)
@@ -60,8 +60,9 @@ def test_gradient_accumulation_matches_the_full_batch():
     config.optim.accum_steps = 4
     acc, m_acc, p_acc = _run(config, 3, devices=devices)
     np.testing.assert_allclose(acc, full[:3], atol=1e-5)
-    np.testing.assert_allclose([float(m["grad_norm"]) for m in m_acc],
-                               [float(m["grad_norm"]) for m in m_full[:3]], rtol=1e-4)
+    np.testing.assert_allclose(
+        [float(m["grad_norm"]) for m in m_acc], [float(m["grad_norm"]) for m in m_full[:3]], rtol=1e-4
+    )
     np.testing.assert_allclose(p_acc[3]["score_head"]["kernel"], p_full[3]["score_head"]["kernel"], atol=1e-5)
     # warmup=2, peak 3e-3, cosine to 3e-4 over 5 steps: lr(0) = 0, lr(1) = 1.5e-3, lr(2) = 3e-3.
     np.testing.assert_allclose([float(m["lr"]) for m in m_acc], [0.0, 1.5e-3, 3e-3], rtol=1e-6)
@@ -75,7 +76,9 @@ def test_head_only_steps_freeze_the_backbone_then_release_it():
     config.optim.warmup = 0
     _, _, p = _run(config, 3, devices=devices)
     for k in (1, 2):
-        np.testing.assert_array_equal(p[k]["layers"]["mlp"]["up_proj"]["kernel"], p[0]["layers"]["mlp"]["up_proj"]["kernel"])
+        np.testing.assert_array_equal(
+            p[k]["layers"]["mlp"]["up_proj"]["kernel"], p[0]["layers"]["mlp"]["up_proj"]["kernel"]
+        )
         np.testing.assert_array_equal(p[k]["embed"]["embedding"], p[0]["embed"]["embedding"])
         assert np.abs(p[k]["score_head"]["kernel"] - p[k - 1]["score_head"]["kernel"]).max() > 1e-6
     assert np.abs(p[3]["layers"]["mlp"]["up_proj"]["kernel"] - p[2]["layers"]["mlp"]["up_proj"]["kernel"]).max() > 1e-6
@@ -96,12 +99,22 @@ def test_missing_batch_key_is_named():
 
 
 def test_eval_summary_auroc_against_a_hand_count():
-    outs = [{"loss": 1.0, "metrics": {"loss": 1.0},
-             "step_scores": np.array([[2.0, -1.0, 0.5]]), "step_labels": np.array([[1.0, 0.0, 0.0]]),
-             "step_mask": np.array([[True, True, True]])},
-            {"loss": 3.0, "metrics": {"loss": 3.0},
-             "step_scores": np.array([[-0.2, 9.0, 0.0]]), "step_labels": np.array([[1.0, 0.0, 0.0]]),
-             "step_mask": np.array([[True, False, False]])}]
+    outs = [
+        {
+            "loss": 1.0,
+            "metrics": {"loss": 1.0},
+            "step_scores": np.array([[2.0, -1.0, 0.5]]),
+            "step_labels": np.array([[1.0, 0.0, 0.0]]),
+            "step_mask": np.array([[True, True, True]]),
+        },
+        {
+            "loss": 3.0,
+            "metrics": {"loss": 3.0},
+            "step_scores": np.array([[-0.2, 9.0, 0.0]]),
+            "step_labels": np.array([[1.0, 0.0, 0.0]]),
+            "step_mask": np.array([[True, False, False]]),
+        },
+    ]
     got = train.eval_summary(outs)
     # positives {2.0, -0.2}, negatives {-1.0, 0.5}: pairs won 2 (2>-1, 2>.5) + 1 (-0.2>-1) of 4.
     assert got["step_auroc"] == pytest.approx(3 / 4)

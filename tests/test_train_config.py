@@ -1,4 +1,5 @@
 """Config helpers: PATH[:ARG] loading, --config.key=value overrides, JSON round trip, metrics files."""
+
 import json
 import os
 
@@ -21,9 +22,18 @@ def test_every_arith_variant_loads(objective):
 
 def test_overrides_types_and_errors():
     c = cfg_lib.load_config(f"{ARITH}:bce")
-    cfg_lib.apply_overrides(c, ["--config.optim.lr=1e-4", "--config.train.steps=7", "--config.optim.warmup=0",
-                                "--config.mesh.shape={'data': 2, 'fsdp': -1}", "config.model.preset=small",
-                                "--config.data.shuffle=false", "--config.init.workdir=/tmp/x"])
+    cfg_lib.apply_overrides(
+        c,
+        [
+            "--config.optim.lr=1e-4",
+            "--config.train.steps=7",
+            "--config.optim.warmup=0",
+            "--config.mesh.shape={'data': 2, 'fsdp': -1}",
+            "config.model.preset=small",
+            "--config.data.shuffle=false",
+            "--config.init.workdir=/tmp/x",
+        ],
+    )
     assert c.optim.lr == 1e-4 and c.train.steps == 7 and c.model.preset == "small"
     assert c.mesh.shape.fsdp == -1 and c.data.shuffle is False and c.init.workdir == "/tmp/x"
     cfg_lib.apply_overrides(c, ["--config.model.scan_layers=False", "--config.data.arith.max_steps=3"])
@@ -50,8 +60,20 @@ def test_json_round_trip():
 def test_train_cli_print_config(capsys):
     from prm_jax import cli
 
-    assert cli.main(["train", "--config", f"{ARITH}:pav", "--workdir", "/tmp/unused", "--print-config",
-                     "--config.train.steps=3"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--config",
+                f"{ARITH}:pav",
+                "--workdir",
+                "/tmp/unused",
+                "--print-config",
+                "--config.train.steps=3",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capsys.readouterr().out)
     assert out["objective"] == "pav" and out["train"]["steps"] == 3
 
@@ -61,7 +83,7 @@ def test_auroc_against_a_pair_count():
     s, y = rng.normal(size=50).round(1), rng.integers(0, 2, 50)  # rounding makes ties
     pos, neg = s[y == 1], s[y == 0]
     ref = np.mean([(p > n) + 0.5 * (p == n) for p in pos for n in neg])
-    assert evaluate.step_auroc(s, y) == pytest.approx(ref)          # the one AUROC (metrics had a twin)
+    assert evaluate.step_auroc(s, y) == pytest.approx(ref)  # the one AUROC (metrics had a twin)
     assert np.isnan(evaluate.step_auroc([1.0, 2.0], [1, 1]))
 
 

@@ -1,4 +1,5 @@
 """Each objective lowers its loss on the arithmetic task in a tiny run of the real host loop + data."""
+
 import os
 
 import jax
@@ -16,11 +17,21 @@ STEPS = 24
 
 def _tiny(objective):
     c = cfg_lib.load_config(os.path.join(ROOT, "experiments", "arith_prm.py") + f":{objective},tiny")
-    cfg_lib.apply_overrides(c, [
-        "--config.model.d_model=32", "--config.model.head_dim=8", "--config.model.mlp_dim=64",
-        f"--config.train.steps={STEPS}", "--config.train.batch_size=16", "--config.train.seq_len=160",
-        "--config.train.ckpt_every=0", "--config.mesh.shape={'data': 2}",
-        "--config.data.arith.max_steps=3", "--config.optim.warmup=3"])
+    cfg_lib.apply_overrides(
+        c,
+        [
+            "--config.model.d_model=32",
+            "--config.model.head_dim=8",
+            "--config.model.mlp_dim=64",
+            f"--config.train.steps={STEPS}",
+            "--config.train.batch_size=16",
+            "--config.train.seq_len=160",
+            "--config.train.ckpt_every=0",
+            "--config.mesh.shape={'data': 2}",
+            "--config.data.arith.max_steps=3",
+            "--config.optim.warmup=3",
+        ],
+    )
     c.train.compiler_options = FAST_COMPILE
     if objective in ("implicit_ce", "orm"):
         # Outcome-only objectives: from a random init the model cannot yet tell right from wrong

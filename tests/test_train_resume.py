@@ -3,6 +3,7 @@ a NaN loss stops with an error naming the step and keeps the last good checkpoin
 
 Each case trains the tiny synthetic config in its own process (tests/_train_worker.py, one CPU device).
 """
+
 import json
 import os
 import signal
@@ -20,16 +21,23 @@ STEPS = 8
 def _env(devices: int = 1) -> dict:
     env = dict(os.environ)
     # Cheaper XLA compiles: these tests compare runs compiled with the same flags.
-    env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
-                        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+    env["XLA_FLAGS"] = (
+        f"--xla_force_host_platform_device_count={devices} "
+        "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+    )
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     return env
 
 
 def _start(workdir, **overrides):
-    return subprocess.Popen([sys.executable, WORKER, str(workdir), json.dumps(overrides)], env=_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, WORKER, str(workdir), json.dumps(overrides)],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _losses(workdir) -> dict:
@@ -118,10 +126,20 @@ def test_sigterm_while_reading_data_stops_within_seconds(tmp_path):
     big = tmp_path / "big.jsonl"
     line = json.dumps({"prompt": "a = 1. Find a.", "completions": ["a = 1"], "labels": [1]}) + "\n"
     big.write_text(line * 600_000)
-    cmd = [sys.executable, "-m", "prm_jax.cli", "train", "--config",
-           os.path.join(ROOT, "experiments", "arith_prm.py:bce,tiny"), "--workdir", str(tmp_path / "w"),
-           "--config.data.source=stepwise_jsonl", f"--config.data.path={big}", "--config.data.tokenizer=char",
-           "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "prm_jax.cli",
+        "train",
+        "--config",
+        os.path.join(ROOT, "experiments", "arith_prm.py:bce,tiny"),
+        "--workdir",
+        str(tmp_path / "w"),
+        "--config.data.source=stepwise_jsonl",
+        f"--config.data.path={big}",
+        "--config.data.tokenizer=char",
+        "--no-progress",
+    ]
     p = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait for the loader's "[data] reading" line (a fixed sleep lands elsewhere on a loaded machine)
     lines = []
@@ -130,7 +148,7 @@ def test_sigterm_while_reading_data_stops_within_seconds(tmp_path):
         if line.startswith("[data] reading"):
             break
     assert p.poll() is None, "".join(lines)[-2000:]
-    time.sleep(0.5)                       # inside the 600k-record file
+    time.sleep(0.5)  # inside the 600k-record file
     t0 = time.time()
     p.send_signal(signal.SIGTERM)
     out, err = p.communicate(timeout=120)
@@ -143,8 +161,13 @@ def test_sigterm_while_reading_data_stops_within_seconds(tmp_path):
 def test_fault_injection_script_resumes_match():
     """The random-kill script (3 kills here; 20 by default when run by hand)."""
     script = os.path.join(ROOT, "tests", "fault_injection.py")
-    p = subprocess.run([sys.executable, script, "--kills", "3", "--steps", "6", "--seed", "1"], env=_env(),
-                       capture_output=True, text=True, timeout=900)
+    p = subprocess.run(
+        [sys.executable, script, "--kills", "3", "--steps", "6", "--seed", "1"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     summary = json.loads(p.stdout.split("SUMMARY ", 1)[1])
     assert summary["matched_uninterrupted_losses"] == 3

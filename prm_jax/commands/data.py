@@ -1,4 +1,5 @@
 """`prm-jax data stats|prepare`: statistics of a data file as one JSON object; TFDS array_record preparation."""
+
 from __future__ import annotations
 
 import argparse
@@ -7,25 +8,44 @@ import json
 import os
 import sys
 
-FORMATS_HELP = ("prm800k, prm800k_stepwise, math_shepherd, processbench, stepwise_jsonl, outcome_jsonl, "
-                "gsm8k, math, arith")
+FORMATS_HELP = (
+    "prm800k, prm800k_stepwise, math_shepherd, processbench, stepwise_jsonl, outcome_jsonl, gsm8k, math, arith"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, help_ in (("stats", "print one JSON object of dataset statistics"),
-                        ("prepare", "build a TFDS array_record dataset from files")):
+    for name, help_ in (
+        ("stats", "print one JSON object of dataset statistics"),
+        ("prepare", "build a TFDS array_record dataset from files"),
+    ):
         p = sub.add_parser(name, help=help_)
         p.add_argument("--format", required=True, help=FORMATS_HELP)
-        p.add_argument("--path", action="append", default=[],
-                       help="data file (repeatable); for prepare, NAME=PATH puts the file in split NAME")
+        p.add_argument(
+            "--path",
+            action="append",
+            default=[],
+            help="data file (repeatable); for prepare, NAME=PATH puts the file in split NAME",
+        )
         p.add_argument("--skip-bad", action="store_true", help="skip and count malformed records")
-        p.add_argument("--neutral", default="positive", choices=("positive", "negative"),
-                       help="PRM800K rating 0 counts as (default positive)")
-        p.add_argument("--after-first-error", default="keep", choices=("keep", "drop"),
-                       help="labels after the first error: keep, or drop (unlabelled)")
-        p.add_argument("--group", default="solution", choices=("solution", "row"),
-                       help="PRM800K step-wise rows: rebuild solutions, or one record per row")
+        p.add_argument(
+            "--neutral",
+            default="positive",
+            choices=("positive", "negative"),
+            help="PRM800K rating 0 counts as (default positive)",
+        )
+        p.add_argument(
+            "--after-first-error",
+            default="keep",
+            choices=("keep", "drop"),
+            help="labels after the first error: keep, or drop (unlabelled)",
+        )
+        p.add_argument(
+            "--group",
+            default="solution",
+            choices=("solution", "row"),
+            help="PRM800K step-wise rows: rebuild solutions, or one record per row",
+        )
         p.add_argument("--label-field", default="labels", help="stepwise_jsonl: field holding the step labels")
         p.add_argument("--count", type=int, default=10000, help="arith: number of records")
         p.add_argument("--seed", type=int, default=0, help="arith: stream seed")
@@ -46,8 +66,16 @@ def _records(args, skipped):
         return (arith.make_record(arith.ArithConfig(), args.seed, i) for i in range(args.count))
     if not args.path:
         raise SystemExit(f"--path is required for format {args.format}")
-    return readers.read(args.format, args.path, skip_bad=args.skip_bad, skipped=skipped, neutral=args.neutral,
-                        after_first_error=args.after_first_error, group=args.group, label_field=args.label_field)
+    return readers.read(
+        args.format,
+        args.path,
+        skip_bad=args.skip_bad,
+        skipped=skipped,
+        neutral=args.neutral,
+        after_first_error=args.after_first_error,
+        group=args.group,
+        label_field=args.label_field,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,10 +101,16 @@ def _stats(args) -> int:
         out.update(seed=args.seed, count=args.count)
     elif args.format.startswith("prm800k"):
         out.update(neutral=args.neutral, after_first_error=args.after_first_error, group=args.group)
-    out.update(record_stats(_records(args, skipped), tok, marker=marker, chat_template=args.chat_template,
-                            progress=args.progress))
-    out["tokenizer"] = (args.tokenizer if args.tokenizer else
-                        "char (built-in CharTokenizer: no --tokenizer given; lengths are in characters + bos)")
+    out.update(
+        record_stats(
+            _records(args, skipped), tok, marker=marker, chat_template=args.chat_template, progress=args.progress
+        )
+    )
+    out["tokenizer"] = (
+        args.tokenizer
+        if args.tokenizer
+        else "char (built-in CharTokenizer: no --tokenizer given; lengths are in characters + bos)"
+    )
     out["marker"] = marker
     if args.format == "arith":
         out["step_error_rate"] = round(out["negative_steps"] / max(out["steps"], 1), 4)
@@ -95,15 +129,23 @@ def _prepare(args) -> int:
         raise SystemExit(f"--path is required for format {args.format}")
     else:
         splits = {}
-        for p in args.path:                 # "NAME=PATH" puts PATH in split NAME, else --split
+        for p in args.path:  # "NAME=PATH" puts PATH in split NAME, else --split
             name, sep, rest = p.partition("=")
             if sep and name.isidentifier() and not os.path.exists(p):
                 splits.setdefault(name, []).append(rest)
             else:
                 splits.setdefault(args.split, []).append(p)
-    kw = {} if args.format == "arith" else dict(neutral=args.neutral, after_first_error=args.after_first_error,
-                                                  group=args.group, label_field=args.label_field)
-    with contextlib.redirect_stdout(sys.stderr):       # tfds prints progress; stdout keeps one JSON object
+    kw = (
+        {}
+        if args.format == "arith"
+        else dict(
+            neutral=args.neutral,
+            after_first_error=args.after_first_error,
+            group=args.group,
+            label_field=args.label_field,
+        )
+    )
+    with contextlib.redirect_stdout(sys.stderr):  # tfds prints progress; stdout keeps one JSON object
         info = tfds_builders.prepare(args.format, splits, args.out, skip_bad=args.skip_bad, **kw)
     print(json.dumps(info, ensure_ascii=False))
     return 0

@@ -2,6 +2,7 @@
 
 See prm_jax/demo.py for the stages; finished stages are skipped, so a rerun resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -10,8 +11,13 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", default="runs/demo", help="output folder; finished stages are skipped")
     parser.add_argument("--quick", action="store_true", help="the small variant (what the test runs)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a demo setting, e.g. --set policy_steps=2000 (see demo.SETTINGS)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a demo setting, e.g. --set policy_steps=2000 (see demo.SETTINGS)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ at its closing marker; a solution's prediction is the first step under the thres
 command prints per-split and average accuracy / F1 as a table and writes them, with every case's
 prediction, to --output (JSON).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,14 +26,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, nargs="+", help="ProcessBench split files (.json or .jsonl)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--threshold", type=float, default=None, help="step probability threshold (default 0.5)")
-    g.add_argument("--pick-threshold-on", default=None, metavar="SPLIT",
-                   help="choose the threshold with the best F1 on this split (a file stem) and reuse it")
+    g.add_argument(
+        "--pick-threshold-on",
+        default=None,
+        metavar="SPLIT",
+        help="choose the threshold with the best F1 on this split (a file stem) and reuse it",
+    )
     p.add_argument("--marker", default="\n\n", help="step-end marker the PRM was trained with")
     p.add_argument("--chat-template", default=None, help="'hf' or a string with {problem}; as in training")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-len", type=int, default=2048, help="tokens per solution; later steps are unscored")
-    p.add_argument("--limit", type=int, default=None,
-                   help="N cases of each split, a seeded subset stratified by erroneous / correct case (smoke runs)")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="N cases of each split, a seeded subset stratified by erroneous / correct case (smoke runs)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     p.add_argument("--output", default="processbench.json", help="JSON file for metrics and predictions")
 
@@ -41,9 +50,11 @@ def _table(results: dict) -> str:
     w = max(8, *(len(k) for k in results)) + 2
     lines = [f"{'split':<{w}}{'n':>6}{'erroneous':>11}{'correct':>9}{'acc_err':>9}{'acc_ok':>9}{'F1':>8}"]
     for name, m in results.items():
-        counts = (f"{m['n_erroneous']:>11}{m['n_correct']:>9}" if name != "average" else f"{'':>20}")
-        lines.append(f"{name:<{w}}{m['n']:>6}{counts}"
-                     f"{100 * m['acc_erroneous']:>9.1f}{100 * m['acc_correct']:>9.1f}{100 * m['f1']:>8.1f}")
+        counts = f"{m['n_erroneous']:>11}{m['n_correct']:>9}" if name != "average" else f"{'':>20}"
+        lines.append(
+            f"{name:<{w}}{m['n']:>6}{counts}"
+            f"{100 * m['acc_erroneous']:>9.1f}{100 * m['acc_correct']:>9.1f}{100 * m['f1']:>8.1f}"
+        )
     return "\n".join(lines)
 
 
@@ -77,8 +88,15 @@ def run(args) -> int:
             subset = f" (a seeded subset of {n_all}, stratified by erroneous / correct, seed {args.seed})"
         print(f"[evaluate] {name}: {len(records)} cases from {path}{subset}", file=sys.stderr)
         split_probs[name], truncated[name] = verifier.score_step_probs(
-            model_cfg, params, tokenizer, records, marker=args.marker, batch_size=args.batch_size,
-            max_len=args.max_len, chat_template=args.chat_template)
+            model_cfg,
+            params,
+            tokenizer,
+            records,
+            marker=args.marker,
+            batch_size=args.batch_size,
+            max_len=args.max_len,
+            chat_template=args.chat_template,
+        )
         split_labels[name] = np.asarray([r.first_error() for r in records], np.int64)
         split_ids[name] = [r.id for r in records]
 
@@ -93,8 +111,10 @@ def run(args) -> int:
     for name in names:
         pred = evaluate.predict_first_error(split_probs[name], threshold)
         per_split[name] = (pred, split_labels[name])
-        predictions[name] = [{"id": i, "label": int(l), "pred": int(p), "step_probs": [round(float(x), 5) for x in sp]}
-                             for i, l, p, sp in zip(split_ids[name], split_labels[name], pred, split_probs[name])]
+        predictions[name] = [
+            {"id": i, "label": int(l), "pred": int(p), "step_probs": [round(float(x), 5) for x in sp]}
+            for i, l, p, sp in zip(split_ids[name], split_labels[name], pred, split_probs[name])
+        ]
     results = evaluate.processbench_summary(per_split)
     for name in names:
         results[name]["truncated"] = truncated[name]
@@ -102,10 +122,17 @@ def run(args) -> int:
     print(_table(results))
     if any(truncated.values()):
         print(f"note: cases with steps cut by --max-len {args.max_len}: {truncated}", file=sys.stderr)
-    out = {"checkpoint": os.path.abspath(args.checkpoint), "threshold": threshold, "threshold_source": source,
-           "marker": args.marker, "max_len": args.max_len, "limit": args.limit,
-           "subset": None if args.limit is None else f"stratified by erroneous / correct, seed {args.seed}",
-           "results": results, "predictions": predictions}
+    out = {
+        "checkpoint": os.path.abspath(args.checkpoint),
+        "threshold": threshold,
+        "threshold_source": source,
+        "marker": args.marker,
+        "max_len": args.max_len,
+        "limit": args.limit,
+        "subset": None if args.limit is None else f"stratified by erroneous / correct, seed {args.seed}",
+        "results": results,
+        "predictions": predictions,
+    }
     jsonio.dump(out, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
     return 0

@@ -4,6 +4,7 @@ Compiles the train step for N simulated CPU devices with abstract inputs and pri
 and FLOPs with a fits / does-not-fit verdict. The device count must be fixed before jax starts, so
 the command re-executes itself in a child process with XLA_FLAGS set (unless it already is that child).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,10 @@ def run(args: argparse.Namespace) -> int:
     from prm_jax import fitcheck
 
     if jax.device_count() != args.devices:
-        raise RuntimeError(f"fit-check wanted {args.devices} devices, jax has {jax.device_count()} "
-                           f"(XLA_FLAGS={os.environ.get('XLA_FLAGS')!r})")
+        raise RuntimeError(
+            f"fit-check wanted {args.devices} devices, jax has {jax.device_count()} "
+            f"(XLA_FLAGS={os.environ.get('XLA_FLAGS')!r})"
+        )
     config = cfg_lib.load_config(args.config)
     cfg_lib.apply_overrides(config, getattr(args, "extra", []) or [])
     if args.mesh:

@@ -1,4 +1,5 @@
 """`prm-jax info`: versions of the stack, devices and backend, as JSON."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,20 @@ import importlib.metadata as md
 import json
 import platform
 
-PACKAGES = ("prm-jax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers",
-            "safetensors", "tensorflow-datasets", "grain", "ml-collections", "numpy")
+PACKAGES = (
+    "prm-jax",
+    "jax",
+    "jaxlib",
+    "flax",
+    "optax",
+    "orbax-checkpoint",
+    "transformers",
+    "safetensors",
+    "tensorflow-datasets",
+    "grain",
+    "ml-collections",
+    "numpy",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"prm-jax {info['versions']['prm-jax']}  python {info['python']}")
     for k, v in info["versions"].items():
         print(f"  {k:22s} {v or 'not installed'}")
-    print(f"backend {info['backend']}  devices {info['device_count']} ({info['device_kind']})"
-          f"  process {info['process_index']}/{info['process_count']}")
+    print(
+        f"backend {info['backend']}  devices {info['device_count']} ({info['device_kind']})"
+        f"  process {info['process_index']}/{info['process_count']}"
+    )
     return 0

@@ -5,6 +5,7 @@
 
 Arguments after the known ones (e.g. `--config.train.steps=50`) are passed to every run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,12 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", required=True, help="experiment file PATH[:ARG] with get_hyper(h)")
     parser.add_argument("--workdir", required=True, help="sweep folder; one sub-folder per point")
     parser.add_argument("--max-parallel", type=int, default=1, help="runs at once on this machine")
-    parser.add_argument("--print-commands", action="store_true",
-                        help="print one command line per point (for a cluster launcher) and exit")
-    parser.add_argument("--gather-only", action="store_true",
-                        help="run nothing; gather the finished runs into the table")
-    parser.add_argument("--once", action="store_true",
-                        help="ignore get_hyper: run the config once as it is (stage configs, single runs)")
+    parser.add_argument(
+        "--print-commands",
+        action="store_true",
+        help="print one command line per point (for a cluster launcher) and exit",
+    )
+    parser.add_argument(
+        "--gather-only", action="store_true", help="run nothing; gather the finished runs into the table"
+    )
+    parser.add_argument(
+        "--once",
+        action="store_true",
+        help="ignore get_hyper: run the config once as it is (stage configs, single runs)",
+    )
     parser.add_argument("--force", action="store_true", help="rerun points that already have metrics")
     parser.add_argument("--metrics", default="", help="comma-separated metrics to plot")
 
@@ -33,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     extra = list(getattr(args, "extra", []) or [])
     bad = [a for a in extra if not a.startswith("--config.")]
     if bad:
-        raise SystemExit(f"prm-jax sweep: unrecognized arguments {' '.join(bad)} "
-                         "(only --config.KEY=VALUE overrides are passed through)")
+        raise SystemExit(
+            f"prm-jax sweep: unrecognized arguments {' '.join(bad)} "
+            "(only --config.KEY=VALUE overrides are passed through)"
+        )
     path, _ = sweep.split_spec(args.config)
     if args.print_commands:
         for r in sweep.plan(args.config, args.workdir, base=sweep.DEFAULT_BASE, extra=extra, once=args.once):
@@ -47,7 +57,6 @@ def run(args: argparse.Namespace) -> int:
     metrics = [m for m in args.metrics.split(",") if m] or sweep.sweep_metrics(path)
     out = sweep.summarize(runs, args.workdir, codes, title=args.config, metrics=metrics)
     print(out["md"].read_text(), end="")
-    print(json.dumps({"csv": str(out["csv"]), "md": str(out["md"]),
-                      "png": str(out["png"]) if out["png"] else None}))
+    print(json.dumps({"csv": str(out["csv"]), "md": str(out["md"]), "png": str(out["png"]) if out["png"] else None}))
     failed = [n for n, c in (codes or {}).items() if c != 0]
     return 1 if failed else 0

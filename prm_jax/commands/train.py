@@ -3,6 +3,7 @@
 Resumes from the latest checkpoint in DIR. Exit code 0 on success and on SIGTERM (after saving);
 1 with an error naming the step when a loss goes NaN / inf.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,10 +17,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workdir", required=True, help="checkpoints, metrics.jsonl, TensorBoard events")
     parser.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     parser.add_argument("--print-config", action="store_true", help="print the final config and exit")
-    parser.add_argument("--allow-config-change", action="store_true",
-                        help="resume although settings other than the model / objective changed (listed as a warning)")
-    parser.add_argument("--distributed", action="store_true",
-                        help="call jax.distributed.initialize() first (multi-host: same command on every host)")
+    parser.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="resume although settings other than the model / objective changed (listed as a warning)",
+    )
+    parser.add_argument(
+        "--distributed",
+        action="store_true",
+        help="call jax.distributed.initialize() first (multi-host: same command on every host)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,8 +44,9 @@ def run(args: argparse.Namespace) -> int:
     from prm_jax import jsonio, loop
 
     try:
-        final = loop.run(config, args.workdir, progress=not args.no_progress,
-                         allow_config_change=args.allow_config_change)
+        final = loop.run(
+            config, args.workdir, progress=not args.no_progress, allow_config_change=args.allow_config_change
+        )
     except loop.NonFiniteLossError as e:
         print(f"prm-jax train: {e}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ make_tokenizer), `tokenize` (render, encode_example, encode_prefix, pad_batch, p
 (make_train_iterator), `tfds_builders` (array_record preparation), `stats`.
 Only this package imports tensorflow_datasets or grain, and only inside the functions that need them.
 """
+
 from prm_jax.data.records import DataError, Record, SkipCounter
 
 __all__ = ["DataError", "Record", "SkipCounter"]

@@ -26,6 +26,7 @@ Corruption kinds (one step per corrupted solution): `carry` (the result is off b
 carry, +-10^k), `operand` (a different earlier quantity is used in place of one operand), `copy` (an
 operand's value is copied wrongly, e.g. digits transposed, then the computation is right).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,16 +48,16 @@ class ArithConfig:
 
     min_given: int = 2
     max_given: int = 3
-    min_steps: int = 2              # derived quantities = solution steps
+    min_steps: int = 2  # derived quantities = solution steps
     max_steps: int = 4
-    min_operand: int = 1            # given values and constants
+    min_operand: int = 1  # given values and constants
     max_operand: int = 20
-    max_result: int = 999           # '*' is replaced by '+' when it would exceed this
+    max_result: int = 999  # '*' is replaced by '+' when it would exceed this
     operators: tuple = ("+", "-", "*")
-    const_prob: float = 0.3         # chance the second operand is a small constant
-    self_sub: bool = True           # allow `d = c - c` (0 whatever c is shown as: an error before it
-                                    # cannot change the answer, so outcome labels miss it)
-    corrupt_prob: float = 0.4       # chance a solution has one wrong step
+    const_prob: float = 0.3  # chance the second operand is a small constant
+    self_sub: bool = True  # allow `d = c - c` (0 whatever c is shown as: an error before it
+    # cannot change the answer, so outcome labels miss it)
+    corrupt_prob: float = 0.4  # chance a solution has one wrong step
     corruption_kinds: tuple = KINDS
 
     def __post_init__(self):
@@ -91,17 +92,17 @@ class ArithConfig:
 @dataclasses.dataclass(frozen=True)
 class Formula:
     name: str
-    left: str                       # a quantity name
+    left: str  # a quantity name
     op: str
-    right: str                      # a quantity name or a decimal constant
+    right: str  # a quantity name or a decimal constant
 
 
 @dataclasses.dataclass(frozen=True)
 class ArithProblem:
     """A parsed problem: given values, formulas in order, the asked quantity and its gold value."""
 
-    given: tuple                    # ((name, value), ...)
-    formulas: tuple                 # (Formula, ...)
+    given: tuple  # ((name, value), ...)
+    formulas: tuple  # (Formula, ...)
     answer: int
 
     @property
@@ -174,7 +175,7 @@ def step_validity(problem, steps: Sequence[str]) -> list[bool]:
         ok = ok and sx == shown.get(left) and sy == want_y
         ok = ok and sres == OPS[sop](sx, sy)
         out.append(bool(ok))
-        shown[name] = sres          # later steps are checked against the value shown, right or wrong
+        shown[name] = sres  # later steps are checked against the value shown, right or wrong
     return out
 
 
@@ -224,7 +225,7 @@ def sample_problem(cfg: ArithConfig, rng: np.random.Generator) -> ArithProblem:
         op = cfg.operators[int(rng.integers(len(cfg.operators)))]
         if op == "*" and abs(vx * vy) > cfg.max_result:
             op = "+" if "+" in cfg.operators else "-"
-        if op == "-" and vx < vy:           # keep gold values non-negative
+        if op == "-" and vx < vy:  # keep gold values non-negative
             op = "+" if "+" in cfg.operators else op
         if op == "+" and vx + vy > cfg.max_result and "-" in cfg.operators and vx >= vy:
             op = "-"
@@ -246,13 +247,18 @@ def _carry_slip(value: int, rng) -> int:
 def _miscopy(value: int, rng) -> int:
     s = str(value)
     if len(s) >= 2 and s[-1] != s[-2]:
-        return int(s[:-2] + s[-1] + s[-2])      # transposed last two digits
+        return int(s[:-2] + s[-1] + s[-2])  # transposed last two digits
     out = value + int(rng.choice([-2, -1, 1, 2]))
     return out if out >= 0 else value + 1
 
 
-def solve(problem: ArithProblem, rng: np.random.Generator | None = None, *,
-          corrupt_at: int | None = None, kind: str | None = None) -> tuple[list[str], str | None]:
+def solve(
+    problem: ArithProblem,
+    rng: np.random.Generator | None = None,
+    *,
+    corrupt_at: int | None = None,
+    kind: str | None = None,
+) -> tuple[list[str], str | None]:
     """Returns (steps, kind used) for a gold solution, or one with step `corrupt_at` corrupted."""
     shown = dict(problem.given)
     steps, used = [], None
@@ -293,10 +299,16 @@ def make_record(cfg: ArithConfig, seed: int, index: int) -> Record:
     steps, used = solve(problem, rng, corrupt_at=corrupt_at, kind=kind)
     labels = [float(ok) for ok in check_steps(problem, steps)]
     fe = next((i for i, lab in enumerate(labels) if lab == 0.0), -1)
-    return Record(problem=problem.text, steps=steps, step_labels=labels,
-                  outcome=float(final_answer(steps) == problem.answer), answer=str(problem.answer),
-                  source="arith", id=f"arith-{seed}-{index}",
-                  meta={"first_error": fe, "corruption": used, "corrupt_at": corrupt_at})
+    return Record(
+        problem=problem.text,
+        steps=steps,
+        step_labels=labels,
+        outcome=float(final_answer(steps) == problem.answer),
+        answer=str(problem.answer),
+        source="arith",
+        id=f"arith-{seed}-{index}",
+        meta={"first_error": fe, "corruption": used, "corrupt_at": corrupt_at},
+    )
 
 
 def record_stream(cfg: ArithConfig, seed: int = 0, start: int = 0) -> Iterator[Record]:

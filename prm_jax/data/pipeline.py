@@ -10,6 +10,7 @@ takes every P-th entry of it, starting at p. The unbounded arith stream gives ho
 p, p + P, p + 2P, ... The iterator state is `{"epoch", "pos", ...}`: the next record not yet put into
 an emitted batch, so restoring it resumes at the same record (packing re-reads a held-over example).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,19 @@ from prm_jax.data.tokenizers import make_tokenizer  # noqa: F401  (re-exported f
 
 STATE_VERSION = 1
 ARITH_MISSES = 10_000  # records of the unbounded stream that may fail to fit in a row before it is an error
-TOKEN_FIELDS = ("tokens", "segment_ids", "positions", "step_ids", "response_mask", "step_pos",
-                "step_labels", "step_mask", "step_segment", "outcome", "outcome_mask")
+TOKEN_FIELDS = (
+    "tokens",
+    "segment_ids",
+    "positions",
+    "step_ids",
+    "response_mask",
+    "step_pos",
+    "step_labels",
+    "step_mask",
+    "step_segment",
+    "outcome",
+    "outcome_mask",
+)
 
 
 class ListSource:
@@ -48,9 +60,32 @@ class ListSource:
 ROLES = ("train", "eval")
 # Every key of a config's `data` section that prm-jax reads (the section is checked against it, so a
 # misspelled key is an error, not a silent default). `arith` holds ArithConfig fields.
-DATA_KEYS = ("source", "path", "paths", "format", "split", "tokenizer", "marker", "chat_template", "pack",
-             "pair", "shuffle", "repeat", "add_eos", "add_bos", "skip_bad", "neutral", "after_first_error",
-             "group", "label_field", "split_on", "arith", "oracle_q", "eval_path", "eval_frac")
+DATA_KEYS = (
+    "source",
+    "path",
+    "paths",
+    "format",
+    "split",
+    "tokenizer",
+    "marker",
+    "chat_template",
+    "pack",
+    "pair",
+    "shuffle",
+    "repeat",
+    "add_eos",
+    "add_bos",
+    "skip_bad",
+    "neutral",
+    "after_first_error",
+    "group",
+    "label_field",
+    "split_on",
+    "arith",
+    "oracle_q",
+    "eval_path",
+    "eval_frac",
+)
 
 
 def check_data_keys(data_cfg, where: str = "config.data") -> None:
@@ -61,22 +96,26 @@ def check_data_keys(data_cfg, where: str = "config.data") -> None:
     for k in keys:
         if k not in DATA_KEYS:
             near = difflib.get_close_matches(k, DATA_KEYS, n=1)
-            raise KeyError(f"{where}.{k} is not a data setting" + (f" (did you mean {where}.{near[0]}?)" if near else
-                                                                   f"; known: {', '.join(DATA_KEYS)}"))
+            raise KeyError(
+                f"{where}.{k} is not a data setting"
+                + (f" (did you mean {where}.{near[0]}?)" if near else f"; known: {', '.join(DATA_KEYS)}")
+            )
     sub = data_cfg.get("arith") if hasattr(data_cfg, "get") else None
     if sub:
         fields = [f.name for f in dataclasses.fields(arith.ArithConfig)]
         for k in sub.keys():
             if k not in fields:
                 near = difflib.get_close_matches(k, fields, n=1)
-                raise KeyError(f"{where}.arith.{k} is not an ArithConfig field"
-                               + (f" (did you mean {where}.arith.{near[0]}?)" if near else ""))
+                raise KeyError(
+                    f"{where}.arith.{k} is not an ArithConfig field"
+                    + (f" (did you mean {where}.arith.{near[0]}?)" if near else "")
+                )
 
 
 def in_eval_split(problem: str, eval_frac: float) -> bool:
     """Returns whether `problem` belongs to the held-out evaluation split (a stable hash of its text)."""
     h = int.from_bytes(hashlib.sha1(problem.encode("utf-8")).digest()[:4], "big")
-    return h / 2 ** 32 < eval_frac
+    return h / 2**32 < eval_frac
 
 
 def split_description(data_cfg) -> str:
@@ -135,8 +174,9 @@ class ArithPairSource(ArithSource):
         rng = np.random.default_rng([self.seed, int(i), 2])
         p = arith.sample_problem(self.cfg, rng)
         kinds = self.cfg.corruption_kinds or arith.KINDS
-        bad, _ = arith.solve(p, rng, corrupt_at=int(rng.integers(len(p.formulas))),
-                             kind=kinds[int(rng.integers(len(kinds)))])
+        bad, _ = arith.solve(
+            p, rng, corrupt_at=int(rng.integers(len(p.formulas))), kind=kinds[int(rng.integers(len(kinds)))]
+        )
         if not self._keep(p.text):
             return None
         base = f"arith-pair-{self.seed}-{i}"
@@ -144,8 +184,15 @@ class ArithPairSource(ArithSource):
 
 
 def _arith_record(p, steps, rid):
-    return Record(p.text, steps, [float(x) for x in arith.check_steps(p, steps)],
-                  outcome=float(arith.is_correct(p, steps)), answer=str(p.answer), source="arith", id=rid)
+    return Record(
+        p.text,
+        steps,
+        [float(x) for x in arith.check_steps(p, steps)],
+        outcome=float(arith.is_correct(p, steps)),
+        answer=str(p.answer),
+        source="arith",
+        id=rid,
+    )
 
 
 def _get(cfg, key, default=None):
@@ -172,14 +219,18 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     pair = bool(_get(data_cfg, "pair", False))
     fmt = _get(data_cfg, "format")
     if fmt is not None and src != "tfds" and fmt != src:
-        raise ValueError(f"data.format={fmt!r} is read only for source='tfds'; a file's format is data.source "
-                         f"(here {src!r}): set --config.data.source={fmt}")
+        raise ValueError(
+            f"data.format={fmt!r} is read only for source='tfds'; a file's format is data.source "
+            f"(here {src!r}): set --config.data.source={fmt}"
+        )
     eval_path, eval_frac = _get(data_cfg, "eval_path"), float(_get(data_cfg, "eval_frac", 0.0))
     if not 0.0 <= eval_frac < 1.0:
         raise ValueError(f"data.eval_frac must be in [0, 1), got {eval_frac}")
     if role == "eval" and not eval_path and eval_frac == 0:
-        raise ValueError("evaluation needs a held-out split: set data.eval_path (a file) or data.eval_frac "
-                         "(a share of problems held out by hash); without one it would read the training records")
+        raise ValueError(
+            "evaluation needs a held-out split: set data.eval_path (a file) or data.eval_frac "
+            "(a share of problems held out by hash); without one it would read the training records"
+        )
     if src == "arith":
         if eval_path:
             raise ValueError("the arith source is split by data.eval_frac, not data.eval_path")
@@ -189,7 +240,9 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     if src == "tfds":
         from prm_jax.data import tfds_builders
 
-        rs = tfds_builders.data_source(_get(data_cfg, "path"), _get(data_cfg, "format"), _get(data_cfg, "split", "train"))
+        rs = tfds_builders.data_source(
+            _get(data_cfg, "path"), _get(data_cfg, "format"), _get(data_cfg, "split", "train")
+        )
         if pair:
             return PairSource([rs[i] for i in range(len(rs))], str(_get(data_cfg, "path")))
         return rs
@@ -199,11 +252,17 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     if not paths:
         raise ValueError(f"data source {src!r} needs `path` or `paths`")
     print(f"[data] reading {src} records ({role}) from {paths}", file=sys.stderr, flush=True)
-    records = readers.read_all(src, paths, skip_bad=bool(_get(data_cfg, "skip_bad", False)), skipped=skipped,
-                               neutral=_get(data_cfg, "neutral", "positive"),
-                               after_first_error=_get(data_cfg, "after_first_error", "keep"),
-                               group=_get(data_cfg, "group", "solution"), split=_get(data_cfg, "split_on", "\n\n"),
-                               label_field=_get(data_cfg, "label_field", "labels"))
+    records = readers.read_all(
+        src,
+        paths,
+        skip_bad=bool(_get(data_cfg, "skip_bad", False)),
+        skipped=skipped,
+        neutral=_get(data_cfg, "neutral", "positive"),
+        after_first_error=_get(data_cfg, "after_first_error", "keep"),
+        group=_get(data_cfg, "group", "solution"),
+        split=_get(data_cfg, "split_on", "\n\n"),
+        label_field=_get(data_cfg, "label_field", "labels"),
+    )
     if not eval_path and eval_frac > 0:
         records = [r for r in records if in_eval_split(r.problem, eval_frac) == (role == "eval")]
         if not records:
@@ -221,8 +280,10 @@ def check_targets(source, field: str | None, objective: str, scan: int = 100_000
         v = getattr(source[i], field)
         if v is not None and (not isinstance(v, list) or any(x is not None for x in v)):
             return
-    raise DataError(f"objective {objective!r} trains on the records' {field!r}, but none of the "
-                    f"{min(len(source), scan)} records of {getattr(source, 'name', 'the data')} has one")
+    raise DataError(
+        f"objective {objective!r} trains on the records' {field!r}, but none of the "
+        f"{min(len(source), scan)} records of {getattr(source, 'name', 'the data')} has one"
+    )
 
 
 @dataclasses.dataclass
@@ -240,9 +301,22 @@ class Encoding:
 class TrainIterator:
     """Yields batch dicts of numpy arrays; `get_state()` / `set_state()` save and restore the position."""
 
-    def __init__(self, source, tokenizer, enc: Encoding, *, batch_size: int, seed: int = 0, process_index: int = 0,
-                 process_count: int = 1, shuffle: bool = True, repeat: bool = True, pack: bool = False,
-                 pairs: bool = False, skipped: SkipCounter | None = None):
+    def __init__(
+        self,
+        source,
+        tokenizer,
+        enc: Encoding,
+        *,
+        batch_size: int,
+        seed: int = 0,
+        process_index: int = 0,
+        process_count: int = 1,
+        shuffle: bool = True,
+        repeat: bool = True,
+        pack: bool = False,
+        pairs: bool = False,
+        skipped: SkipCounter | None = None,
+    ):
         if not 0 <= process_index < process_count:
             raise ValueError(f"process_index {process_index} not in [0, {process_count})")
         if pack and pairs:
@@ -255,19 +329,24 @@ class TrainIterator:
             raise ValueError(f"{self.n} records cannot be sharded over {process_count} processes")
         self.epoch, self.pos = 0, 0
         # examples placed in batches, records skipped as too long, trailing steps truncated away
-        self.counts = {"examples": 0, "too_long": 0, "dropped_steps": 0, "held_out": 0,
-                       "outcome_masked": 0, "whitespace_only_steps": 0}
+        self.counts = {
+            "examples": 0,
+            "too_long": 0,
+            "dropped_steps": 0,
+            "held_out": 0,
+            "outcome_masked": 0,
+            "whitespace_only_steps": 0,
+        }
         self.skipped = skipped if skipped is not None else SkipCounter()
         self._perm_epoch, self._perm = None, None
-        self._long_ids: set = set()      # ids of the records counted as too long
-        self._peeked = None             # (example, cursor before it): read but not yet placed (packing)
+        self._long_ids: set = set()  # ids of the records counted as too long
+        self._peeked = None  # (example, cursor before it): read but not yet placed (packing)
 
     # --- order -------------------------------------------------------------------------------
     def _share(self, epoch: int) -> np.ndarray:
         if self._perm_epoch != epoch:
-            order = (np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle
-                     else np.arange(self.n))
-            self._perm, self._perm_epoch = order[self.pi::self.pc], epoch
+            order = np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle else np.arange(self.n)
+            self._perm, self._perm_epoch = order[self.pi :: self.pc], epoch
         return self._perm
 
     def _next_index(self):
@@ -290,21 +369,29 @@ class TrainIterator:
     def _encode(self, rec: Record):
         e = self.enc
         try:
-            ex = tokenize.encode_example(rec, self.tok, marker=e.marker, max_len=e.seq_len, max_steps=e.max_steps,
-                                         chat_template=e.chat_template, add_bos=e.add_bos, add_eos=e.add_eos)
+            ex = tokenize.encode_example(
+                rec,
+                self.tok,
+                marker=e.marker,
+                max_len=e.seq_len,
+                max_steps=e.max_steps,
+                chat_template=e.chat_template,
+                add_bos=e.add_bos,
+                add_eos=e.add_eos,
+            )
         except tokenize.ExampleTooLong:
             self._too_long(rec)
             return None
         if rec.steps and len(ex["step_pos"]) == 0:
-            self._too_long(rec)                   # not even the first step fits
+            self._too_long(rec)  # not even the first step fits
             return None
         # kept (the step is its marker alone) but counted: such steps are usually a splitting artifact
-        self.counts["whitespace_only_steps"] += sum(1 for st in rec.steps[:len(ex["step_pos"])] if not st.strip())
+        self.counts["whitespace_only_steps"] += sum(1 for st in rec.steps[: len(ex["step_pos"])] if not st.strip())
         return ex
 
     def _too_long(self, rec: Record) -> None:
         """Counts a record that does not fit, once however many epochs meet it."""
-        key = rec.id or f"{rec.problem}\x00{rec.steps}"   # records built in code may have no id
+        key = rec.id or f"{rec.problem}\x00{rec.steps}"  # records built in code may have no id
         if key not in self._long_ids:
             self._long_ids.add(key)
             self.counts["too_long"] += 1
@@ -323,7 +410,7 @@ class TrainIterator:
             if i is None:
                 return None, before
             item = self.source[i]
-            if item is None:                      # a problem of the other split (train / eval)
+            if item is None:  # a problem of the other split (train / eval)
                 self.counts["held_out"] += 1
             elif self.pairs:
                 exs = [self._encode(r) for r in item]
@@ -335,15 +422,17 @@ class TrainIterator:
                     return ex, before
             if item is not None:
                 misses += 1
-                for r in (item if self.pairs else (item,)):
+                for r in item if self.pairs else (item,):
                     size = len(r.problem) + sum(len(x) for x in r.steps)
                     if size > longest[0]:
                         longest = (size, r.id)
             if misses >= limit:
                 e = self.enc
-                raise DataError(f"no record of {getattr(self.source, 'name', 'the arith stream')} fits "
-                                f"seq_len={e.seq_len} / max_steps={e.max_steps} ({misses} tried; the longest "
-                                f"seen, {longest[1]!r}, has {longest[0]} characters): raise the limits")
+                raise DataError(
+                    f"no record of {getattr(self.source, 'name', 'the arith stream')} fits "
+                    f"seq_len={e.seq_len} / max_steps={e.max_steps} ({misses} tried; the longest "
+                    f"seen, {longest[1]!r}, has {longest[0]} characters): raise the limits"
+                )
 
     def __iter__(self) -> Iterator[dict]:
         return self
@@ -361,7 +450,7 @@ class TrainIterator:
         if not exs:
             raise StopIteration
         self._count(exs)
-        rows = self.batch_size          # a short last batch (repeat=False) keeps its shape: empty rows
+        rows = self.batch_size  # a short last batch (repeat=False) keeps its shape: empty rows
         if not self.pairs:
             return tokenize.pad_batch(exs, e.seq_len, e.max_steps, pad, num_rows=rows)
         chosen = tokenize.pad_batch([c for c, _ in exs], e.seq_len, e.max_steps, pad, num_rows=rows)
@@ -383,7 +472,7 @@ class TrainIterator:
             n, s = len(ex["tokens"]), len(ex["step_pos"])
             if rows == 0 or used_t + n > e.seq_len or used_s + s > e.max_steps:
                 if rows == self.batch_size:
-                    self._peeked = (ex, before)   # the cursor is already past it; state rewinds (get_state)
+                    self._peeked = (ex, before)  # the cursor is already past it; state rewinds (get_state)
                     break
                 rows, used_t, used_s = rows + 1, 0, 0
             exs.append(ex)
@@ -403,15 +492,28 @@ class TrainIterator:
     # --- state -------------------------------------------------------------------------------
     def get_state(self) -> dict:
         """Returns a small JSON-able dict: the next record to read and the checks for restoring."""
-        epoch, pos = (self._peeked[1] if self._peeked is not None else (self.epoch, self.pos))
-        return {"version": STATE_VERSION, "epoch": int(epoch), "pos": int(pos), "seed": self.seed,
-                "process_index": self.pi, "process_count": self.pc, "source_len": self.n,
-                "counts": dict(self.counts), "too_long_ids": sorted(self._long_ids)}
+        epoch, pos = self._peeked[1] if self._peeked is not None else (self.epoch, self.pos)
+        return {
+            "version": STATE_VERSION,
+            "epoch": int(epoch),
+            "pos": int(pos),
+            "seed": self.seed,
+            "process_index": self.pi,
+            "process_count": self.pc,
+            "source_len": self.n,
+            "counts": dict(self.counts),
+            "too_long_ids": sorted(self._long_ids),
+        }
 
     def set_state(self, state: dict) -> None:
         """Restores a state from get_state(); raises ValueError if it belongs to another setup."""
-        for key, mine in (("version", STATE_VERSION), ("seed", self.seed), ("process_index", self.pi),
-                          ("process_count", self.pc), ("source_len", self.n)):
+        for key, mine in (
+            ("version", STATE_VERSION),
+            ("seed", self.seed),
+            ("process_index", self.pi),
+            ("process_count", self.pc),
+            ("source_len", self.n),
+        ):
             if state.get(key) != mine:
                 raise ValueError(f"iterator state has {key}={state.get(key)!r}, this loader has {mine!r}")
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
@@ -420,9 +522,18 @@ class TrainIterator:
         self._peeked = None
 
 
-def make_train_iterator(data_cfg, tokenizer, *, batch_size: int, seq_len: int, max_steps: int, seed: int = 0,
-                        process_index: int | None = None, process_count: int | None = None,
-                        role: str = "train") -> TrainIterator:
+def make_train_iterator(
+    data_cfg,
+    tokenizer,
+    *,
+    batch_size: int,
+    seq_len: int,
+    max_steps: int,
+    seed: int = 0,
+    process_index: int | None = None,
+    process_count: int | None = None,
+    role: str = "train",
+) -> TrainIterator:
     """Returns the training iterator for `data_cfg` (ConfigDict or dict; keys in the module README).
 
     Keys: source ('arith' | readers.FORMATS | 'tfds'), path / paths (tfds: path = prepare's out_dir,
@@ -444,9 +555,25 @@ def make_train_iterator(data_cfg, tokenizer, *, batch_size: int, seq_len: int, m
         marker = default_marker(tokenizer)
     skipped = SkipCounter()
     source = build_source(data_cfg, seed, skipped=skipped, role=role)
-    enc = Encoding(marker=marker, seq_len=seq_len, max_steps=max_steps, chat_template=_get(data_cfg, "chat_template"),
-                   add_bos=_get(data_cfg, "add_bos"), add_eos=bool(_get(data_cfg, "add_eos", False)))
-    return TrainIterator(source, tokenizer, enc, batch_size=batch_size, seed=seed, process_index=process_index,
-                         process_count=process_count, shuffle=bool(_get(data_cfg, "shuffle", True)),
-                         repeat=bool(_get(data_cfg, "repeat", True)), pack=bool(_get(data_cfg, "pack", False)),
-                         pairs=bool(_get(data_cfg, "pair", False)), skipped=skipped)
+    enc = Encoding(
+        marker=marker,
+        seq_len=seq_len,
+        max_steps=max_steps,
+        chat_template=_get(data_cfg, "chat_template"),
+        add_bos=_get(data_cfg, "add_bos"),
+        add_eos=bool(_get(data_cfg, "add_eos", False)),
+    )
+    return TrainIterator(
+        source,
+        tokenizer,
+        enc,
+        batch_size=batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+        shuffle=bool(_get(data_cfg, "shuffle", True)),
+        repeat=bool(_get(data_cfg, "repeat", True)),
+        pack=bool(_get(data_cfg, "pack", False)),
+        pairs=bool(_get(data_cfg, "pair", False)),
+        skipped=skipped,
+    )

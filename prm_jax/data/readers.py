@@ -31,6 +31,7 @@ reports `whitespace_only_steps`, the training loader's counts too.
   math               `problem`, `solution` (answer = `answer` field or the last \\boxed{}); steps =
                      paragraphs, unlabelled.
 """
+
 from __future__ import annotations
 
 import functools
@@ -41,8 +42,16 @@ from typing import Callable, Iterator
 
 from prm_jax.data.records import DataError, Record, SkipCounter
 
-FORMATS = ("prm800k", "prm800k_stepwise", "math_shepherd", "processbench", "stepwise_jsonl",
-           "outcome_jsonl", "gsm8k", "math")
+FORMATS = (
+    "prm800k",
+    "prm800k_stepwise",
+    "math_shepherd",
+    "processbench",
+    "stepwise_jsonl",
+    "outcome_jsonl",
+    "gsm8k",
+    "math",
+)
 MS_TAG = "ки"
 
 
@@ -80,24 +89,32 @@ def _iter_json_array(text: str, path: str) -> Iterator[tuple[int, object]]:
     ws = re.compile(r"\s*")
     pos = ws.match(text, text.index("[") + 1).end()
     n = 0
-    if text[pos:pos + 1] == "]":
+    if text[pos : pos + 1] == "]":
         return
     while True:
         n += 1
         try:
             obj, pos = dec.raw_decode(text, pos)
         except json.JSONDecodeError as e:
-            raise DataError(f"malformed JSON array at item {n}: {e.msg} (line {e.lineno} column {e.colno}); "
-                            f"the {n - 1} items before it were read", path=path, line=n) from None
+            raise DataError(
+                f"malformed JSON array at item {n}: {e.msg} (line {e.lineno} column {e.colno}); "
+                f"the {n - 1} items before it were read",
+                path=path,
+                line=n,
+            ) from None
         yield n, obj
         pos = ws.match(text, pos).end()
-        sep = text[pos:pos + 1]
+        sep = text[pos : pos + 1]
         if sep == "]":
             return
         if sep != ",":
-            raise DataError(f"malformed JSON array after item {n}: expected ',' or ']'"
-                            + (" (the file ends: truncated?)" if not sep else f", found {sep!r}")
-                            + f"; the {n} items before it were read", path=path, line=n + 1)
+            raise DataError(
+                f"malformed JSON array after item {n}: expected ',' or ']'"
+                + (" (the file ends: truncated?)" if not sep else f", found {sep!r}")
+                + f"; the {n} items before it were read",
+                path=path,
+                line=n + 1,
+            )
         pos = ws.match(text, pos + 1).end()
 
 
@@ -158,7 +175,7 @@ def _prm800k_line(obj, n, *, neutral="positive", after_first_error="keep", **_) 
     base = f"prm800k-{n}"
     path_steps, path_ratings, alts = [], [], []
     for k, st in enumerate(steps):
-        comps = _need(st, "completions", (list, type(None))) or []   # null: the labeler gave up here
+        comps = _need(st, "completions", (list, type(None))) or []  # null: the labeler gave up here
         chosen = st.get("chosen_completion")
         for j, c in enumerate(comps):
             if j != chosen:
@@ -172,14 +189,25 @@ def _prm800k_line(obj, n, *, neutral="positive", after_first_error="keep", **_) 
             path_steps.append(_need(st["human_completion"], "text", str))
             path_ratings.append(st["human_completion"].get("rating"))
         else:
-            break                       # the trajectory ends here (e.g. found_error)
-    meta = {"finish_reason": obj["label"].get("finish_reason"),
-            "quality_control": bool(obj.get("is_quality_control_question")),
-            "initial_screening": bool(obj.get("is_initial_screening_question"))}
+            break  # the trajectory ends here (e.g. found_error)
+    meta = {
+        "finish_reason": obj["label"].get("finish_reason"),
+        "quality_control": bool(obj.get("is_quality_control_question")),
+        "initial_screening": bool(obj.get("is_initial_screening_question")),
+    }
     out = []
     if path_steps:
-        out.append(Record(problem, path_steps, _ratings_to_labels(path_ratings, neutral, after_first_error),
-                          answer=answer, source="prm800k", id=base, meta=meta))
+        out.append(
+            Record(
+                problem,
+                path_steps,
+                _ratings_to_labels(path_ratings, neutral, after_first_error),
+                answer=answer,
+                source="prm800k",
+                id=base,
+                meta=meta,
+            )
+        )
     # The chosen path's first error (under `neutral`): with after_first_error='drop', an alternative
     # step later than it continues a prefix that is already wrong, so it is left unlabelled like the
     # chosen path's own steps after the error.
@@ -191,8 +219,17 @@ def _prm800k_line(obj, n, *, neutral="positive", after_first_error="keep", **_) 
         lab = _ratings_to_labels([rating], neutral, "keep")
         if after_first_error == "drop" and k > first_err:
             lab = [None]
-        out.append(Record(problem, path_steps[:k] + [text], [None] * k + lab, answer=answer,
-                          source="prm800k", id=f"{base}-s{k}c{j}", meta={"alternative": True}))
+        out.append(
+            Record(
+                problem,
+                path_steps[:k] + [text],
+                [None] * k + lab,
+                answer=answer,
+                source="prm800k",
+                id=f"{base}-s{k}c{j}",
+                meta={"alternative": True},
+            )
+        )
     if not out:
         raise DataError("no steps on the chosen path and no rated alternatives")
     return out
@@ -203,7 +240,13 @@ def _stepwise_row(obj) -> tuple[str, list[str], str, object, bool]:
     prefix = _need(obj, "responses", list)
     if not all(isinstance(s, str) for s in prefix):
         raise DataError("field 'responses' must be a list of strings")
-    return problem, prefix, _need(obj, "next_response", str), _need(obj, "rating"), bool(obj.get("is_preferred_response"))
+    return (
+        problem,
+        prefix,
+        _need(obj, "next_response", str),
+        _need(obj, "rating"),
+        bool(obj.get("is_preferred_response")),
+    )
 
 
 class _StepwiseGrouper:
@@ -211,25 +254,43 @@ class _StepwiseGrouper:
 
     def __init__(self, neutral, after_first_error, group):
         self.neutral, self.afe, self.group = neutral, after_first_error, group
-        self.chain = None               # (problem, steps, ratings, first line)
+        self.chain = None  # (problem, steps, ratings, first line)
 
     def flush(self) -> list[Record]:
         if self.chain is None:
             return []
         problem, steps, ratings, n = self.chain
         self.chain = None
-        return [Record(problem, steps, _ratings_to_labels(ratings, self.neutral, self.afe),
-                       source="prm800k_stepwise", id=f"prm800k_stepwise-{n}")]
+        return [
+            Record(
+                problem,
+                steps,
+                _ratings_to_labels(ratings, self.neutral, self.afe),
+                source="prm800k_stepwise",
+                id=f"prm800k_stepwise-{n}",
+            )
+        ]
 
     def row(self, obj, n) -> list[Record]:
         problem, prefix, step, rating, preferred = _stepwise_row(obj)
         lab = _ratings_to_labels([rating], self.neutral, "keep")
         c = self.chain
-        if (self.afe == "drop" and c is not None and c[0] == problem and c[1][:len(prefix)] == prefix
-                and any(x is not None and x < 0.5 for x in _ratings_to_labels(c[2][:len(prefix)], self.neutral, "keep"))):
-            lab = [None]                # the prefix holds an error already (see _prm800k_line)
-        single = Record(problem, prefix + [step], [None] * len(prefix) + lab, source="prm800k_stepwise",
-                        id=f"prm800k_stepwise-{n}", meta={"alternative": not preferred})
+        if (
+            self.afe == "drop"
+            and c is not None
+            and c[0] == problem
+            and c[1][: len(prefix)] == prefix
+            and any(x is not None and x < 0.5 for x in _ratings_to_labels(c[2][: len(prefix)], self.neutral, "keep"))
+        ):
+            lab = [None]  # the prefix holds an error already (see _prm800k_line)
+        single = Record(
+            problem,
+            prefix + [step],
+            [None] * len(prefix) + lab,
+            source="prm800k_stepwise",
+            id=f"prm800k_stepwise-{n}",
+            meta={"alternative": not preferred},
+        )
         if self.group == "row":
             return [single]
         out = []
@@ -240,7 +301,7 @@ class _StepwiseGrouper:
             if not prefix:
                 self.chain = (problem, [step], [rating], n)
                 return out
-            out.append(single)          # a preferred row whose chain we never saw: keep it alone
+            out.append(single)  # a preferred row whose chain we never saw: keep it alone
             return out
         if preferred:
             c[1].append(step)
@@ -280,8 +341,9 @@ def _math_shepherd_line(obj, n, **_) -> list[Record]:
     steps = [head[cut:].strip()] + [p.strip() for p in pieces[1:-1]]
     if any(not s for s in steps):
         raise DataError("empty step between tags")
-    return [Record(problem, steps, marks, source="math_shepherd", id=f"math_shepherd-{n}",
-                   meta={"task": obj.get("task")})]
+    return [
+        Record(problem, steps, marks, source="math_shepherd", id=f"math_shepherd-{n}", meta={"task": obj.get("task")})
+    ]
 
 
 def _processbench_line(obj, n, **_) -> list[Record]:
@@ -293,8 +355,17 @@ def _processbench_line(obj, n, **_) -> list[Record]:
         raise DataError(f"label out of range [-1, {len(steps) - 1}]: {label}")
     labels = [1.0] * len(steps) if label == -1 else [1.0] * label + [0.0] + [None] * (len(steps) - label - 1)
     fac = _need(obj, "final_answer_correct", bool)
-    return [Record(_need(obj, "problem", str), steps, labels, outcome=float(fac), source="processbench",
-                   id=str(obj.get("id", f"processbench-{n}")), meta={"generator": obj.get("generator")})]
+    return [
+        Record(
+            _need(obj, "problem", str),
+            steps,
+            labels,
+            outcome=float(fac),
+            source="processbench",
+            id=str(obj.get("id", f"processbench-{n}")),
+            meta={"generator": obj.get("generator")},
+        )
+    ]
 
 
 def _stepwise_jsonl_line(obj, n, *, label_field="labels", **_) -> list[Record]:
@@ -302,11 +373,20 @@ def _stepwise_jsonl_line(obj, n, *, label_field="labels", **_) -> list[Record]:
     labels = _need(obj, label_field, list)
     q = obj.get("q")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
-    return [Record(_need(obj, "prompt", str), steps, [_label(x, f"label {i}") for i, x in enumerate(labels)],
-                   outcome=_label(obj.get("correct"), "correct"), answer=_str_or_none(obj.get("answer")),
-                   source="stepwise_jsonl", id=str(obj.get("id", f"stepwise-{n}")),
-                   q_values=None if q is None else [_label(x, f"q {i}") for i, x in enumerate(q)],
-                   v0=_label(obj.get("v0"), "v0"), meta=meta)]
+    return [
+        Record(
+            _need(obj, "prompt", str),
+            steps,
+            [_label(x, f"label {i}") for i, x in enumerate(labels)],
+            outcome=_label(obj.get("correct"), "correct"),
+            answer=_str_or_none(obj.get("answer")),
+            source="stepwise_jsonl",
+            id=str(obj.get("id", f"stepwise-{n}")),
+            q_values=None if q is None else [_label(x, f"q {i}") for i, x in enumerate(q)],
+            v0=_label(obj.get("v0"), "v0"),
+            meta=meta,
+        )
+    ]
 
 
 def _outcome_jsonl_line(obj, n, *, split="\n\n", **_) -> list[Record]:
@@ -315,9 +395,17 @@ def _outcome_jsonl_line(obj, n, *, split="\n\n", **_) -> list[Record]:
     else:
         steps = [s.strip() for s in _need(obj, "response", str).split(split) if s.strip()]
     correct = _label(_need(obj, "correct"), "correct")
-    return [Record(_need(obj, "prompt", str), steps, None, outcome=correct,
-                   answer=_str_or_none(obj.get("answer")), source="outcome_jsonl",
-                   id=str(obj.get("id", f"outcome-{n}")))]
+    return [
+        Record(
+            _need(obj, "prompt", str),
+            steps,
+            None,
+            outcome=correct,
+            answer=_str_or_none(obj.get("answer")),
+            source="outcome_jsonl",
+            id=str(obj.get("id", f"outcome-{n}")),
+        )
+    ]
 
 
 def _gsm8k_line(obj, n, **_) -> list[Record]:
@@ -325,9 +413,17 @@ def _gsm8k_line(obj, n, **_) -> list[Record]:
     m = re.search(r"####\s*(.+?)\s*$", sol)
     if m is None:
         raise DataError("answer has no '#### N' line")
-    steps = [s.strip() for s in sol[:m.start()].split("\n") if s.strip()]
-    return [Record(_need(obj, "question", str), steps, None, answer=m.group(1).replace(",", ""),
-                   source="gsm8k", id=f"gsm8k-{n}")]
+    steps = [s.strip() for s in sol[: m.start()].split("\n") if s.strip()]
+    return [
+        Record(
+            _need(obj, "question", str),
+            steps,
+            None,
+            answer=m.group(1).replace(",", ""),
+            source="gsm8k",
+            id=f"gsm8k-{n}",
+        )
+    ]
 
 
 _BOXED = re.compile(r"\\(?:boxed|fbox)\s*\{")
@@ -353,15 +449,23 @@ def _math_line(obj, n, **_) -> list[Record]:
     sol = _need(obj, "solution", str)
     answer = obj.get("answer")
     if answer is None or (isinstance(answer, str) and not answer.strip()):
-        answer = last_boxed(sol)          # an `answer` of 0 is an answer (no `or` on a falsy value)
+        answer = last_boxed(sol)  # an `answer` of 0 is an answer (no `or` on a falsy value)
     elif not isinstance(answer, str):
         answer = str(answer)
     if answer is None:
         raise DataError("no 'answer' field and no \\boxed{} in the solution")
     steps = [s.strip() for s in sol.split("\n\n") if s.strip()]
-    return [Record(_need(obj, "problem", str), steps, None, answer=answer, source="math",
-                   id=str(obj.get("unique_id", f"math-{n}")),
-                   meta={k: obj[k] for k in ("level", "subject", "type") if k in obj})]
+    return [
+        Record(
+            _need(obj, "problem", str),
+            steps,
+            None,
+            answer=answer,
+            source="math",
+            id=str(obj.get("unique_id", f"math-{n}")),
+            meta={k: obj[k] for k in ("level", "subject", "type") if k in obj},
+        )
+    ]
 
 
 def _str_or_none(x):
@@ -369,15 +473,28 @@ def _str_or_none(x):
 
 
 LINE_PARSERS: dict[str, Callable] = {
-    "prm800k": _prm800k_line, "math_shepherd": _math_shepherd_line, "processbench": _processbench_line,
-    "stepwise_jsonl": _stepwise_jsonl_line, "outcome_jsonl": _outcome_jsonl_line, "gsm8k": _gsm8k_line,
+    "prm800k": _prm800k_line,
+    "math_shepherd": _math_shepherd_line,
+    "processbench": _processbench_line,
+    "stepwise_jsonl": _stepwise_jsonl_line,
+    "outcome_jsonl": _outcome_jsonl_line,
+    "gsm8k": _gsm8k_line,
     "math": _math_line,
 }
 
 
-def read(fmt: str, paths, *, skip_bad: bool = False, skipped: SkipCounter | None = None,
-         neutral: str = "positive", after_first_error: str = "keep", group: str = "solution",
-         split: str = "\n\n", label_field: str = "labels") -> Iterator[Record]:
+def read(
+    fmt: str,
+    paths,
+    *,
+    skip_bad: bool = False,
+    skipped: SkipCounter | None = None,
+    neutral: str = "positive",
+    after_first_error: str = "keep",
+    group: str = "solution",
+    split: str = "\n\n",
+    label_field: str = "labels",
+) -> Iterator[Record]:
     """Yields the validated records of one format from one path or a list of paths."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown data format {fmt!r}; known: {FORMATS}")
@@ -395,8 +512,14 @@ def read(fmt: str, paths, *, skip_bad: bool = False, skipped: SkipCounter | None
                 if grouper is not None:
                     recs = grouper.row(obj, n)
                 else:
-                    recs = LINE_PARSERS[fmt](obj, n, neutral=neutral, after_first_error=after_first_error,
-                                             split=split, label_field=label_field)
+                    recs = LINE_PARSERS[fmt](
+                        obj,
+                        n,
+                        neutral=neutral,
+                        after_first_error=after_first_error,
+                        split=split,
+                        label_field=label_field,
+                    )
                 recs = [r.validate() for r in recs]
             except StopIteration:
                 break
@@ -409,7 +532,7 @@ def read(fmt: str, paths, *, skip_bad: bool = False, skipped: SkipCounter | None
                     raise err from None
                 skipped.add(err)
                 if "malformed JSON array" in err.reason:
-                    break               # a broken array file cannot be read on
+                    break  # a broken array file cannot be read on
                 if "malformed JSON" in err.reason:
                     items = _iter_jsonl_from(path, err.line + 1)
                 continue

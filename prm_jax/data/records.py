@@ -7,6 +7,7 @@ for PAV, the prover's Q after each step (`q_values`) and from the bare question 
 Readers raise `DataError` naming the file and line of bad input; with `skip_bad=True` they count the
 skipped records in a `SkipCounter` instead (nothing is dropped silently).
 """
+
 from __future__ import annotations
 
 import collections

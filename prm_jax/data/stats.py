@@ -1,4 +1,5 @@
 """Dataset statistics: step and label counts, first-error histogram, token-length percentiles."""
+
 from __future__ import annotations
 
 import collections
@@ -10,15 +11,16 @@ from prm_jax.data import tokenize
 from prm_jax.data.records import Record
 
 
-def record_stats(records: Iterable[Record], tokenizer, *, marker: str, chat_template: str | None = None,
-                 progress: bool = False) -> dict:
+def record_stats(
+    records: Iterable[Record], tokenizer, *, marker: str, chat_template: str | None = None, progress: bool = False
+) -> dict:
     """Returns a JSON-able dict of counts over `records` and token lengths of their rendered form."""
     n = steps = pos = neg = unl = soft = labelled = with_error = blank = 0
     outcome = collections.Counter()
     first = collections.Counter()
     lengths, nsteps = [], []
     sources = collections.Counter()
-    alt, alt_first = 0, collections.Counter()      # prefix + alternative-step records (PRM800K)
+    alt, alt_first = 0, collections.Counter()  # prefix + alternative-step records (PRM800K)
     it = records
     if progress:
         from tqdm import tqdm
@@ -30,7 +32,7 @@ def record_stats(records: Iterable[Record], tokenizer, *, marker: str, chat_temp
         steps += len(r.steps)
         blank += sum(1 for st in r.steps if not st.strip())
         nsteps.append(len(r.steps))
-        for lab in (r.step_labels or [None] * len(r.steps)):
+        for lab in r.step_labels or [None] * len(r.steps):
             if lab is None:
                 unl += 1
             else:
@@ -64,11 +66,20 @@ def record_stats(records: Iterable[Record], tokenizer, *, marker: str, chat_temp
         "examples_all_correct": labelled - with_error,
         "first_error_histogram": {str(k): first[k] for k in sorted(first)},
         "outcome": dict(outcome),
-        **({"alternative_step_examples": alt,
-            "main_path_first_error_histogram": {str(k): first[k] - alt_first[k] for k in sorted(first)
-                                                if first[k] - alt_first[k]}} if alt else {}),
+        **(
+            {
+                "alternative_step_examples": alt,
+                "main_path_first_error_histogram": {
+                    str(k): first[k] - alt_first[k] for k in sorted(first) if first[k] - alt_first[k]
+                },
+            }
+            if alt
+            else {}
+        ),
         "sources": dict(sources),
         "token_length": {
             **{f"p{q}": int(np.percentile(lengths_a, q)) for q in (50, 90, 95, 99)},
-            "max": int(lengths_a.max()), "mean": round(float(lengths_a.mean()), 1)},
+            "max": int(lengths_a.max()),
+            "mean": round(float(lengths_a.mean()), 1),
+        },
     }

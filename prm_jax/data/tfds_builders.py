@@ -12,6 +12,7 @@ back (random access, no TensorFlow) with grain's ArrayRecordDataSource plus the 
 or with `tfds.builder_from_directory(...).as_data_source(split)` where grain is missing.
 Note: TFDS shuffles examples by key hash when writing; the loader shuffles again anyway.
 """
+
 from __future__ import annotations
 
 import json
@@ -46,8 +47,10 @@ def _builder_cls():
 
         def _info(self):
             return tfds.core.DatasetInfo(
-                builder=self, description="PRM step-labelled records as JSON (prm_jax.data.records.Record)",
-                features=tfds.features.FeaturesDict({"record": tfds.features.Text()}))
+                builder=self,
+                description="PRM step-labelled records as JSON (prm_jax.data.records.Record)",
+                features=tfds.features.FeaturesDict({"record": tfds.features.Text()}),
+            )
 
         def _split_generators(self, dl_manager):
             return {name: self._generate_examples(name, spec) for name, spec in self._splits.items()}
@@ -73,8 +76,7 @@ def _builder_cls():
 _CLS = None
 
 
-def prepare(fmt: str, splits: dict, out_dir: str, *, skip_bad: bool = False, arith_cfg=None,
-            **reader_kw) -> dict:
+def prepare(fmt: str, splits: dict, out_dir: str, *, skip_bad: bool = False, arith_cfg=None, **reader_kw) -> dict:
     """Builds the dataset and returns {split: examples, 'skipped': ...}.
 
     `splits` maps a split name to path(s) for file formats, or to (seed, count) for 'arith'.
@@ -85,13 +87,23 @@ def prepare(fmt: str, splits: dict, out_dir: str, *, skip_bad: bool = False, ari
 
     if os.path.exists(os.path.join(builder_dir(out_dir, fmt), "dataset_info.json")):
         # tfds would silently reuse it and write none of the new splits
-        raise FileExistsError(f"{fmt} is already prepared in {builder_dir(out_dir, fmt)}; use another out_dir "
-                              "or delete it (prepare all splits in one call)")
+        raise FileExistsError(
+            f"{fmt} is already prepared in {builder_dir(out_dir, fmt)}; use another out_dir "
+            "or delete it (prepare all splits in one call)"
+        )
     skipped = SkipCounter()
-    builder = _builder_cls()(config=fmt, data_dir=out_dir, file_format="array_record", splits=splits,
-                             reader_kw=dict(reader_kw, skip_bad=skip_bad), arith_cfg=arith_cfg, skipped=skipped)
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS))
+    builder = _builder_cls()(
+        config=fmt,
+        data_dir=out_dir,
+        file_format="array_record",
+        splits=splits,
+        reader_kw=dict(reader_kw, skip_bad=skip_bad),
+        arith_cfg=arith_cfg,
+        skipped=skipped,
+    )
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(download_mode=tfds.download.GenerateMode.REUSE_CACHE_IF_EXISTS)
+    )
     info = {name: int(builder.info.splits[name].num_examples) for name in splits}
     info["skipped"] = skipped.as_dict()
     info["dir"] = builder_dir(out_dir, fmt)
@@ -148,8 +160,9 @@ class RecordSource:
         return Record.from_json(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
 
 
-def data_source(out_dir_or_builder_dir: str, fmt: str | None = None, split: str = "train",
-                backend: str = "auto") -> RecordSource:
+def data_source(
+    out_dir_or_builder_dir: str, fmt: str | None = None, split: str = "train", backend: str = "auto"
+) -> RecordSource:
     """Returns a RecordSource for `split`, given out_dir and fmt, or the builder folder itself."""
     d = builder_dir(out_dir_or_builder_dir, fmt) if fmt else out_dir_or_builder_dir
     return RecordSource(d, split, backend)

@@ -12,6 +12,7 @@ Step tokens and their marker get `step_ids = t` and `response_mask = True`; a tr
 response with `step_ids = -1`. Truncation to `max_len` / `max_steps` drops whole trailing steps,
 counts them in `dropped_steps` and then masks the outcome (it describes the full solution).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,8 +45,9 @@ def render(problem: str, steps, *, marker: str, tokenizer=None, chat_template: s
     return render_prompt(problem, tokenizer, chat_template) + "".join(s + marker for s in steps)
 
 
-def encode_prefix(problem: str, steps_so_far, tokenizer, *, marker: str, chat_template: str | None = None,
-                  add_bos: bool | None = None) -> np.ndarray:
+def encode_prefix(
+    problem: str, steps_so_far, tokenizer, *, marker: str, chat_template: str | None = None, add_bos: bool | None = None
+) -> np.ndarray:
     """Returns int32 ids a sampler continues from: [bos] prompt and each given step with its marker."""
     ids = _bos(tokenizer, add_bos) + tokenizer.encode(render_prompt(problem, tokenizer, chat_template))
     m = tokenizer.marker_ids(marker)
@@ -62,9 +64,17 @@ def _bos(tokenizer, add_bos):
     return [tokenizer.bos_id] if add_bos else []
 
 
-def encode_example(record: Record, tokenizer, *, marker: str, max_len: int, max_steps: int,
-                   chat_template: str | None = None, add_bos: bool | None = None,
-                   add_eos: bool = False) -> dict:
+def encode_example(
+    record: Record,
+    tokenizer,
+    *,
+    marker: str,
+    max_len: int,
+    max_steps: int,
+    chat_template: str | None = None,
+    add_bos: bool | None = None,
+    add_eos: bool = False,
+) -> dict:
     """Returns one example as unpadded numpy arrays with the batch keys ([n] tokens, [S] steps, scalars).
 
     Raises ExampleTooLong if the prompt (with bos) exceeds max_len.
@@ -79,7 +89,7 @@ def encode_example(record: Record, tokenizer, *, marker: str, max_len: int, max_
     step_pos = []
     for t, s in enumerate(record.steps):
         piece = tokenizer.encode(s) + m
-        eos = 1 if add_eos and t == len(record.steps) - 1 else 0     # the last step must leave room for eos
+        eos = 1 if add_eos and t == len(record.steps) - 1 else 0  # the last step must leave room for eos
         if t >= max_steps or len(ids) + len(piece) + eos > max_len:
             break
         ids += piece
@@ -92,7 +102,7 @@ def encode_example(record: Record, tokenizer, *, marker: str, max_len: int, max_
         step_ids.append(-1)
     n = len(ids)
     response = np.zeros(n, bool)
-    response[len(prompt):] = True
+    response[len(prompt) :] = True
     labels = record.step_labels[:n_steps] if record.step_labels is not None else [None] * n_steps
     ex = {
         "tokens": np.asarray(ids, np.int32),
@@ -121,7 +131,7 @@ def steps_from_ids(ids, tokenizer, *, marker: str) -> tuple[list[str], list[int]
     ids = [int(i) for i in ids]
     steps, start, i = [], 0, 0
     while i + len(m) <= len(ids):
-        if ids[i:i + len(m)] == m:
+        if ids[i : i + len(m)] == m:
             steps.append(tokenizer.decode(ids[start:i]))
             i += len(m)
             start = i
@@ -175,12 +185,13 @@ def _place(out: dict, row: int, ex: dict, tok_off: int, step_off: int, seg: int)
 
 def _check_fits(ex: dict, seq_len: int, max_steps: int) -> None:
     if len(ex["tokens"]) > seq_len or len(ex["step_pos"]) > max_steps:
-        raise ValueError(f"example of {len(ex['tokens'])} tokens / {len(ex['step_pos'])} steps does not "
-                         f"fit seq_len {seq_len} / max_steps {max_steps}; encode with the same limits")
+        raise ValueError(
+            f"example of {len(ex['tokens'])} tokens / {len(ex['step_pos'])} steps does not "
+            f"fit seq_len {seq_len} / max_steps {max_steps}; encode with the same limits"
+        )
 
 
-def pad_batch(examples: list[dict], seq_len: int, max_steps: int, pad_id: int = 0,
-              num_rows: int | None = None) -> dict:
+def pad_batch(examples: list[dict], seq_len: int, max_steps: int, pad_id: int = 0, num_rows: int | None = None) -> dict:
     """Returns a batch with one example per row, padded to [B, seq_len] and [B, max_steps].
 
     With `num_rows`, B = num_rows and the rows past the examples are empty (segment_ids 0, no steps).

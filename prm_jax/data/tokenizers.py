@@ -4,6 +4,7 @@ Protocol: `encode(text) -> list[int]` (no special tokens added), `decode(ids) ->
 `bos_id` (may be None), `eos_id`, `vocab_size`, `marker_ids(marker) -> list[int]`, and optionally
 `apply_chat_template(problem) -> str`.
 """
+
 from __future__ import annotations
 
 import os
@@ -51,8 +52,7 @@ class HFTokenizer:
 
     def decode(self, ids) -> str:
         """Returns the text of `ids`, special tokens kept (markers may be special tokens)."""
-        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False,
-                               clean_up_tokenization_spaces=False)
+        return self.tok.decode([int(i) for i in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False)
 
     def marker_ids(self, marker: str) -> list[int]:
         """Returns the ids closing a step: one id if `marker` is a single vocabulary token."""
@@ -67,8 +67,9 @@ class HFTokenizer:
 
     def apply_chat_template(self, problem: str) -> str:
         """Returns the tokenizer's chat prompt for a user turn holding `problem`."""
-        return self.tok.apply_chat_template([{"role": "user", "content": problem}],
-                                            tokenize=False, add_generation_prompt=True)
+        return self.tok.apply_chat_template(
+            [{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True
+        )
 
 
 def default_marker(tokenizer) -> str:
@@ -87,7 +88,6 @@ def make_tokenizer(cfg_or_path=None):
     path = get("tokenizer", None)
     if path in (None, "", "char"):
         if get("source", "arith") != "arith" and path is None:
-            raise ValueError("data config needs `tokenizer` (a folder, or 'char') for source "
-                             f"{get('source')!r}")
+            raise ValueError(f"data config needs `tokenizer` (a folder, or 'char') for source {get('source')!r}")
         return CharTokenizer()
     return HFTokenizer(path)
