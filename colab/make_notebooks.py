@@ -197,13 +197,9 @@ for name in ("bce", "pav"):
         "code",
         """
 import jax, numpy as np
-from prm_jax import loop, sampling, search, verifier
+from prm_jax import sampling, search, verifier
 from prm_jax.data import arith
-from prm_jax.data.arith import CharTokenizer
-tok = CharTokenizer()
-pcfg, pparams, _ = loop.load_trained(policy_dir)
-sampler = sampling.Sampler(pcfg, pparams, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=tok.step_id, max_batch=64)
-policy = sampling.Policy(sampler, tok, marker=tok.STEP, answer_fn=arith.final_answer)
+policy = sampling.load_policy(policy_dir, max_batch=64)  # parameters only; the run's tokenizer and marker
 bce = verifier.load_verifier("score", workdir=os.path.join(WORKDIR, "bce"))
 pav = verifier.load_verifier("score", workdir=os.path.join(WORKDIR, "pav"))
 task = arith.ArithConfig(min_steps=2, max_steps=3, max_result=199)
@@ -212,27 +208,23 @@ problems = [arith.sample_problem(task, rng_np) for _ in range(PROBLEMS)]
 texts, gold = [p.text for p in problems], [p.answer for p in problems]
 """,
     ),
-    ("md", "## Best-of-N against majority vote, and the two beam searches"),
+    (
+        "md",
+        "## Best-of-N against majority vote, and the two beam searches\n`search.evaluate_methods` is the comparison `prm-jax demo` and `prm-jax search` run.",
+    ),
     (
         "code",
         """
-rng = jax.random.PRNGKey(0)
-sols = search.sample_solutions(policy, texts, N, jax.random.fold_in(rng, 0), max_new_tokens=128)
-search.score_solutions(bce, texts, sols)
-acc = lambda answers: float(np.mean([a is not None and a == g for a, g in zip(answers, gold)]))
-results = {
-    "majority": acc([search.majority_vote([s.answer for s in xs]) for xs in sols]),
-    "best-of-N (BCE, min)": acc([search.best_of_n(xs, how="min") for xs in sols]),
-}
-gen_bon = float(np.mean([sum(s.gen_tokens for s in xs) for xs in sols]))
-tokens = {"majority": gen_bon, "best-of-N (BCE, min)": gen_bon}
-for label, rank in (("beam (BCE)", search.last_step_ranker(bce)), ("PAV beam", search.pav_ranker(bce, pav, ALPHA))):
-    out = search.beam_search(policy, texts, jax.random.fold_in(rng, 1), n_beams=N, width=2, rank_fn=rank,
-                             final_fn=search.last_step_ranker(bce), max_steps=4, step_tokens=48, finish_tokens=128)
-    results[label] = acc([r.answer for r in out])
-    tokens[label] = float(np.mean([r.gen_tokens for r in out]))
-for k in results:
-    print(f"{k:22s} accuracy {results[k]:.2f}   generated tokens/problem {tokens[k]:.0f}")
+res = search.evaluate_methods(
+    policy, {"bce": bce, "pav": pav}, texts, gold, jax.random.PRNGKey(0), n=N, beam_width=2, beam_max_steps=4,
+    alpha=ALPHA, beams={"beam (BCE)": {"rank": "bce", "advantage": None, "answer": "bce"},
+                        "PAV beam": {"rank": "bce", "advantage": "pav", "answer": "bce"}})
+per = res["mean_gen_tokens_per_solution"]
+shown = ["majority", "bce/min/argmax", "bce/min/weighted_vote", "beam (BCE)", "PAV beam"]
+tokens = {k: res["tokens"].get(f"{k}_gen_per_problem", per * N) for k in shown}
+for k in shown:
+    c = res["curves"][k]
+    print(f"{k:22s} accuracy {c['acc'][-1]:.2f} [{c['lo'][-1]:.2f}, {c['hi'][-1]:.2f}]   generated tokens/problem {tokens[k]:.0f}")
 """,
     ),
     (
@@ -240,10 +232,12 @@ for k in results:
         """
 import matplotlib.pyplot as plt
 fig, ax = plt.subplots(figsize=(6, 3.5))
-for k in results:
-    ax.scatter(tokens[k], results[k], s=60, label=k)
+for k in shown:
+    c = res["curves"][k]
+    ax.errorbar(tokens[k], c["acc"][-1], yerr=[[c["acc"][-1] - c["lo"][-1]], [c["hi"][-1] - c["acc"][-1]]],
+                fmt="o", capsize=3, label=k)
 ax.set_xlabel("generated tokens per problem"); ax.set_ylabel("accuracy"); ax.set_ylim(-0.05, 1.05)
-ax.set_title(f"search at N = {N} ({PROBLEMS} problems)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
+ax.set_title(f"search at N = {N} ({PROBLEMS} problems; bars: bootstrap 95% CI)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
 fig.tight_layout(); fig.savefig("search_accuracy.png", dpi=110); plt.show()
 """,
     ),

@@ -3,8 +3,9 @@
 Math-Shepherd labels (K rollouts after each step prefix: soft = fraction reaching the gold answer, hard
 = any), OmegaPRM binary search for the first error (its rollouts counted against full MC), and PAV
 targets: the PROVER's Q after each step and V from the bare question. Writes WORKDIR/labels/train.jsonl
-(the step-wise jsonl experiments/arith_verifier.py trains on) and WORKDIR/labels/stats.json.
-Runs `prm_jax.demo.stage_labels` with these settings (a Python stage: `python -m prm_jax.sweep`).
+(the step-wise jsonl experiments/arith_verifier.py trains on), val.jsonl and stats.json. The config is
+the demo config (prm_jax/configs/demo.py; its `labelling` section) run by `prm_jax.demo.stage_labels`
+(a Python stage: `prm-jax sweep --once`).
 
     prm-jax sweep --once --config experiments/arith_mc_label.py:demo --workdir runs/arith/mc \
         --config.policy_workdir=runs/arith/policy
@@ -20,7 +21,7 @@ Variants: demo, prover_temp (demo settings; its get_hyper sweeps the prover), ti
 
 import os
 
-import ml_collections
+from prm_jax.configs import demo
 
 VARIANTS = ("demo", "prover_temp", "tiny")
 
@@ -29,24 +30,18 @@ def get_config(arg=None):
     arg = arg or "demo"
     if arg not in VARIANTS:
         raise ValueError(f"arith_mc_label.py: unknown variant {arg!r}; choose one of {VARIANTS}")
-    c = ml_collections.ConfigDict()
+    c = demo.get_config("quick" if arg == "tiny" else "full")
     c.stage = "mc_label"
-    c.policy_workdir = "runs/arith/policy"  # experiments/arith_policy_sft.py output
-    c.settings = "full"  # prm_jax.demo.SETTINGS entry the rest overrides
-    c.label_problems = 160  # problems sampled from the arithmetic task (seed 1)
-    c.label_samples = 2  # policy solutions per problem
-    c.k = 8  # MC rollouts per step prefix (Math-Shepherd N)
-    c.prover = "bok:4"  # 'bok:K' | 'temperature:T' | 'same'
+    c.policy_workdir = "/tmp/arith_policy" if arg == "tiny" else "runs/arith/policy"  # arith_policy_sft.py output
+    c.labelling.update(problems=160, samples=2, k=8)  # Math-Shepherd's N = 8 rollouts per step prefix
     if arg == "tiny":
-        c.policy_workdir = "/tmp/arith_policy"
-        c.settings = "quick"
-        c.update(dict(label_problems=4, label_samples=1, k=2))
+        c.labelling.update(problems=4, samples=1, k=2)
     return c
 
 
 def get_hyper(h):
     """The prover ablation of Rewarding Progress: the policy at several temperatures vs Best-of-4."""
-    return h.sweep("prover", ["temperature:0.5", "temperature:1.0", "temperature:1.5", "bok:4"])
+    return h.sweep("labelling.prover", ["temperature:0.5", "temperature:1.0", "temperature:1.5", "bok:4"])
 
 
 def _link(src: str, dst: str) -> None:
@@ -62,17 +57,11 @@ def _link(src: str, dst: str) -> None:
 
 def run(config, workdir):
     """Labels solutions into WORKDIR/labels/; returns the labelling stats (rollouts, match rates)."""
-    from prm_jax import demo
+    from prm_jax import demo as demo_lib
 
+    os.makedirs(workdir, exist_ok=True)
     _link(config.policy_workdir, os.path.join(workdir, "policy"))
-    s = dict(
-        demo.SETTINGS[config.settings],
-        label_problems=config.label_problems,
-        label_samples=config.label_samples,
-        k=config.k,
-        prover=config.prover,
-    )
-    return demo.stage_labels(workdir, s, print)
+    return demo_lib.stage_labels(workdir, config, print)
 
 
 SWEEP_METRICS = ("omega_first_error_exact_match", "mc_hard_first_error_exact_match", "mc_rollouts")

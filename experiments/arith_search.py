@@ -2,8 +2,9 @@
 
 Majority vote; best-of-N with each verifier (aggregation `agg`, argmax and score-weighted vote); step-level
 beam search ranked by the BCE-PRM; PAV beam search ranked by Q + alpha * A. Generated and verifier tokens
-are counted so that methods compare at equal compute. Runs `prm_jax.demo.stage_eval` (a Python stage:
-`python -m prm_jax.sweep`) and writes WORKDIR/eval.json and WORKDIR/final.json (the numbers below).
+are counted so that methods compare at equal compute. The config is the demo config (its `search`
+section, prm_jax/configs/demo.py) run by `prm_jax.demo.stage_eval` (`search.evaluate_methods`; a
+Python stage: `prm-jax sweep --once`); it writes WORKDIR/eval.json and WORKDIR/final.json.
 
     prm-jax sweep --once --config experiments/arith_search.py:demo --workdir runs/arith/search \
         --config.runs=runs/arith
@@ -22,33 +23,23 @@ Variants: demo, pav_alpha, agg, tiny.
 import json
 import os
 
-import ml_collections
+from prm_jax.configs import demo
 
 VARIANTS = ("demo", "pav_alpha", "agg", "tiny")
-RUNS = ("policy", "bce", "qpi", "orm", "pav", "implicit")
 
 
 def get_config(arg=None):
     arg = arg or "demo"
     if arg not in VARIANTS:
         raise ValueError(f"arith_search.py: unknown variant {arg!r}; choose one of {VARIANTS}")
-    c = ml_collections.ConfigDict()
+    c = demo.get_config("quick" if arg == "tiny" else "full")
     c.stage = "search"
-    c.runs = "runs/arith"  # policy/, bce/, orm/, pav/, implicit/ inside
-    c.settings = "full"  # prm_jax.demo.SETTINGS entry the rest overrides
-    c.eval_problems = 64
-    c.n = 16  # samples per problem (best-of-N) and beams
-    c.beam_width = 4  # next steps sampled per kept beam
-    c.alpha = 0.5  # PAV: rank by Q + alpha * A
+    c.runs = "/tmp/arith" if arg == "tiny" else "runs/arith"  # policy/, bce/, qpi/, orm/, pav/, implicit/ inside
     c.agg = "min"  # best-of-N aggregation read into final.json
-    c.shared_eval = ""  # a folder whose eval.json is reused (agg sweep)
-    c.labels = ""  # arith_mc_label's labels/ (held-out val.jsonl); "" = RUNS/labels
-    if arg == "agg":
-        c.shared_eval = "runs/arith/search_shared"
+    c.shared_eval = "runs/arith/search_shared" if arg == "agg" else ""  # a folder whose eval.json is reused
+    c.labels = ""  # arith_mc_label's labels/ folder (its val.jsonl); "" = RUNS/labels
     if arg == "tiny":
-        c.runs = "/tmp/arith"
-        c.settings = "quick"
-        c.update(dict(eval_problems=2, n=2, beam_width=2))
+        c.search.update(problems=2, n=2, beam_width=2)
     return c
 
 
@@ -56,7 +47,7 @@ def get_hyper(h, arg=None):
     """The aggregation rule of best-of-N (variant agg), else alpha of the PAV beam search."""
     if arg == "agg":
         return h.sweep("agg", ["min", "last", "prod", "mean", "pure"])
-    return h.sweep("alpha", [0.0, 0.2, 0.5, 1.0])
+    return h.sweep("search.alpha", [0.0, 0.2, 0.5, 1.0])
 
 
 def _link(src: str, dst: str) -> None:
@@ -68,22 +59,14 @@ def _link(src: str, dst: str) -> None:
 
 def run(config, workdir):
     """Runs the search evaluation; returns accuracy at N per method, AUROC and tokens."""
-    from prm_jax import demo
+    from prm_jax import demo as demo_lib
 
     where = config.shared_eval or workdir
     os.makedirs(where, exist_ok=True)
-    for name in RUNS:
+    for name in ("policy", *config.verifiers):
         _link(os.path.join(config.runs, name), os.path.join(where, name))
-    # labels/: the held-out labelled split that stage_eval's validation table reads.
     _link(config.labels or os.path.join(config.runs, "labels"), os.path.join(where, "labels"))
-    s = dict(
-        demo.SETTINGS[config.settings],
-        eval_problems=config.eval_problems,
-        n=config.n,
-        beam_width=config.beam_width,
-        alpha=config.alpha,
-    )
-    res = demo.stage_eval(where, s, print)
+    res = demo_lib.stage_eval(where, config, print)
     if config.shared_eval:
         with open(os.path.join(workdir, "eval_source.json"), "w") as f:
             json.dump({"eval": os.path.abspath(os.path.join(where, "eval.json"))}, f)

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import ml_collections
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+from prm_jax.configs import base
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VARIANTS = ("ce", "dpo", "tiny_ce", "tiny_dpo")
 MESHES = {"h100x8": dict(data=1, fsdp=8, tensor=1), "v5p64": dict(data=2, fsdp=16, tensor=1)}  # v5p-64: 32 chips
 
@@ -39,88 +41,57 @@ def get_config(arg=None):
         )
     tiny = variant.startswith("tiny")
     dpo = variant.endswith("dpo")
-    c = ml_collections.ConfigDict()
+    c = base.get_config()
     c.objective = "implicit_dpo" if dpo else "implicit_ce"
-    c.model = ml_collections.ConfigDict(
-        dict(
-            preset="llama-3.1-8b",
-            dtype="bfloat16",
-            param_dtype="float32",
-            remat="full",
-            scan_layers=True,
-            n_layers=None,
-            attention_impl="cudnn" if mesh == "h100x8" else "xla",
-            max_seq_len=2048,
-            score_head=False,
-        )
+    c.model.update(
+        preset="llama-3.1-8b",
+        dtype="bfloat16",
+        remat="full",
+        attention_impl="cudnn" if mesh == "h100x8" else "xla",
+        max_seq_len=2048,
+        score_head=False,
     )
     ckpt = ml_collections.FieldReference(None if tiny else "/path/to/Llama-3.1-8B-Instruct", field_type=str)
-    c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, ref_hf_path=ckpt, workdir=None, ref_workdir=None))
-    c.loss = ml_collections.ConfigDict(dict(beta=0.05, logprob_chunk=512))
-    c.data = ml_collections.ConfigDict(
-        dict(
-            eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
-            source="outcome_jsonl",
-            path="/path/to/outcomes.jsonl",
-            format=None,
-            split="train",
-            tokenizer="char" if tiny else ckpt,
-            marker="\n\n",
-            split_on="\n\n",
-            chat_template=None,
-            pack=False,  # outcome labels are per row: no packing for the implicit PRM
-            pair=dpo,
-            shuffle=True,
-            repeat=True,
-            skip_bad=False,
-            arith=ml_collections.ConfigDict(dict(corrupt_prob=0.5)),
-        )
+    c.init.hf_path = ckpt
+    c.init.ref_hf_path = ckpt
+    c.loss.update(beta=0.05, logprob_chunk=512)
+    c.data.update(
+        source="outcome_jsonl",
+        path="/path/to/outcomes.jsonl",
+        marker="\n\n",
+        pack=False,  # outcome labels are per row: no packing for the implicit PRM
+        pair=dpo,
+        eval_frac=0.05,
     )
-    c.optim = ml_collections.ConfigDict(
-        dict(
-            lr=5e-7,
-            warmup=30,
-            decay="cosine",
-            final_frac=0.1,
-            clip=1.0,
-            weight_decay=0.0,
-            b1=0.9,
-            b2=0.95,
-            accum_steps=4,
-            head_only_steps=0,
-        )
+    c.data.tokenizer = "char" if tiny else ckpt
+    c.optim.update(lr=5e-7, warmup=30, accum_steps=4)
+    c.train.update(
+        steps=1000,
+        batch_size=64,
+        seq_len=2048,
+        max_steps=32,
+        ckpt_every=100,
+        eval_every=100,
+        eval_batches=8,
+        log_every=10,
     )
-    c.train = ml_collections.ConfigDict(
-        dict(
-            steps=1000,
-            batch_size=64,
-            seq_len=2048,
-            max_steps=32,
-            seed=0,
-            ckpt_every=100,
-            keep_ckpts=3,
-            eval_every=100,
-            eval_batches=8,
-            log_every=10,
-        )
-    )
-    c.mesh = ml_collections.ConfigDict(dict(shape=MESHES[mesh], rules=None))
+    c.mesh.shape = MESHES[mesh]
     if tiny:
-        c.model = ml_collections.ConfigDict(dict(preset="tiny", vocab_size=None, max_seq_len=256))
+        c.model = base.model_section()
+        c.model.update(preset="tiny", vocab_size="tokenizer", max_seq_len=256)
         c.init.hf_path = None
         if dpo:
-            c.data.source = "arith"  # the fixture has no same-prompt pairs; the arith stream does
-            c.data.marker = None
+            c.data.update(source="arith", marker=None)  # the fixture has no same-prompt pairs; the arith stream does
+            c.data.arith.corrupt_prob = 0.5
         else:
-            c.data.path = str(FIXTURES / "outcome.jsonl")
-            c.data.marker = "<step>"
+            c.data.update(path=str(FIXTURES / "outcome.jsonl"), marker="<step>")
         c.loss.beta = 0.5  # random init, no SFT reference: see arith_prm.py
         c.train.update(
             steps=20, batch_size=2, seq_len=160, max_steps=8, ckpt_every=0, eval_every=20, eval_batches=1, log_every=1
         )
         c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=1e-3, warmup=2, accum_steps=1)
-        c.mesh.shape = dict(data=-1)
+        c.mesh.shape = dict(data=-1, fsdp=1, tensor=1)
     return c
 
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import ml_collections
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
-MC_TINY = Path(__file__).resolve().parent / "fixtures" / "mc_labels_tiny.jsonl"  # synthetic, see README
+from prm_jax.configs import base
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+MC_TINY = FIXTURES / "mc_labels_tiny.jsonl"  # synthetic, see README
 VARIANTS = ("hard", "soft", "tiny", "tiny_soft")
 
 
@@ -32,81 +34,42 @@ def get_config(arg=None):
         raise ValueError(f"math_shepherd_bce.py: unknown variant {arg!r}; choose one of {VARIANTS}")
     tiny = arg.startswith("tiny")
     soft = arg.endswith("soft")
-    c = ml_collections.ConfigDict()
+    c = base.get_config()
     c.objective = "bce"
-    c.model = ml_collections.ConfigDict(
-        dict(
-            preset="qwen2.5-math-7b",
-            dtype="bfloat16",
-            param_dtype="float32",
-            remat="full",
-            scan_layers=True,
-            n_layers=None,
-            attention_impl="cudnn",
-            max_seq_len=2048,
-            score_head=True,
-        )
-    )
+    c.model.update(preset="qwen2.5-math-7b", dtype="bfloat16", remat="full", attention_impl="cudnn", max_seq_len=2048)
     ckpt = ml_collections.FieldReference(None if tiny else "/path/to/Qwen2.5-Math-7B", field_type=str)
-    c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, workdir=None))
-    c.data = ml_collections.ConfigDict(
-        dict(
-            eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
-            source="stepwise_jsonl" if soft else "math_shepherd",
-            path="/path/to/mc_labels.jsonl" if soft else "/path/to/math-shepherd.jsonl",
-            format=None,
-            split="train",
-            label_field="labels",  # soft MC fraction; 'hard_labels' = any rollout succeeded
-            tokenizer="char" if tiny else ckpt,
-            marker="ки",
-            chat_template=None,
-            pack=True,
-            shuffle=True,
-            repeat=True,
-            skip_bad=False,
-        )
+    c.init.hf_path = ckpt
+    c.data.update(
+        source="stepwise_jsonl" if soft else "math_shepherd",
+        path="/path/to/mc_labels.jsonl" if soft else "/path/to/math-shepherd.jsonl",
+        label_field="labels",  # soft MC fraction; 'hard_labels' = any rollout succeeded
+        marker="ки",
+        pack=True,
+        eval_frac=0.05,
     )
-    c.loss = ml_collections.ConfigDict(dict(logprob_chunk=1024))
-    c.optim = ml_collections.ConfigDict(
-        dict(
-            lr=2e-6,
-            warmup=50,
-            decay="cosine",
-            final_frac=0.1,
-            clip=1.0,
-            weight_decay=0.0,
-            b1=0.9,
-            b2=0.95,
-            accum_steps=2,
-            head_only_steps=0,
-        )
+    c.data.tokenizer = "char" if tiny else ckpt  # the checkpoint's own tokenizer
+    c.optim.update(lr=2e-6, warmup=50, accum_steps=2)
+    c.train.update(
+        steps=3000,
+        batch_size=64,
+        seq_len=2048,
+        max_steps=48,
+        ckpt_every=250,
+        eval_every=250,
+        eval_batches=8,
+        log_every=10,
     )
-    c.train = ml_collections.ConfigDict(
-        dict(
-            steps=3000,
-            batch_size=64,
-            seq_len=2048,
-            max_steps=48,
-            seed=0,
-            ckpt_every=250,
-            keep_ckpts=3,
-            eval_every=250,
-            eval_batches=8,
-            log_every=10,
-        )
-    )
-    c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=1, fsdp=8, tensor=1), rules=None))
+    c.mesh.shape = dict(data=1, fsdp=8, tensor=1)
     if tiny:
-        c.model = ml_collections.ConfigDict(dict(preset="tiny", vocab_size=None, max_seq_len=512))
-        c.data.path = str(MC_TINY if soft else FIXTURES / "math_shepherd.jsonl")
-        c.data.marker = "<step>"
-        c.data.pack = False
+        c.model = base.model_section()
+        c.model.update(preset="tiny", vocab_size="tokenizer", max_seq_len=512)
+        c.data.update(path=str(MC_TINY if soft else FIXTURES / "math_shepherd.jsonl"), marker="<step>", pack=False)
         c.train.update(
             steps=20, batch_size=2, seq_len=512, max_steps=16, ckpt_every=0, eval_every=20, eval_batches=1, log_every=1
         )
         c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
         c.optim.update(lr=3e-3, warmup=2, accum_steps=1)
-        c.mesh.shape = dict(data=-1)
+        c.mesh.shape = dict(data=-1, fsdp=1, tensor=1)
     return c
 
 

@@ -27,7 +27,9 @@ from pathlib import Path
 
 import ml_collections
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+from prm_jax.configs import base
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 MESHES = {
     # v5p-64 = 64 TensorCores = 32 chips (8 hosts x 4), 95 GB each: FSDP over 16, data-parallel over 2.
@@ -41,79 +43,41 @@ def get_config(arg=None):
     arg = arg or "h100x8"
     if arg not in (*MESHES, "tiny"):
         raise ValueError(f"prm800k_bce.py: unknown variant {arg!r}; choose v5p64, h100x8 or tiny")
-    c = ml_collections.ConfigDict()
-    c.objective = "bce"
-    c.model = ml_collections.ConfigDict(
-        dict(
-            preset="qwen2.5-math-7b",
-            attention_impl="xla",
-            dtype="bfloat16",
-            param_dtype="float32",
-            remat="full",
-            scan_layers=True,
-            n_layers=None,
-            max_seq_len=4096,
-            score_head=True,
-        )
-    )
     tiny = arg == "tiny"
+    c = base.get_config()
+    c.objective = "bce"
+    c.model.update(preset="qwen2.5-math-7b", dtype="bfloat16", remat="full", max_seq_len=4096)
     ckpt = ml_collections.FieldReference(None if tiny else "/path/to/Qwen2.5-Math-7B", field_type=str)
-    c.init = ml_collections.ConfigDict(dict(hf_path=ckpt, workdir=None))
-    c.data = ml_collections.ConfigDict(
-        dict(
-            eval_frac=0.05,  # share of problems held out (by hash) for in-training evaluation; or eval_path=FILE
-            source="prm800k",
-            path="/path/to/prm800k/phase2_train.jsonl",
-            format=None,
-            split="train",
-            tokenizer="char" if tiny else ckpt,  # the checkpoint's own tokenizer
-            marker="\n\n",
-            chat_template=None,
-            neutral="positive",
-            after_first_error="drop",
-            pack=True,
-            shuffle=True,
-            repeat=True,
-            skip_bad=False,
-        )
+    c.init.hf_path = ckpt
+    c.data.update(
+        source="prm800k",
+        path="/path/to/prm800k/phase2_train.jsonl",
+        marker="\n\n",
+        neutral="positive",
+        after_first_error="drop",
+        pack=True,
+        eval_frac=0.05,
     )
-    c.loss = ml_collections.ConfigDict(dict(logprob_chunk=1024))
-    c.optim = ml_collections.ConfigDict(
-        dict(
-            lr=1e-6,
-            warmup=50,
-            decay="cosine",
-            final_frac=0.1,
-            clip=1.0,
-            weight_decay=0.0,
-            b1=0.9,
-            b2=0.95,
-            accum_steps=1,
-            head_only_steps=0,
-        )
+    c.data.tokenizer = "char" if tiny else ckpt  # the checkpoint's own tokenizer
+    c.optim.update(lr=1e-6, warmup=50)
+    c.train.update(
+        steps=2000,
+        batch_size=64,
+        seq_len=4096,
+        max_steps=64,
+        ckpt_every=200,
+        eval_every=200,
+        eval_batches=8,
+        log_every=10,
     )
-    c.train = ml_collections.ConfigDict(
-        dict(
-            steps=2000,
-            batch_size=64,
-            seq_len=4096,
-            max_steps=64,
-            seed=0,
-            ckpt_every=200,
-            keep_ckpts=3,
-            eval_every=200,
-            eval_batches=8,
-            log_every=10,
-        )
-    )
-    c.mesh = ml_collections.ConfigDict(dict(shape=MESHES.get(arg, dict(data=-1)), rules=None))
+    c.mesh.shape = MESHES.get(arg, dict(data=-1, fsdp=1, tensor=1))
     if arg == "h100x8":
         c.model.attention_impl = "cudnn"
         c.optim.accum_steps = 4  # 16 sequences of 4096 per micro-step over 8 GPUs
     if tiny:
-        c.model = ml_collections.ConfigDict(dict(preset="tiny", vocab_size=None, max_seq_len=512))
-        c.data.path = str(FIXTURES / "prm800k_raw.jsonl")
-        c.data.marker = "<step>"
+        c.model = base.model_section()
+        c.model.update(preset="tiny", vocab_size="tokenizer", max_seq_len=512)
+        c.data.update(path=str(FIXTURES / "prm800k_raw.jsonl"), marker="<step>")
         c.train.update(
             steps=30, batch_size=4, seq_len=512, max_steps=24, ckpt_every=0, eval_every=30, eval_batches=1, log_every=1
         )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ml_collections
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SPLITS = ("gsm8k", "math", "olympiadbench", "omnimath")
 COMMAND = "evaluate processbench"
 RESULT_FILES = ("processbench.json",)

@@ -131,19 +131,56 @@ class Checkpointer:
         and the next older one restored; with `set_aside` (a run about to save those steps again) the
         skipped ones are then moved to WORKDIR/ckpt_corrupt. CorruptCheckpointError when none is left.
         """
+
+        def read(cand):
+            out = self.manager.restore(
+                cand,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardRestore(abstract_state),
+                    data=ocp.args.JsonRestore(),
+                    config=ocp.args.JsonRestore(),
+                ),
+            )
+            return out["state"], (out["state"], _decode_data_state(out["data"]), out["config"])
+
+        return self._first_valid(step, read, None, set_aside)
+
+    def restore_params(self, abstract_state: Any, step: int | None = None) -> Any:
+        """Returns the params of `step` (default: the newest valid one), reading no other array.
+
+        An Orbax partial restore of the `params` subtree of the saved TrainState: the optimizer's
+        moments and the implicit PRM's reference stay on disk, so inference needs the weights' memory
+        only. `abstract_state` is the run's abstract TrainState (its `params` carry the shardings).
+        """
+        item = {"params": abstract_state.params}
+        paths = jax.tree_util.tree_flatten_with_path(abstract_state)[0]
+        index = [i for i, (path, _) in enumerate(paths) if getattr(path[0], "name", None) == "params"]
+
+        def read(cand):
+            out = self.manager.restore(
+                cand,
+                args=ocp.args.Composite(
+                    state=ocp.args.PyTreeRestore(
+                        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
+                    )
+                ),
+            )
+            params = out["state"]["params"]
+            return params, params
+
+        return self._first_valid(step, read, index, False)
+
+    def _first_valid(self, step, read, index, set_aside):
+        """Returns the result of `read(step)` for the newest checkpoint whose arrays are finite and match
+        their fingerprint (`index`: the positions of the arrays read among the saved state's)."""
         errors, skipped = [], []
         for cand in self._candidates(step):
             try:
-                out = self.manager.restore(
-                    cand,
-                    args=ocp.args.Composite(
-                        state=ocp.args.StandardRestore(abstract_state),
-                        data=ocp.args.JsonRestore(),
-                        config=ocp.args.JsonRestore(),
-                    ),
-                )
-                sums, finite = fingerprint(out["state"])
+                arrays, result = read(cand)
+                sums, finite = fingerprint(arrays)
                 saved = self._saved_sums(cand)
+                if saved is not None and index is not None:
+                    saved = [saved[i] for i in index]
                 if not finite:
                     raise ValueError("the restored state holds NaN or inf")
                 if saved is not None and saved != sums:
@@ -165,7 +202,7 @@ class Checkpointer:
                 for bad_step in skipped:
                     self._set_aside(bad_step)
                 self.manager.reload()
-            return out["state"], _decode_data_state(out["data"]), out["config"]
+            return result
         raise CorruptCheckpointError(f"no valid checkpoint under {self.directory}: " + "; ".join(errors))
 
     def _saved_sums(self, step: int) -> list[int] | None:

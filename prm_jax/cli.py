@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from prm_jax.config import UnknownKeyError
+
 # name -> (module, one-line help)
 COMMANDS = {
     "info": ("prm_jax.commands.info", "versions, devices and backend"),
@@ -39,7 +41,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 
 # What a user's mistake raises (a missing file, bad data, a bad setting, a NaN checkpoint): one line
 # `error: ...` and exit 2; `--debug` re-raises for the traceback.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+USER_ERRORS = (ValueError, OSError, FloatingPointError, UnknownKeyError)
 
 
 def main(argv: list[str] | None = None) -> int:

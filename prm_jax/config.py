@@ -7,10 +7,18 @@ An experiment file is a Python module with `get_config(arg) -> ml_collections.Co
 from __future__ import annotations
 
 import ast
+import copy
 import importlib.util
 import json
 import os
 from typing import Any, Sequence
+
+
+class UnknownKeyError(KeyError):
+    """A config key (in a file, a dict or an override) that the base config does not have."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 def load_module(path: str):
@@ -25,18 +33,88 @@ def load_module(path: str):
 
 
 def load_config(spec: str):
-    """Returns the ConfigDict of `PATH[:ARG]` by calling the file's `get_config(ARG)`."""
+    """Returns the locked ConfigDict of `PATH[:ARG]` (the file's `get_config(ARG)`); a training config
+    (no top-level `stage` key) is first completed from the base config."""
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise FileNotFoundError(f"config file {path!r} not found (from --config {spec!r})")
     module = load_module(path)
     if not hasattr(module, "get_config"):
         raise AttributeError(f"config file {path} has no get_config(arg)")
-    return module.get_config(arg) if arg else module.get_config(None)
+    config = module.get_config(arg) if arg else module.get_config(None)
+    if "stage" in config:  # a stage config (demo, labelling, search, evaluation) is its own base
+        config.lock()
+        return config
+    return complete(config, where=path)
 
 
-# Sections passed through to other code (ModelConfig fields, the data module's keys): new keys allowed.
-OPEN_SECTIONS = ("model", "data")
+def base_config():
+    """Returns the base training config (`prm_jax/configs/base.py`), unlocked."""
+    from prm_jax.configs import base
+
+    return base.get_config()
+
+
+def _missing_and_unknown(node, ref, prefix: str):
+    """Adds `ref`'s keys missing from `node` (copies); raises KeyError for a key of `node` not in `ref`."""
+    import ml_collections
+
+    for k in list(node.keys()):
+        if k not in ref:
+            raise UnknownKeyError(_unknown(prefix + k, ref))
+    for k in ref.keys():
+        sub = ref[k]
+        if k not in node:
+            with node.unlocked():
+                node[k] = copy.deepcopy(sub)
+        elif isinstance(sub, ml_collections.ConfigDict) and isinstance(node[k], ml_collections.ConfigDict):
+            _missing_and_unknown(node[k], sub, f"{prefix}{k}.")
+
+
+def _unknown(dotted: str, ref, dashes: str = "") -> str:
+    """Returns 'config.a.b is not an a setting (did you mean config.a.c?)' for a key not in `ref`."""
+    import difflib
+
+    *head, last = dotted.split(".")
+    section = ".".join(head) or "top-level"
+    near = difflib.get_close_matches(last, list(ref.keys()), n=1)
+    hint = (
+        f" (did you mean {dashes}config.{'.'.join(head + [near[0]])}?)" if near else f"; known: {', '.join(ref.keys())}"
+    )
+    article = "an" if section[0] in "aeiou" else "a"
+    return f"config.{dotted} is not {article} {section} setting{hint}"
+
+
+def complete(config, where: str = "the config"):
+    """Returns a locked copy of `config` (ConfigDict or dict) with every base key it lacks added from the
+    base config; a key the base does not have is a KeyError naming the nearest one."""
+    import ml_collections
+
+    out = copy.deepcopy(config) if isinstance(config, ml_collections.ConfigDict) else ml_collections.ConfigDict(config)
+    try:
+        _missing_and_unknown(out, base_config(), "")
+    except UnknownKeyError as e:
+        raise UnknownKeyError(f"{where}: {e.args[0]}") from None
+    out.lock()
+    return out
+
+
+def complete_section(name: str, section=None):
+    """Returns the base config's section `name` updated with `section` (a dict, ConfigDict or None), locked;
+    an unknown key is a KeyError naming the nearest one (`data.arith` is checked too)."""
+    import ml_collections
+
+    ref = base_config()[name]
+    if section is None:
+        section = {}
+    out = (
+        copy.deepcopy(section)
+        if isinstance(section, ml_collections.ConfigDict)
+        else ml_collections.ConfigDict(dict(section))
+    )
+    _missing_and_unknown(out, ref, f"{name}.")
+    out.lock()
+    return out
 
 
 def _parse_value(text: str, old: Any) -> Any:
@@ -61,10 +139,8 @@ def _parse_value(text: str, old: Any) -> Any:
 def apply_overrides(config, overrides: Sequence[str]):
     """Returns `config` with `--config.a.b=value` (or `config.a.b=value`) overrides applied in place.
 
-    Values are Python literals (`3`, `1e-4`, `'x'`, `(1, 2)`, `None`) or bare strings. Unknown keys are
-    an error naming the key, so a typo never trains silently with the default, except under
-    `model` and `data`, whose keys are ModelConfig fields / data-module settings (`train.setup`
-    rejects a key that is not a ModelConfig field).
+    Values are Python literals (`3`, `1e-4`, `'x'`, `(1, 2)`, `None`) or bare strings. A key the
+    config does not have is a KeyError naming the nearest one, so a typo never trains with a default.
     """
     for item in overrides:
         text = item[2:] if item.startswith("--") else item
@@ -73,21 +149,15 @@ def apply_overrides(config, overrides: Sequence[str]):
         key, _, raw = text[len("config.") :].partition("=")
         parts = key.split(".")
         node = config
-        for i, part in enumerate(parts[:-1]):
+        for i, part in enumerate(parts):
+            if not hasattr(node, "keys"):
+                raise UnknownKeyError(f"override {item!r}: config.{'.'.join(parts[:i])} is a value, not a section")
             if part not in node:
-                raise KeyError(
-                    f"override {item!r}: config has no key {'.'.join(parts[: i + 1])!r}"
-                    f"{_nearest(part, node, parts[:i])}"
-                )
-            node = node[part]
+                raise UnknownKeyError(f"override {item!r}: {_unknown('.'.join(parts[: i + 1]), node, '--')}")
+            if i < len(parts) - 1:
+                node = node[part]
         last = parts[-1]
-        if last not in node and parts[0] not in OPEN_SECTIONS:
-            raise KeyError(f"override {item!r}: config has no key {key!r}{_nearest(last, node, parts[:-1])}")
-        if parts[0] == "data" and last not in node:
-            from prm_jax.data.pipeline import check_data_keys
-
-            check_data_keys({".".join(parts[1:2]): None} if len(parts) == 2 else {"arith": {parts[-1]: None}})
-        old = node[last] if last in node else None
+        old = node[last]
         value = _parse_value(raw, old)
         try:
             node[last] = value
@@ -96,14 +166,6 @@ def apply_overrides(config, overrides: Sequence[str]):
                 f"override {item!r}: {value!r} does not fit the type of the current value {old!r} ({e})"
             ) from None
     return config
-
-
-def _nearest(name: str, node, prefix) -> str:
-    import difflib
-
-    keys = list(node.keys()) if hasattr(node, "keys") else []
-    near = difflib.get_close_matches(name, keys, n=1)
-    return f" (did you mean --config.{'.'.join(list(prefix) + [near[0]])}?)" if near else ""
 
 
 def config_diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
@@ -147,7 +209,8 @@ def from_json(text_or_dict):
 
 
 def get(config, dotted: str, default: Any = None) -> Any:
-    """Returns config[a][b]... for 'a.b...', or `default` where a key is missing or None."""
+    """Returns config[a][b]... for 'a.b...', or `default` where a key is missing or None (for tools
+    that read dotted keys, e.g. sweep tables; the library reads `config.a.b` directly)."""
     node = config
     for part in dotted.split("."):
         try:

@@ -336,3 +336,22 @@ def grade_answer(pred, gold, kind: str, timeout_s: int = 5) -> bool:
     except Exception as e:  # math_verify raises TimeoutError and sympy errors on odd input
         log.warning("grading %r against %r failed (%s: %s); counted as wrong", pred, gold, type(e).__name__, e)
         return False
+
+
+def step_validation(verifiers: dict, rows: Sequence[dict]) -> dict:
+    """Returns per-verifier step AUROC (and Brier score) on labelled step-wise rows (labels/val.jsonl).
+
+    'auroc_exact': against exact step correctness (`meta.step_correct`); 'auroc_mc': against the hard
+    MC label (the training target's own kind); 'brier_mc': mean squared error to the soft MC label
+    (score verifiers, whose values are probabilities).
+    """
+    exact = np.concatenate([np.asarray(r["meta"]["step_correct"], float) for r in rows])
+    hard = np.concatenate([np.asarray(r["hard_labels"], float) for r in rows])
+    soft = np.concatenate([np.asarray(r["labels"], float) for r in rows])
+    out = {"solutions": len(rows), "steps": int(exact.size)}
+    for name, v in verifiers.items():
+        vals = np.concatenate(v.score_all([r["prompt"] for r in rows], [r["completions"] for r in rows])["values"])
+        out[name] = {"auroc_exact": step_auroc(vals, exact), "auroc_mc": step_auroc(vals, hard)}
+        if v.kind == "score":
+            out[name]["brier_mc"] = float(np.mean((vals - soft) ** 2))
+    return out

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prm_jax import objectives, train
-from prm_jax.config import get
+from prm_jax.config import complete
 
 GIB = 1024**3
 
@@ -52,9 +52,12 @@ def abstract_batch(objective: str, batch_size: int, seq_len: int, max_steps: int
 def fit_check(config, *, hbm_gb=(16.0, 80.0), vocab_size: int | None = None) -> dict:
     """Returns per-device memory (bytes), FLOPs and a fits verdict per HBM size for `config`'s step."""
     t0 = time.perf_counter()
+    config = complete(config)
     s = train.setup(config, vocab_size=vocab_size)
-    t = config.train
-    batch = abstract_batch(config.objective, int(t.batch_size), int(t.seq_len), int(t.max_steps))
+    train_cfg = config.train
+    batch = abstract_batch(
+        config.objective, int(train_cfg.batch_size), int(train_cfg.seq_len), int(train_cfg.max_steps)
+    )
     shard = train.batch_shardings_of(s, batch)
     batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=shard[k]) for k, v in batch.items()}
     step = train.make_train_step(s, batch)
@@ -75,13 +78,13 @@ def fit_check(config, *, hbm_gb=(16.0, 80.0), vocab_size: int | None = None) -> 
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(s.abstract_state.params))
     result = {
         "objective": config.objective,
-        "model": get(config, "model.hf_path") or get(config, "model.preset", "?"),
+        "model": config.model.hf_path or config.model.preset,
         "params": n_params,
         "devices": jax.device_count(),
         "mesh": dict(s.mesh.shape),
-        "batch_size": int(t.batch_size),
-        "seq_len": int(t.seq_len),
-        "accum_steps": int(get(config, "optim.accum_steps", 1)),
+        "batch_size": int(train_cfg.batch_size),
+        "seq_len": int(train_cfg.seq_len),
+        "accum_steps": int(config.optim.accum_steps),
         "remat": s.model_cfg.remat,
         "dtype": s.model_cfg.dtype,
         "argument_bytes": arg,
@@ -95,7 +98,9 @@ def fit_check(config, *, hbm_gb=(16.0, 80.0), vocab_size: int | None = None) -> 
         "compile_s": t2 - t1,
     }
     result["flops_per_step"] = result["flops_per_device"] * result["devices"]
-    result["model_flops_per_step"] = model_flops(s.model_cfg, config.objective, int(t.batch_size), int(t.seq_len))
+    result["model_flops_per_step"] = model_flops(
+        s.model_cfg, config.objective, int(train_cfg.batch_size), int(train_cfg.seq_len)
+    )
     result["fits"] = {f"{g:g}GB": total <= g * 1e9 for g in hbm_gb}
     return result
 

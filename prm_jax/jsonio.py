@@ -55,3 +55,13 @@ def dump(obj: Any, path: str, indent: int | None = 1) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         f.write(dumps(obj, indent=indent))
+
+
+def load(path) -> Any:
+    """Returns the JSON value in `path`; malformed JSON raises ValueError naming the file and line."""
+    with open(path, encoding="utf-8-sig") as f:
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}:{e.lineno}: malformed JSON: {e.msg} (column {e.colno})") from None

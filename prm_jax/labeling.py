@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from typing import Callable, Sequence
 
 import jax
@@ -261,6 +262,83 @@ def label_solutions(
             )
         )
     return out, stats
+
+
+def label_and_split(
+    policy,
+    problems: Sequence[str],
+    rng,
+    *,
+    samples: int,
+    k: int,
+    prover: str,
+    val_frac: float,
+    omega_solutions: int,
+    solution_tokens: int,
+    max_new_tokens: int,
+    grade: Callable,
+    answer_fn: Callable,
+    step_truth: Callable,
+    first_error: Callable,
+) -> tuple[list[Labelled], list[Labelled], dict]:
+    """Returns (train, val, stats): `samples` policy solutions per problem, MC-labelled, split by problem.
+
+    Solutions get `solution_tokens` new tokens at most, rollouts `max_new_tokens`.
+    Labels: Math-Shepherd MC values (K rollouts per step prefix), the prover's Q and V0 (`prover`),
+    exact step correctness `step_truth(problem, steps)` in meta. OmegaPRM's binary search runs on the
+    first `omega_solutions` solutions as a cost comparison (its rollouts against full MC's, and how
+    often each finds the exact `first_error(problem, steps)`). The last `val_frac` of the problems
+    (and all their solutions) form the validation split, so no problem is on both sides.
+    """
+    from prm_jax import search
+
+    sols = search.sample_solutions(
+        policy, problems, samples, jax.random.fold_in(rng, 0), max_new_tokens=solution_tokens
+    )
+    items = [
+        (p, x.steps, bool(x.complete and grade(p, x.steps))) for p, xs in zip(problems, sols) for x in xs if x.steps
+    ]
+    t0 = time.perf_counter()
+    labelled, stats = label_solutions(
+        policy,
+        grade,
+        items,
+        jax.random.fold_in(rng, 1),
+        k=k,
+        prover=prover,
+        max_new_tokens=max_new_tokens,
+        step_truth=step_truth,
+        answer_fn=answer_fn,
+    )
+    stats["label_seconds"] = time.perf_counter() - t0
+    sub = items[:omega_solutions]
+    fe, used = omega_first_errors(policy, grade, sub, k, jax.random.fold_in(rng, 2), max_new_tokens=max_new_tokens)
+    exact_fe = np.asarray([first_error(p, st) for p, st, _ in sub])
+    wrong = exact_fe >= 0
+    mc_fe = np.asarray([next((i for i, v in enumerate(x.hard) if v == 0), -1) for x in labelled[: len(sub)]])
+    stats.update(
+        {
+            "omega_solutions": len(sub),
+            "omega_rollouts": int(used),
+            "full_mc_rollouts_same_solutions": int(sum(max(len(st) - 1, 0) for _, st, _ in sub) * k),
+            "omega_first_error_exact_match": float(np.mean(fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
+            "mc_hard_first_error_exact_match": float(np.mean(mc_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
+            "policy_accuracy_on_label_problems": float(np.mean([c for _, _, c in items])),
+            "solutions_with_error_in_omega_subset": int(wrong.sum()),
+            "sampler_tokens_per_s": policy.sampler.tokens_per_second,
+        }
+    )
+    n_val = max(1, int(round(val_frac * len(problems))))
+    val_problems = set(problems[len(problems) - n_val :])
+    train = [x for x in labelled if x.problem not in val_problems]
+    val = [x for x in labelled if x.problem in val_problems]
+    if not train or not val:
+        raise ValueError(
+            f"labels: {len(train)} training / {len(val)} validation solutions; need both "
+            f"({len(problems)} problems, val_frac={val_frac})"
+        )
+    stats.update({"train_solutions": len(train), "val_solutions": len(val), "val_problems": n_val})
+    return train, val, stats
 
 
 def write_jsonl(path, labelled: Sequence[Labelled]) -> None:

@@ -11,6 +11,7 @@ call (an XLA compile), since Python runs signal handlers between bytecodes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ import numpy as np
 
 from prm_jax import sharding, train
 from prm_jax.checkpoint import Checkpointer
-from prm_jax.config import from_json, get, to_dict
+from prm_jax.config import complete, from_json, to_dict
 from prm_jax.metrics import MetricsWriter, truncate_metrics
 
 
@@ -54,19 +55,19 @@ def default_iterator(config, *, tokenizer, batch_size, process_index, process_co
     make = getattr(data, "make_train_iterator", None)
     if make is None:
         from prm_jax.data.pipeline import make_train_iterator as make
-    t = config.train
+    train_cfg = config.train
     it = make(
         config.data,
         tokenizer,
         batch_size=batch_size,
-        seq_len=int(t.seq_len),
-        max_steps=int(t.max_steps),
-        seed=int(t.seed),
+        seq_len=int(train_cfg.seq_len),
+        max_steps=int(train_cfg.max_steps),
+        seed=int(train_cfg.seed),
         process_index=process_index,
         process_count=process_count,
         role=role,
     )
-    return OracleQ(it) if get(config, "data.oracle_q", False) else it
+    return OracleQ(it) if config.data.oracle_q else it
 
 
 class OracleQ:
@@ -99,31 +100,31 @@ class OracleQ:
 def _init_params(s: train.Setup, config):
     """Returns (params, ref_params) from config.init (HF folder or previous workdir), None for random."""
     params = ref = None
-    hf_path = get(config, "init.hf_path") or get(config, "model.hf_path")
+    hf_path = config.init.hf_path or config.model.hf_path
     if hf_path:
         from prm_jax import hf
 
         params = hf.load_checkpoint(hf_path, shardings=s.state_shardings.params)[1]
-    if get(config, "init.workdir"):
-        params = load_params_into(get(config, "init.workdir"), s)
+    if config.init.workdir:
+        params = load_params_into(config.init.workdir, s)
     if s.state_shardings.ref_params is not None:
-        if get(config, "init.ref_hf_path"):
+        if config.init.ref_hf_path:
             from prm_jax import hf
 
-            ref = hf.load_checkpoint(get(config, "init.ref_hf_path"), shardings=s.state_shardings.params)[1]
-        elif get(config, "init.ref_workdir"):
-            ref = load_params_into(get(config, "init.ref_workdir"), s)
+            ref = hf.load_checkpoint(config.init.ref_hf_path, shardings=s.state_shardings.params)[1]
+        elif config.init.ref_workdir:
+            ref = load_params_into(config.init.ref_workdir, s)
     return params, ref
 
 
 def load_params_into(workdir: str, s: train.Setup):
-    """Returns the params of `workdir`'s latest checkpoint restored into `s`'s param shardings."""
+    """Returns the params of `workdir`'s latest checkpoint restored into `s`'s param shardings (the
+    optimizer state is not read)."""
     ck = Checkpointer(workdir, async_save=False)
     try:
-        saved = from_json(ck.restore_config())
+        saved = complete(from_json(ck.restore_config()), where=f"{workdir}'s saved config")
         src = train.setup(saved, model_cfg=s.model_cfg, mesh=s.mesh)
-        state, _, _ = ck.restore(src.abstract_state)
-        return state.params
+        return ck.restore_params(src.abstract_state)
     finally:
         ck.close()
 
@@ -262,15 +263,12 @@ def _report_data(it) -> None:
 
 
 def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change) -> dict:
-    t = config.train
+    config = complete(config)
+    train_cfg = config.train
     pidx, pcount = jax.process_index(), jax.process_count()
-    if "data" in config and make_iterator is None:  # a custom iterator reads its own settings
-        from prm_jax.data.pipeline import check_data_keys
-
-        check_data_keys(config.data)
-    if int(t.batch_size) % pcount:
-        raise ValueError(f"train.batch_size={t.batch_size} does not divide by {pcount} processes")
-    local_bs = int(t.batch_size) // pcount
+    if int(train_cfg.batch_size) % pcount:
+        raise ValueError(f"train.batch_size={train_cfg.batch_size} does not divide by {pcount} processes")
+    local_bs = int(train_cfg.batch_size) // pcount
     os.makedirs(workdir, exist_ok=True)
     tokenizer = None
     if make_iterator is None:
@@ -279,29 +277,31 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
     from prm_jax import model as model_lib
     from prm_jax import objectives
 
-    why = objectives.packing_error(config.objective, dict(config.loss)) if get(config, "data.pack", False) else None
+    why = objectives.packing_error(config.objective, config.loss) if config.data.pack else None
     if why:
         raise ValueError(f"data.pack=True is not supported here: {why}; set --config.data.pack=False")
     vocab = getattr(tokenizer, "vocab_size", None)
     s = train.setup(config, mesh=mesh, vocab_size=vocab)
     token_source = f"tokenizer {getattr(tokenizer, 'name', type(tokenizer).__name__)!r}" if tokenizer else "the data"
     config_dict = to_dict(config)
-    config_dict["model"]["vocab_size"] = s.model_cfg.vocab_size  # resolved from the tokenizer
+    # The saved config names the model's every field as resolved (preset, HF config, tokenizer's vocab).
+    config_dict["model"].update(to_dict(dataclasses.asdict(s.model_cfg)))
     it = make_iterator(config, tokenizer=tokenizer, batch_size=local_bs, process_index=pidx, process_count=pcount)
     source = getattr(getattr(it, "it", it), "source", None)
     if source is not None:
         from prm_jax.data.pipeline import check_targets
 
         field = objectives.RECORD_TARGETS[config.objective]
-        if field == "q_values" and get(config, "data.oracle_q", False):
+        if field == "q_values" and config.data.oracle_q:
             field = "step_labels"  # OracleQ builds the PAV targets from step labels
         check_targets(source, field, config.objective)
 
-    ckpt_every = int(get(config, "train.ckpt_every", 0) or 0)
-    ck = Checkpointer(workdir, max_to_keep=int(get(config, "train.keep_ckpts", 3))) if ckpt_every > 0 else None
+    ckpt_every = int(train_cfg.ckpt_every or 0)
+    ck = Checkpointer(workdir, max_to_keep=int(train_cfg.keep_ckpts)) if ckpt_every > 0 else None
     start = 0
     if ck is not None and ck.latest_step() is not None:
-        check_resume(ck.restore_config(), config_dict, workdir, allow_config_change)
+        saved = to_dict(complete(from_json(ck.restore_config()), where=f"{workdir}'s saved config"))
+        check_resume(saved, config_dict, workdir, allow_config_change)
         state, data_state, _ = ck.restore(s.abstract_state, set_aside=True)
         it.set_state(data_state)
         start = int(jax.device_get(state.step))
@@ -309,18 +309,18 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
         params, ref = _init_params(s, config)
         state = train.init_state(s, params=params, ref_params=ref)
 
-    total = int(t.steps)
+    total = int(train_cfg.steps)
     if pidx == 0:
         truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start)  # rows past the restored step replay
     writer = MetricsWriter(workdir, enabled=pidx == 0)
-    eval_every = int(get(config, "train.eval_every", 0) or 0)
+    eval_every = int(train_cfg.eval_every or 0)
     if eval_every:
         from prm_jax.data.pipeline import split_description
 
         final_split = split_description(config.data)
         if pidx == 0:
             print(f"[train] evaluation every {eval_every} steps on: {final_split}", file=sys.stderr)
-    log_every = max(1, int(get(config, "train.log_every", 1)))
+    log_every = max(1, int(train_cfg.log_every))
     bar = None
     if progress and pidx == 0:
         from tqdm.auto import tqdm
@@ -398,7 +398,7 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
                     model_lib.check_token_ids(s.model_cfg, local[key], source=token_source)
             if step_fn is None:
                 example = {
-                    k: jax.ShapeDtypeStruct((int(t.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
+                    k: jax.ShapeDtypeStruct((int(train_cfg.batch_size),) + np.shape(v)[1:], np.asarray(v).dtype)
                     for k, v in local.items()
                 }
                 batch_sh = train.batch_shardings_of(s, example)
@@ -455,23 +455,23 @@ def evaluate(s: train.Setup, state, eval_fn, config, make_iterator, tokenizer, l
         role="eval",
     )
     outs = []
-    for _ in range(int(get(config, "train.eval_batches", 4))):
+    for _ in range(int(config.train.eval_batches)):
         outs.append(jax.device_get(eval_fn(state, sharding.shard_batch(next(it), batch_sh))))
     return train.eval_summary(outs)
 
 
 def load_trained(workdir: str, *, mesh=None, step: int | None = None):
-    """Returns (model_cfg, params, config) of `workdir`'s latest (or given) checkpoint.
+    """Returns (model_cfg, params, config) of `workdir`'s latest (or given) checkpoint, for inference.
 
-    Params come back sharded over `mesh` (default: all devices on the data axis, i.e. replicated).
+    Only the parameters are read (an Orbax partial restore: no optimizer moments, no reference
+    copy). Params come back sharded over `mesh` (default: all devices on the data axis, i.e. replicated).
     """
     ck = Checkpointer(workdir, async_save=False)
     try:
-        config = from_json(ck.restore_config(step))
-        vocab = get(config, "model.vocab_size")
+        config = complete(from_json(ck.restore_config(step)), where=f"{workdir}'s saved config")
+        vocab = config.model.vocab_size
         s = train.setup(config, mesh=mesh, vocab_size=vocab if isinstance(vocab, int) else None)
-        state, _, _ = ck.restore(s.abstract_state, step)
-        return s.model_cfg, state.params, config
+        return s.model_cfg, ck.restore_params(s.abstract_state, step), config
     finally:
         ck.close()
 

@@ -21,6 +21,7 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
+from prm_jax.config import complete_section
 from prm_jax import losses, scoring
 
 OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft")
@@ -81,7 +82,7 @@ def packing_error(objective: str, loss_cfg: Mapping[str, Any] | None = None) -> 
     """
     if objective in ("orm", "implicit_ce", "implicit_dpo"):
         return f"objective {objective!r} needs one outcome per example; a packed row has one per row"
-    if objective == "pav" and dict(loss_cfg or {}).get("pav_mode", "bce") == "mse_adv":
+    if objective == "pav" and complete_section("loss", loss_cfg).pav_mode == "mse_adv":
         return "pav_loss mode 'mse_adv' needs one v0 per example; a packed row has one per row"
     return None
 
@@ -111,12 +112,12 @@ def check_batch(objective: str, batch: Mapping[str, Any]) -> None:
 def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None = None) -> Callable:
     """Returns loss_fn(params, ref_params, batch) -> (loss, aux) for one objective.
 
-    loss_cfg keys: beta (implicit, default 0.05), pav_mode ('bce' | 'mse_adv'), logprob_chunk (1024).
+    loss_cfg: the `loss` section (or part of it; the rest comes from the base config).
     """
-    loss_cfg = dict(loss_cfg or {})
-    beta = float(loss_cfg.get("beta", 0.05))
-    chunk = int(loss_cfg.get("logprob_chunk", 1024))
-    pav_mode = loss_cfg.get("pav_mode", "bce")
+    loss_cfg = complete_section("loss", loss_cfg)
+    beta = float(loss_cfg.beta)
+    chunk = int(loss_cfg.logprob_chunk)
+    pav_mode = loss_cfg.pav_mode
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown objective {objective!r}; choose one of {OBJECTIVES}")
 

@@ -13,15 +13,18 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from prm_jax.config import complete_section
+
 HEAD_KEYS = ("score_head",)
 
 
 def schedule(optim_cfg: Mapping[str, Any], total_steps: int) -> optax.Schedule:
     """Returns the learning-rate schedule: 0 -> lr over `warmup` steps, then cosine to lr * final_frac."""
-    lr = float(optim_cfg.get("lr", 1e-4))
-    warmup = int(optim_cfg.get("warmup", 0))
-    decay = optim_cfg.get("decay", "cosine")
-    final = lr * float(optim_cfg.get("final_frac", 0.1))
+    optim_cfg = complete_section("optim", optim_cfg)
+    lr = float(optim_cfg.lr)
+    warmup = int(optim_cfg.warmup)
+    decay = optim_cfg.decay
+    final = lr * float(optim_cfg.final_frac)
     total = max(int(total_steps), warmup + 1)
     if decay == "cosine":
         return optax.warmup_cosine_decay_schedule(0.0, lr, max(warmup, 0), total, final)
@@ -45,18 +48,19 @@ def make_optimizer(
     optim_cfg: Mapping[str, Any], total_steps: int
 ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (tx, lr_schedule): clip_by_global_norm(clip) then AdamW(schedule, weight_decay)."""
+    optim_cfg = complete_section("optim", optim_cfg)
     sched = schedule(optim_cfg, total_steps)
     parts = []
-    clip = optim_cfg.get("clip", 1.0)
+    clip = optim_cfg.clip
     if clip:
         parts.append(optax.clip_by_global_norm(float(clip)))
     parts.append(
         optax.adamw(
             sched,
-            b1=float(optim_cfg.get("b1", 0.9)),
-            b2=float(optim_cfg.get("b2", 0.95)),
-            eps=float(optim_cfg.get("eps", 1e-8)),
-            weight_decay=float(optim_cfg.get("weight_decay", 0.0)),
+            b1=float(optim_cfg.b1),
+            b2=float(optim_cfg.b2),
+            eps=float(optim_cfg.eps),
+            weight_decay=float(optim_cfg.weight_decay),
             mask=_decay_mask,
         )
     )

@@ -358,3 +358,54 @@ class Policy:
             steps, ended = self.decode(out.row(i), bool(out.stopped_B[i]))
             conts.append(Continuation(steps, ended, int(out.lengths_B[i]), float(out.logprobs_BxN[i].sum())))
         return conts
+
+
+def load_policy(
+    workdir: str | None = None,
+    *,
+    hf_dir: str | None = None,
+    max_batch: int = 256,
+    marker: str | None = None,
+    answer_fn=None,
+    answer_kind: str = "math",
+) -> Policy:
+    """Returns the Policy of a training workdir (its parameters only) or of a local HF folder.
+
+    The tokenizer is the run's (`config.data.tokenizer`) or the folder's; the marker defaults to the
+    tokenizer's (`tokenizers.default_marker`) and must be one token, the sampler's step stop. The
+    answer parser defaults to the arithmetic task's for the char tokenizer, else
+    `evaluate.extract_answer(steps joined by blank lines, answer_kind)`.
+    """
+    from prm_jax.data import arith
+    from prm_jax.data.tokenizers import HFTokenizer, default_marker, make_tokenizer
+
+    if workdir:
+        from prm_jax import loop
+
+        cfg, params, config = loop.load_trained(workdir)
+        tok = make_tokenizer(config.data)
+    elif hf_dir:
+        from prm_jax import hf
+
+        cfg, params = hf.load_checkpoint(hf_dir)
+        tok = HFTokenizer(hf_dir)
+    else:
+        raise ValueError("load_policy: give a training workdir or an HF folder (hf_dir)")
+    if answer_fn is None:
+        if isinstance(tok, arith.CharTokenizer):
+            answer_fn = arith.final_answer
+        else:
+            from prm_jax import evaluate
+
+            answer_fn = lambda steps: evaluate.extract_answer("\n\n".join(steps), answer_kind)  # noqa: E731
+    marker = marker or default_marker(tok)
+    step_ids = tok.marker_ids(marker)
+    smp = Sampler(
+        cfg,
+        params,
+        pad_id=tok.pad_id,
+        eos_id=tok.eos_id,
+        step_id=step_ids[0] if len(step_ids) == 1 else None,
+        max_batch=max_batch,
+    )
+    return Policy(smp, tok, marker=marker, answer_fn=answer_fn)

@@ -298,3 +298,153 @@ def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
         return score, toks + ptoks
 
     return rank
+
+
+# Aggregations per verifier kind: probabilities (score heads) take PURE's min-form too; an implicit
+# PRM's signed step rewards r_t take min / mean, and `last` reads its q_T.
+AGGS = {"score": ("min", "last", "prod", "mean", "pure"), "implicit": ("min", "last", "mean")}
+VOTE_AGGS = ("min", "last", "prod", "mean")  # aggregations whose score is a probability (or is mapped to one)
+
+
+def _same(answer, gold) -> bool:
+    return answer is not None and answer == gold
+
+
+def evaluate_methods(
+    policy,
+    verifiers: dict,
+    problems: Sequence[str],
+    gold: Sequence[Any],
+    rng,
+    *,
+    n: int,
+    beams: dict | None = None,
+    beam_width: int = 4,
+    alpha: float = 0.5,
+    max_new_tokens: int = 128,
+    beam_max_steps: int = 6,
+    step_tokens: int = 48,
+    n_boot: int = 200,
+    seed: int = 0,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    grade: Callable = _same,
+    step_truth: Callable | None = None,
+) -> dict:
+    """Returns the comparison of search methods on `problems`: accuracy-vs-N curves with bootstrap CIs,
+    step AUROC, token counts and timings (a JSON-able dict).
+
+    On the same n samples per problem: majority vote, and per verifier ({name: Verifier}) best-of-N
+    for each aggregation of AGGS[kind] by argmax and (for VOTE_AGGS) weighted vote, each curve from
+    `evaluate.best_of_n_curve` at N = 1, 2, 4, ..., n. Then each beam search of `beams`,
+    {label: {"rank": name, "advantage": name or None, "answer": name}}: beams ranked by the `rank`
+    verifier's last step score, or by Q(rank) + alpha * A(advantage) (PAV beam search), the final
+    answer by the `answer` verifier; its CI through the same bootstrap. Sampling at `temperature`, `top_p`. `grade(answer, gold)` decides
+    correctness; `step_truth(problem, steps)` (exact per-step correctness) adds step AUROC and one
+    solution with an error and its step scores (`example`).
+    """
+    import time
+
+    from prm_jax import evaluate
+
+    t0 = time.perf_counter()
+    sols = sample_solutions(
+        policy,
+        problems,
+        n,
+        jax.random.fold_in(rng, 0),
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+    )
+    sample_s = time.perf_counter() - t0
+    flat = [(i, x) for i, xs in enumerate(sols) for x in xs]
+    correct = np.asarray([[grade(x.answer, gold[i]) for x in xs] for i, xs in enumerate(sols)])
+    answers = [[x.answer for x in xs] for xs in sols]
+    gen_tokens = np.asarray([[x.gen_tokens for x in xs] for xs in sols])
+    ok = [(i, x) for i, x in flat if x.steps]
+    res = {
+        "n": n,
+        "problems": len(problems),
+        "sample_seconds": sample_s,
+        "mean_gen_tokens_per_solution": float(gen_tokens.mean()),
+        "policy_accuracy": float(correct.mean()),
+        "curves": {},
+        "auroc": {},
+        "tokens": {},
+    }
+    truth = [step_truth(problems[i], x.steps) for i, x in ok] if step_truth else None
+    scores: dict = {}
+    for name, v in verifiers.items():
+        before = v.tokens_scored
+        out = v.score_all([problems[i] for i, _ in ok], [x.steps for _, x in ok])
+        res["tokens"][f"verifier_{name}_per_problem"] = (v.tokens_scored - before) / len(problems)
+        if truth is not None:
+            res["auroc"][name] = evaluate.step_auroc(
+                np.concatenate(out["values"]), np.concatenate([np.asarray(t, float) for t in truth])
+            )
+        rew = {id(x): r for (_, x), r in zip(ok, out["rewards"])}
+        val = {id(x): q for (_, x), q in zip(ok, out["values"])}
+        scores[name] = (
+            [[rew.get(id(x), np.zeros(0)) for x in xs] for xs in sols],
+            [[val.get(id(x), np.zeros(0)) for x in xs] for xs in sols],
+        )
+    ns = [2**i for i in range(int(np.log2(n)) + 1)]
+
+    def curve(label, sc, method, correct_PxM=correct, answers_PxM=answers, at=ns):
+        c = evaluate.best_of_n_curve(sc, correct_PxM, answers_PxM, ns=at, method=method, n_boot=n_boot, seed=seed)
+        res["curves"][label] = {"ns": list(at), "acc": c.acc.tolist(), "lo": c.lo.tolist(), "hi": c.hi.tolist()}
+
+    curve("majority", None, "majority")
+    for name, v in verifiers.items():
+        rews, vals = scores[name]
+        for agg in AGGS[v.kind]:
+            # A solution without steps has no answer, so it never wins whatever it scores.
+            sc = np.asarray([solution_scores(r, agg, empty_value=0.0, step_values=q) for r, q in zip(rews, vals)])
+            curve(f"{name}/{agg}/argmax", sc, "argmax")
+            if agg in VOTE_AGGS:  # weighted vote sums probabilities: an implicit PRM's through a sigmoid
+                curve(f"{name}/{agg}/weighted_vote", vote_weights(sc, v.kind == "implicit"), "weighted_vote")
+    res["tokens"]["best_of_n_gen_per_problem_at_N"] = {str(k): float(gen_tokens.mean() * k) for k in ns}
+    res["beam_terms"] = {}
+    for label, spec in (beams or {}).items():
+        q = verifiers[spec["rank"]]
+        rank = pav_ranker(q, verifiers[spec["advantage"]], alpha) if spec.get("advantage") else last_step_ranker(q)
+        res["beam_terms"][label] = {
+            "rank": f"{spec['rank']} + {alpha} * A({spec['advantage']})" if spec.get("advantage") else spec["rank"],
+            "answer": spec["answer"],
+        }
+        t0 = time.perf_counter()
+        out = beam_search(
+            policy,
+            problems,
+            jax.random.fold_in(rng, 7),
+            n_beams=n,
+            width=beam_width,
+            rank_fn=rank,
+            final_fn=last_step_ranker(verifiers[spec["answer"]]),
+            max_steps=beam_max_steps,
+            step_tokens=step_tokens,
+            finish_tokens=max_new_tokens,
+            temperature=temperature,
+            top_p=top_p,
+        )
+        hit = np.asarray([[grade(r.answer, g)] for r, g in zip(out, gold)])
+        curve(label, np.zeros(hit.shape), "argmax", hit, None, [1])
+        res["curves"][label]["ns"] = [n]  # one search with n beams
+        res["tokens"][f"{label}_gen_per_problem"] = float(np.mean([r.gen_tokens for r in out]))
+        res["tokens"][f"{label}_verifier_per_problem"] = float(np.mean([r.verifier_tokens for r in out]))
+        res[f"{label}_seconds"] = time.perf_counter() - t0
+    res["sampler_tokens_per_s"] = policy.sampler.tokens_per_second
+    if truth is not None and ok:
+        # One solution with an error (else the first) and every verifier's step scores on it.
+        j = next((j for j, t in enumerate(truth) if not all(t)), 0)
+        i, x = ok[j]
+        res["example"] = {
+            "problem": problems[i],
+            "steps": x.steps,
+            "truth": [bool(t) for t in truth[j]],
+            "scores": {
+                name: [float(s) for s in v.step_scores([problems[i]], [x.steps])[0]] for name, v in verifiers.items()
+            },
+        }
+    return res

@@ -10,7 +10,6 @@ which imports this module (never the other way round).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any, Callable, Mapping, NamedTuple
 
@@ -22,7 +21,10 @@ from flax import struct
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from prm_jax import objectives, optim, sharding
-from prm_jax.config import get
+from prm_jax.config import complete, complete_section
+
+# config.model.vocab_size value that takes the tokenizer's vocabulary size
+TOKENIZER_VOCAB = "tokenizer"
 
 
 @struct.dataclass
@@ -54,33 +56,27 @@ def model_config(config, vocab_size: int | None = None):
     """Returns the ModelConfig of `config.model`: an HF folder's config, or a preset + overrides.
 
     Keys of `config.model` other than `preset` / `hf_path` that are not None override preset fields;
-    `vocab_size` left None (or 'auto') takes the tokenizer's `vocab_size` argument. `init.hf_path`
-    only supplies weights (checked against this shape when loaded), so a fit check needs no files.
+    `vocab_size='tokenizer'` takes the tokenizer's `vocab_size` argument. `init.hf_path` only
+    supplies weights (checked against this shape when loaded), so a fit check needs no files.
     """
     from prm_jax import model
 
-    mc = config.model
-    hf_path = get(config, "model.hf_path")
-    if hf_path:
+    mc = complete_section("model", config.model)
+    if mc.hf_path:
         from prm_jax import hf
 
-        base = hf.load_config(hf_path)
-        fields = {}
+        base = hf.load_config(mc.hf_path)
     else:
-        base = model.ModelConfig.preset(mc.get("preset", "tiny"))
-        fields = {}
-    names = {f.name for f in dataclasses.fields(model.ModelConfig)}
-    for k, v in mc.items() if hasattr(mc, "items") else []:
-        if k in ("preset", "hf_path") or v is None or (k == "vocab_size" and v == "auto"):
+        base = model.ModelConfig.preset(mc.preset)
+    fields = {}
+    for k, v in mc.items():
+        if k in ("preset", "hf_path") or v is None or (k == "vocab_size" and v == TOKENIZER_VOCAB):
             continue
-        if k not in names:
-            raise ValueError(f"config.model.{k}: not a ModelConfig field (known: {sorted(names)})")
         fields[k] = tuple(v) if isinstance(v, list) else v
-    wants_tokenizer_vocab = "vocab_size" in mc and mc["vocab_size"] in (None, "auto")
-    if wants_tokenizer_vocab and not hf_path:
+    if mc.vocab_size == TOKENIZER_VOCAB and not mc.hf_path:
         if vocab_size is None:
             raise ValueError(
-                "config.model.vocab_size is None (= the tokenizer's), but no tokenizer vocab_size was given"
+                "config.model.vocab_size is 'tokenizer' (= the tokenizer's), but no tokenizer vocab_size was given"
             )
         fields["vocab_size"] = int(vocab_size)
     return base.replace(**fields)
@@ -88,7 +84,7 @@ def model_config(config, vocab_size: int | None = None):
 
 def compiler_options(config) -> dict | None:
     """Returns XLA compiler options from `train.compiler_options` (e.g. faster CPU compiles in tests)."""
-    opts = get(config, "train.compiler_options")
+    opts = config.train.compiler_options
     return dict(opts) if opts else None
 
 
@@ -100,16 +96,17 @@ def setup(config, *, model_cfg=None, mesh=None, vocab_size: int | None = None) -
     """Returns the Setup of `config` (nothing is allocated: shapes and shardings only)."""
     from prm_jax import model
 
+    config = complete(config)
     objective = config.objective
     if objective not in objectives.OBJECTIVES:
         raise ValueError(f"config.objective={objective!r}; choose one of {objectives.OBJECTIVES}")
     model_cfg = model_cfg or model_config(config, vocab_size)
     if objective in ("bce", "orm", "pav") and not model_cfg.score_head:
         raise ValueError(f"objective {objective!r} reads the score head, but model.score_head=False")
-    mesh = mesh or sharding.make_mesh(dict(get(config, "mesh.shape", {"data": -1})))
-    rules = sharding.normalize_rules(get(config, "mesh.rules"))
+    mesh = mesh or sharding.make_mesh(dict(config.mesh.shape))
+    rules = sharding.normalize_rules(config.mesh.rules)
     tx, sched = optim.make_optimizer(config.optim, int(config.train.steps))
-    loss_fn = objectives.make_loss_fn(objective, model_cfg, get(config, "loss", {}))
+    loss_fn = objectives.make_loss_fn(objective, model_cfg, config.loss)
     with_ref = objective in objectives.NEEDS_REF
 
     params_abs = model.abstract_params(model_cfg)
@@ -141,7 +138,7 @@ def init_state(s: Setup, seed: int | None = None, *, params: Any = None, ref_par
     """
     from prm_jax import model
 
-    seed = int(get(s.config, "train.seed", 0) if seed is None else seed)
+    seed = int(s.config.train.seed if seed is None else seed)
     with_ref = s.state_shardings.ref_params is not None
 
     def init(rng, params, ref_params):
@@ -189,9 +186,9 @@ def _float_metrics(metrics: Mapping[str, Any]) -> dict:
 
 def train_step_fn(s: Setup) -> Callable:
     """Returns the pure train_step(state, batch) -> (state, metrics) of a Setup (not jitted)."""
-    cfg = s.config
-    k = int(get(cfg, "optim.accum_steps", 1))
-    head_only = int(get(cfg, "optim.head_only_steps", 0))
+    config = s.config
+    k = int(config.optim.accum_steps)
+    head_only = int(config.optim.head_only_steps)
     head = optim.head_mask(s.abstract_state.params) if head_only else None
 
     def grads_of(params, ref_params, batch):

@@ -69,7 +69,7 @@ class Verifier:
         *,
         marker: str,
         ref_params=None,
-        beta: float = 0.05,
+        beta: float | None = None,
         output: str = "reward",
         max_batch: int = 64,
         max_len: int = 512,
@@ -84,11 +84,13 @@ class Verifier:
             raise ValueError("a 'score' verifier needs a model with a score head (score_head=True)")
         if kind == "implicit" and ref_params is None:
             raise ValueError("an implicit PRM needs ref_params (the reference policy)")
+        if kind == "implicit" and beta is None:
+            raise ValueError("an implicit PRM needs beta (its training run's config.loss.beta)")
         if output not in ("reward", "q"):
             raise ValueError(f"output must be 'reward' or 'q', got {output!r}")
         self.kind, self.cfg, self.params, self.ref_params = kind, model_cfg, params, ref_params
         self.tokenizer, self.marker, self.chat_template = tokenizer, marker, chat_template
-        self.beta, self.output, self.name = float(beta), output, name or kind
+        self.beta, self.output, self.name = None if beta is None else float(beta), output, name or kind
         self.max_batch, self.max_len, self.max_steps = int(max_batch), int(max_len), int(max_steps)
         self.logprob_chunk = int(logprob_chunk)
         self.tokens_scored = 0
@@ -260,14 +262,12 @@ def load_verifier(
     cfg, params, config = _load_model(workdir, hf_dir)
     ref = None
     if kind == "implicit":
-        from prm_jax.config import get
-
-        ref_workdir = ref_workdir or (get(config, "init.ref_workdir") if config is not None else None)
+        ref_workdir = ref_workdir or (config.init.ref_workdir if config is not None else None)
         if not (ref_workdir or ref_hf_dir):
             raise ValueError("implicit verifier: give ref_workdir or ref_hf_dir (the reference policy)")
         _, ref, _ = _load_model(ref_workdir, ref_hf_dir)
         if config is not None and "beta" not in kwargs:
-            kwargs["beta"] = float(get(config, "loss.beta", 0.05))
+            kwargs["beta"] = float(config.loss.beta)
     if tokenizer is None:
         from prm_jax.data.tokenizers import make_tokenizer
 

@@ -19,36 +19,30 @@ FAST_COMPILE = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive
 
 
 def tiny_config(objective: str = "bce", **train):
-    """Returns a ConfigDict for a 2-layer d_model 32 model trained on the synthetic stream."""
-    import ml_collections
+    """Returns the base config for a 2-layer d_model 32 model trained on the synthetic stream."""
+    from prm_jax.configs import base
 
-    c = ml_collections.ConfigDict()
+    c = base.get_config()
     c.objective = objective
-    c.model = ml_collections.ConfigDict(
-        dict(preset="tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64)
+    c.model.update(
+        preset="tiny", vocab_size=64, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=8, mlp_dim=64
     )
-    c.loss = ml_collections.ConfigDict(dict(beta=0.5, pav_mode="bce", logprob_chunk=64))
-    c.data = ml_collections.ConfigDict(dict(source="synthetic", seed=0))
-    c.optim = ml_collections.ConfigDict(
-        dict(lr=3e-3, warmup=2, decay="cosine", clip=1.0, weight_decay=0.01, accum_steps=1, head_only_steps=0)
-    )
-    c.train = ml_collections.ConfigDict(
-        dict(
-            steps=5,
-            batch_size=8,
-            seq_len=32,
-            max_steps=4,
-            seed=0,
-            log_every=1,
-            ckpt_every=0,
-            eval_every=0,
-            eval_batches=1,
-            compiler_options=FAST_COMPILE,
-        )
+    c.loss.update(beta=0.5, pav_mode="bce", logprob_chunk=64)
+    c.data.source = "synthetic"  # tests pass `synthetic_iterator_factory` as the iterator
+    c.optim.update(lr=3e-3, warmup=2, decay="cosine", clip=1.0, weight_decay=0.01, accum_steps=1, head_only_steps=0)
+    c.train.update(
+        steps=5,
+        batch_size=8,
+        seq_len=32,
+        max_steps=4,
+        seed=0,
+        log_every=1,
+        ckpt_every=0,
+        eval_every=0,
+        eval_batches=1,
+        compiler_options=FAST_COMPILE,
     )
     c.train.update(train)
-    c.mesh = ml_collections.ConfigDict(dict(shape=dict(data=-1, fsdp=1, tensor=1), rules=None))
-    c.init = ml_collections.ConfigDict(dict(hf_path=None, ref_hf_path=None, workdir=None, ref_workdir=None))
     return c
 
 
@@ -161,7 +155,7 @@ def synthetic_iterator_factory(config, *, process_index, process_count, batch_si
         batch_size=batch_size,
         seq_len=t.seq_len,
         max_steps=t.max_steps,
-        seed=config.data.get("seed", 0),
+        seed=0,
         process_index=process_index,
         process_count=process_count,
         vocab=config.model.vocab_size,

@@ -6,17 +6,20 @@ import os
 import pytest
 
 from prm_jax import demo
+from prm_jax.configs.demo import VERIFIERS
+
+QUICK = demo.default_config("quick")
 
 
 @pytest.mark.slow
 def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     workdir = str(tmp_path / "demo")
-    out = demo.run(workdir, quick=True)
+    out = demo.run(workdir, QUICK)
     for f in ("report.md", "accuracy_vs_n.png", "solution_steps.png", "eval.json", "labels/train.jsonl"):
         assert os.path.getsize(os.path.join(workdir, f)) > 0, f
     res = out["eval"]
-    n = demo.SETTINGS["quick"]["n"]
-    assert res["n"] == n and res["problems"] == demo.SETTINGS["quick"]["eval_problems"]
+    n = QUICK.search.n
+    assert res["n"] == n and res["problems"] == QUICK.search.problems
     for name in (
         "majority",
         "bce/min/argmax",
@@ -29,10 +32,10 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     ):
         c = res["curves"][name]
         assert all(0.0 <= lo <= a <= hi <= 1.0 for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])), name
-    assert set(res["auroc"]) == set(demo.VERIFIERS)
+    assert set(res["auroc"]) == set(VERIFIERS)
     # PAV beam: ranked by Q^pi (the soft-label verifier of the policy) + alpha * A^mu (the PAV), answered by Q^pi
     assert res["beam_terms"]["beam_pav"] == {
-        "rank": f"qpi + {demo.SETTINGS['quick']['alpha']} * A(pav)",
+        "rank": f"qpi + {QUICK.search.alpha} * A(pav)",
         "answer": "qpi",
     }
     from prm_jax.checkpoint import Checkpointer
@@ -53,12 +56,11 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     val = [json.loads(line) for line in open(os.path.join(workdir, "labels/val.jsonl"))]
     assert val and not {r["prompt"] for r in val} & {r["prompt"] for r in rows}
     assert out["labels"]["train_solutions"] == len(rows) and out["labels"]["val_solutions"] == len(val)
-    assert res["val"]["solutions"] == len(val) and set(demo.VERIFIERS) <= set(res["val"])
+    assert res["val"]["solutions"] == len(val) and set(VERIFIERS) <= set(res["val"])
     assert res["val"]["steps"] == sum(len(r["completions"]) for r in val)
     # Verifier steps follow the passes over the training solutions, not a fixed count.
-    s = demo.SETTINGS["quick"]
-    want = max(1, -(-int(s["verifier_passes"] * len(rows)) // s["batch_size"]))
-    for name in demo.VERIFIERS:
+    want = max(1, -(-int(QUICK.verifier_passes * len(rows)) // QUICK.verifiers.bce.train.batch_size))
+    for name in VERIFIERS:
         last = [json.loads(line) for line in open(os.path.join(workdir, name, "metrics.jsonl"))][-1]
         assert last["step"] == want, (name, last["step"], want)
     report = open(os.path.join(workdir, "report.md")).read()
@@ -94,5 +96,5 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1 and got["gen_tokens_per_problem"] > 0
     # Second run: every stage is found and skipped; the report is rewritten from eval.json.
     logs = []
-    demo.run(workdir, quick=True, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 2 + len(demo.VERIFIERS) + 1
+    demo.run(workdir, QUICK, log=logs.append)
+    assert sum("skipped" in line for line in logs) == 2 + len(VERIFIERS) + 1

@@ -144,7 +144,8 @@ def _arith_cfg(**data):
 
     cfg = config_lib.load_config(os.path.join(ROOT, "experiments", "arith_prm.py:bce,tiny"))
     config_lib.apply_overrides(cfg, ["--config.train.steps=2", "--config.train.ckpt_every=2"])
-    cfg.data.update(data)
+    with cfg.unlocked():  # a hand-made config may hold a typo: loop.run must refuse it
+        cfg.data.update(data)
     return cfg
 
 
@@ -194,7 +195,7 @@ def test_config_keys_are_checked_and_resume_compares_the_config(tmp_path, mesh):
 
     cfg = _arith_cfg()
     with pytest.raises(
-        KeyError, match=r"config.data.neutrall is not a data setting \(did you mean config.data.neutral\?\)"
+        KeyError, match=r"config.data.neutrall is not a data setting \(did you mean --config.data.neutral\?\)"
     ):
         config_lib.apply_overrides(cfg, ["--config.data.neutrall=negative"])
     with pytest.raises(KeyError, match=r"did you mean --config.optim.lr\?"):

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     if args.mesh:
         config.mesh.shape = parse_mesh(args.mesh)
     vocab = None
-    if "vocab_size" in config.model and config.model.vocab_size is None and not cfg_lib.get(config, "model.hf_path"):
+    if config.model.vocab_size == "tokenizer" and not config.model.hf_path:
         from prm_jax import loop
 
         vocab = loop.make_tokenizer(config).vocab_size

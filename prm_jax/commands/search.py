@@ -7,7 +7,8 @@
 
 Problems: `--arith K` (K held-out arithmetic problems, graded exactly) or `--problems FILE.jsonl`
 (`prompt` and `answer` per line; answers graded with evaluate.grade_answer, `--answer-kind`).
-Prints one JSON object: accuracy, generated and verifier tokens per problem.
+Prints one JSON object: accuracy (with its bootstrap 95% CI), generated and verifier tokens per problem.
+The comparison itself is `search.evaluate_methods`, the demo's and the search notebook's.
 """
 
 from __future__ import annotations
@@ -48,35 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="also write the JSON result here")
 
 
-def _policy(args):
-    from prm_jax import sampling
-    from prm_jax.data.arith import final_answer
-
-    if args.policy_workdir:
-        from prm_jax import loop
-        from prm_jax.data.arith import CharTokenizer
-
-        cfg, params, _ = loop.load_trained(args.policy_workdir)
-        tok, answer_fn = CharTokenizer(), final_answer
-    elif args.policy_hf:
-        from prm_jax import evaluate, hf
-        from prm_jax.data.tokenizers import HFTokenizer
-
-        cfg, params = hf.load_checkpoint(args.policy_hf)
-        tok = HFTokenizer(args.policy_hf)
-        answer_fn = lambda steps: evaluate.extract_answer("\n\n".join(steps), args.answer_kind)  # noqa: E731
-    else:
-        raise SystemExit("prm-jax search: give --policy-workdir or --policy-hf")
-    from prm_jax.data.tokenizers import default_marker
-
-    marker = args.marker or default_marker(tok)
-    step_ids = tok.marker_ids(marker)
-    smp = sampling.Sampler(
-        cfg, params, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=step_ids[0] if len(step_ids) == 1 else None
-    )
-    return sampling.Policy(smp, tok, marker=marker, answer_fn=answer_fn), tok, marker
-
-
 def _problems(args):
     if args.arith:
         import numpy as np
@@ -97,74 +69,77 @@ def _problems(args):
     raise SystemExit("prm-jax search: give --arith K or --problems FILE")
 
 
+# --method -> (the evaluate_methods curve it reads, the beam searches it needs)
+CURVES = {
+    "majority": ("majority", {}),
+    "best_of_n": ("verifier/{agg}/argmax", {}),
+    "weighted_vote": ("verifier/{agg}/weighted_vote", {}),
+    "beam": ("beam", {"beam": {"rank": "verifier", "advantage": None, "answer": "verifier"}}),
+    "pav_beam": ("pav_beam", {"pav_beam": {"rank": "verifier", "advantage": "pav", "answer": "verifier"}}),
+}
+
+
 def run(args: argparse.Namespace) -> int:
     import jax
-    import numpy as np
 
-    from prm_jax import jsonio, search
+    from prm_jax import jsonio, sampling, search
     from prm_jax.verifier import load_verifier
 
-    pol, tok, marker = _policy(args)
+    if not (args.policy_workdir or args.policy_hf):
+        raise SystemExit("prm-jax search: give --policy-workdir or --policy-hf")
+    if args.method == "pav_beam" and not args.pav_workdir:
+        raise SystemExit("prm-jax search: pav_beam needs --pav-workdir")
+    pol = sampling.load_policy(
+        args.policy_workdir, hf_dir=args.policy_hf, marker=args.marker, answer_kind=args.answer_kind
+    )
     problems, gold, same = _problems(args)
-    rng = jax.random.PRNGKey(args.seed)
-    ver = None
+    verifiers = {}
     if args.method != "majority":
-        ver = load_verifier(
+        verifiers["verifier"] = load_verifier(
             args.verifier_kind,
             workdir=args.verifier_workdir,
             hf_dir=args.verifier_hf,
             ref_workdir=args.ref_workdir,
-            tokenizer=tok,
-            marker=marker,
+            tokenizer=pol.tokenizer,
+            marker=pol.marker,
         )
-    if args.method in ("majority", "best_of_n", "weighted_vote"):
-        sols = search.sample_solutions(
-            pol,
-            problems,
-            args.n,
-            rng,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            max_new_tokens=args.max_new_tokens,
-        )
-        vtok = search.score_solutions(ver, problems, sols) if ver is not None else 0
-        if args.method == "majority":
-            answers = [search.majority_vote([s.answer for s in xs]) for xs in sols]
-        else:
-            sel = "argmax" if args.method == "best_of_n" else "weighted_vote"
-            answers = [search.best_of_n(xs, args.agg, sel) for xs in sols]
-        gen = sum(s.gen_tokens for xs in sols for s in xs)
-    else:
-        rank = search.last_step_ranker(ver)
-        if args.method == "pav_beam":
-            if not args.pav_workdir:
-                raise SystemExit("prm-jax search: pav_beam needs --pav-workdir")
-            pav = load_verifier("score", workdir=args.pav_workdir, tokenizer=tok, marker=marker)
-            rank = search.pav_ranker(ver, pav, args.alpha)
-        res = search.beam_search(
-            pol,
-            problems,
-            rng,
-            n_beams=args.n,
-            width=args.width,
-            rank_fn=rank,
-            final_fn=search.last_step_ranker(ver),
-            max_steps=args.max_steps,
-            temperature=args.temperature,
-            top_p=args.top_p,
-            finish_tokens=args.max_new_tokens,
-        )
-        answers = [r.answer for r in res]
-        gen, vtok = sum(r.gen_tokens for r in res), sum(r.verifier_tokens for r in res)
-    acc = float(np.mean([same(a, g) for a, g in zip(answers, gold)]))
+    if args.method == "pav_beam":
+        verifiers["pav"] = load_verifier("score", workdir=args.pav_workdir, tokenizer=pol.tokenizer, marker=pol.marker)
+    label, beams = CURVES[args.method]
+    label = label.format(agg=args.agg)
+    res = search.evaluate_methods(
+        pol,
+        verifiers,
+        problems,
+        gold,
+        jax.random.PRNGKey(args.seed),
+        n=args.n,
+        beams=beams,
+        beam_width=args.width,
+        alpha=args.alpha,
+        max_new_tokens=args.max_new_tokens,
+        beam_max_steps=args.max_steps,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        grade=same,
+    )
+    if label not in res["curves"]:
+        raise SystemExit(f"prm-jax search: aggregation {args.agg!r} is not one of {search.AGGS}")
+    c, tok = res["curves"][label], res["tokens"]
+    beam = label in beams
     out = {
         "method": args.method,
         "n": args.n,
         "problems": len(problems),
-        "accuracy": acc,
-        "gen_tokens_per_problem": gen / len(problems),
-        "verifier_tokens_per_problem": vtok / len(problems),
-        "sampler_tokens_per_s": pol.sampler.tokens_per_second,
+        "accuracy": c["acc"][-1],
+        "ci95": [c["lo"][-1], c["hi"][-1]],
+        "gen_tokens_per_problem": tok[f"{label}_gen_per_problem"]
+        if beam
+        else res["mean_gen_tokens_per_solution"] * args.n,
+        "verifier_tokens_per_problem": tok[f"{label}_verifier_per_problem"]
+        if beam
+        else tok.get("verifier_verifier_per_problem", 0.0),
+        "sampler_tokens_per_s": res["sampler_tokens_per_s"],
     }
     print(jsonio.dumps(out))
     if args.out:

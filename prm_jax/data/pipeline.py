@@ -21,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
+from prm_jax.config import complete_section
 from prm_jax.data import arith, readers, tokenize
 from prm_jax.data.records import DataError, Record, SkipCounter
 from prm_jax.data.tokenizers import make_tokenizer  # noqa: F401  (re-exported for the trainer)
@@ -58,58 +59,6 @@ class ListSource:
 
 
 ROLES = ("train", "eval")
-# Every key of a config's `data` section that prm-jax reads (the section is checked against it, so a
-# misspelled key is an error, not a silent default). `arith` holds ArithConfig fields.
-DATA_KEYS = (
-    "source",
-    "path",
-    "paths",
-    "format",
-    "split",
-    "tokenizer",
-    "marker",
-    "chat_template",
-    "pack",
-    "pair",
-    "shuffle",
-    "repeat",
-    "add_eos",
-    "add_bos",
-    "skip_bad",
-    "neutral",
-    "after_first_error",
-    "group",
-    "label_field",
-    "split_on",
-    "arith",
-    "oracle_q",
-    "eval_path",
-    "eval_frac",
-)
-
-
-def check_data_keys(data_cfg, where: str = "config.data") -> None:
-    """Raises KeyError for a key of the data section that nothing reads, naming the nearest one."""
-    import difflib
-
-    keys = list(data_cfg.keys()) if hasattr(data_cfg, "keys") else []
-    for k in keys:
-        if k not in DATA_KEYS:
-            near = difflib.get_close_matches(k, DATA_KEYS, n=1)
-            raise KeyError(
-                f"{where}.{k} is not a data setting"
-                + (f" (did you mean {where}.{near[0]}?)" if near else f"; known: {', '.join(DATA_KEYS)}")
-            )
-    sub = data_cfg.get("arith") if hasattr(data_cfg, "get") else None
-    if sub:
-        fields = [f.name for f in dataclasses.fields(arith.ArithConfig)]
-        for k in sub.keys():
-            if k not in fields:
-                near = difflib.get_close_matches(k, fields, n=1)
-                raise KeyError(
-                    f"{where}.arith.{k} is not an ArithConfig field"
-                    + (f" (did you mean {where}.arith.{near[0]}?)" if near else "")
-                )
 
 
 def in_eval_split(problem: str, eval_frac: float) -> bool:
@@ -120,9 +69,10 @@ def in_eval_split(problem: str, eval_frac: float) -> bool:
 
 def split_description(data_cfg) -> str:
     """Returns a one-line description of the evaluation split `data_cfg` defines."""
-    if _get(data_cfg, "eval_path"):
-        return f"held-out file {_get(data_cfg, 'eval_path')}"
-    frac = float(_get(data_cfg, "eval_frac", 0.0))
+    data_cfg = complete_section("data", data_cfg)
+    if data_cfg.eval_path:
+        return f"held-out file {data_cfg.eval_path}"
+    frac = float(data_cfg.eval_frac)
     if frac > 0:
         return f"{frac:.0%} of problems held out by a hash of their text (never trained on)"
     return "none"
@@ -195,16 +145,6 @@ def _arith_record(p, steps, rid):
     )
 
 
-def _get(cfg, key, default=None):
-    if cfg is None:
-        return default
-    if hasattr(cfg, "get"):
-        v = cfg.get(key, default)
-    else:
-        v = getattr(cfg, key, default)
-    return default if v is None else v
-
-
 def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None, role: str = "train"):
     """Returns a random-access source for `data_cfg` (records, or pairs if `pair` is set).
 
@@ -215,15 +155,16 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     """
     if role not in ROLES:
         raise ValueError(f"unknown data role {role!r}; expected one of {ROLES}")
-    src = _get(data_cfg, "source", "arith")
-    pair = bool(_get(data_cfg, "pair", False))
-    fmt = _get(data_cfg, "format")
+    data_cfg = complete_section("data", data_cfg)
+    src = data_cfg.source
+    pair = bool(data_cfg.pair)
+    fmt = data_cfg.format
     if fmt is not None and src != "tfds" and fmt != src:
         raise ValueError(
             f"data.format={fmt!r} is read only for source='tfds'; a file's format is data.source "
             f"(here {src!r}): set --config.data.source={fmt}"
         )
-    eval_path, eval_frac = _get(data_cfg, "eval_path"), float(_get(data_cfg, "eval_frac", 0.0))
+    eval_path, eval_frac = data_cfg.eval_path, float(data_cfg.eval_frac)
     if not 0.0 <= eval_frac < 1.0:
         raise ValueError(f"data.eval_frac must be in [0, 1), got {eval_frac}")
     if role == "eval" and not eval_path and eval_frac == 0:
@@ -234,19 +175,17 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     if src == "arith":
         if eval_path:
             raise ValueError("the arith source is split by data.eval_frac, not data.eval_path")
-        cfg = arith.ArithConfig.from_dict(_get(data_cfg, "arith", {}))
+        cfg = arith.ArithConfig.from_dict(data_cfg.arith)
         cls = ArithPairSource if pair else ArithSource
         return cls(cfg, seed, eval_frac, role)
     if src == "tfds":
         from prm_jax.data import tfds_builders
 
-        rs = tfds_builders.data_source(
-            _get(data_cfg, "path"), _get(data_cfg, "format"), _get(data_cfg, "split", "train")
-        )
+        rs = tfds_builders.data_source(data_cfg.path, data_cfg.format, data_cfg.split)
         if pair:
-            return PairSource([rs[i] for i in range(len(rs))], str(_get(data_cfg, "path")))
+            return PairSource([rs[i] for i in range(len(rs))], str(data_cfg.path))
         return rs
-    paths = _get(data_cfg, "paths") or _get(data_cfg, "path")
+    paths = data_cfg.paths or data_cfg.path
     if role == "eval" and eval_path:
         paths = eval_path
     if not paths:
@@ -255,13 +194,13 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     records = readers.read_all(
         src,
         paths,
-        skip_bad=bool(_get(data_cfg, "skip_bad", False)),
+        skip_bad=bool(data_cfg.skip_bad),
         skipped=skipped,
-        neutral=_get(data_cfg, "neutral", "positive"),
-        after_first_error=_get(data_cfg, "after_first_error", "keep"),
-        group=_get(data_cfg, "group", "solution"),
-        split=_get(data_cfg, "split_on", "\n\n"),
-        label_field=_get(data_cfg, "label_field", "labels"),
+        neutral=data_cfg.neutral,
+        after_first_error=data_cfg.after_first_error,
+        group=data_cfg.group,
+        split=data_cfg.split_on,
+        label_field=data_cfg.label_field,
     )
     if not eval_path and eval_frac > 0:
         records = [r for r in records if in_eval_split(r.problem, eval_frac) == (role == "eval")]
@@ -546,7 +485,8 @@ def make_train_iterator(
         import jax
 
         process_index, process_count = jax.process_index(), jax.process_count()
-    marker = _get(data_cfg, "marker")
+    data_cfg = complete_section("data", data_cfg)
+    marker = data_cfg.marker
     if marker is None:
         if not isinstance(tokenizer, arith.CharTokenizer):
             raise ValueError("data config needs `marker` (e.g. '\\n\\n', 'ки', '<extra_0>') for this tokenizer")
@@ -559,9 +499,9 @@ def make_train_iterator(
         marker=marker,
         seq_len=seq_len,
         max_steps=max_steps,
-        chat_template=_get(data_cfg, "chat_template"),
-        add_bos=_get(data_cfg, "add_bos"),
-        add_eos=bool(_get(data_cfg, "add_eos", False)),
+        chat_template=data_cfg.chat_template,
+        add_bos=data_cfg.add_bos,
+        add_eos=bool(data_cfg.add_eos),
     )
     return TrainIterator(
         source,
@@ -571,9 +511,9 @@ def make_train_iterator(
         seed=seed,
         process_index=process_index,
         process_count=process_count,
-        shuffle=bool(_get(data_cfg, "shuffle", True)),
-        repeat=bool(_get(data_cfg, "repeat", True)),
-        pack=bool(_get(data_cfg, "pack", False)),
-        pairs=bool(_get(data_cfg, "pair", False)),
+        shuffle=bool(data_cfg.shuffle),
+        repeat=bool(data_cfg.repeat),
+        pack=bool(data_cfg.pack),
+        pairs=bool(data_cfg.pair),
         skipped=skipped,
     )

@@ -79,15 +79,17 @@ def default_marker(tokenizer) -> str:
 
 
 def make_tokenizer(cfg_or_path=None):
-    """Returns a CharTokenizer for None / 'char' / an arith config, else an HFTokenizer for a folder."""
+    """Returns a CharTokenizer for None / 'char' / a data section naming it, else an HFTokenizer for a folder."""
     if cfg_or_path is None or cfg_or_path == "char":
         return CharTokenizer()
     if isinstance(cfg_or_path, (str, os.PathLike)):
         return HFTokenizer(cfg_or_path)
-    get = cfg_or_path.get if hasattr(cfg_or_path, "get") else (lambda k, d=None: getattr(cfg_or_path, k, d))
-    path = get("tokenizer", None)
+    from prm_jax.config import complete_section
+
+    data_cfg = complete_section("data", cfg_or_path)
+    path = data_cfg.tokenizer
     if path in (None, "", "char"):
-        if get("source", "arith") != "arith" and path is None:
-            raise ValueError(f"data config needs `tokenizer` (a folder, or 'char') for source {get('source')!r}")
+        if data_cfg.source != "arith" and path is None:
+            raise ValueError(f"data config needs `tokenizer` (a folder, or 'char') for source {data_cfg.source!r}")
         return CharTokenizer()
     return HFTokenizer(path)

@@ -1,0 +1,113 @@
+"""The demo's config: policy SFT -> MC labels -> five verifiers -> search, on the arithmetic task.
+
+`prm-jax demo` runs `get_config('full')` (or `--config quick`, the plumbing check the tests run);
+`--config.a.b=v` overrides any key, e.g. `--config.policy.train.steps=2000`. Sections:
+  seed        offsets every random choice of the run (problems, sampling, labelling, training, bootstrap)
+  task        the arithmetic task (ArithConfig fields) of policy, labels and evaluation
+  policy      the SFT policy's training config (the base config's keys)
+  labelling   solutions sampled per problem, MC rollouts, the PAV prover, OmegaPRM's share, split
+  verifier_passes  epochs of each verifier over the labelled training solutions (sets its steps)
+  verifiers   the verifier runs: one training config per verifier (bce, qpi, orm, pav, implicit),
+              starting from the policy's weights
+  search      held-out problems, N, beam width, PAV alpha, bootstrap, sampler and verifier budgets
+`experiments/arith_demo.py` documents this file and re-exports it, so the installed package carries the
+demo (an install without experiments/ can run it).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+from prm_jax.configs import base
+
+# The tiny policy learns to look values up by name only after ~500 SFT steps at batch 32 (in a
+# 1,500-step cosine run the loss fell from ~0.3 to ~0.05 per token between steps 450 and 800; at batch
+# 16 it had not started after 1,000 steps). The demo stops it inside that transition, where it is right
+# on some problems and wrong on others, so verifiers have something to choose from (700 steps: one
+# sample right 25-35% of the time). `self_sub=False` (no `d = c - c`) gives cleaner MC labels
+# (BCE-PRM step AUROC 0.76 instead of 0.70) but moves the transition later: the policy was right 9%
+# of the time after 700 steps, 12% after 800.
+TASK = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99, operators=("+", "-"))
+VERIFIERS = ("bce", "qpi", "orm", "pav", "implicit")
+OBJECTIVE = {"bce": "bce", "qpi": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}
+# Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).
+# The Q^pi verifier always learns the soft fraction: the policy's own success probability.
+LABEL_FIELD = {"bce": "hard_labels", "qpi": "labels", "orm": "labels", "pav": "labels", "implicit": "labels"}
+SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
+FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
+
+
+def _training(objective: str) -> ml_collections.ConfigDict:
+    """Returns the base config as the demo trains `objective`: tiny model, char tokenizer."""
+    c = base.get_config()
+    c.objective = objective
+    c.model.update(preset="tiny", vocab_size="tokenizer")
+    c.data.update(tokenizer="char", add_eos=True)
+    c.optim.update(lr=3e-3, warmup=10, weight_decay=0.01)
+    c.train.update(seq_len=SEQ_LEN, log_every=10, keep_ckpts=2, eval_batches=2)
+    return c
+
+
+def _policy(steps: int, batch: int, seed) -> ml_collections.ConfigDict:
+    c = _training("sft")
+    c.train.seed = seed
+    c.data.arith.update(TASK, corrupt_prob=0.1)  # the policy also imitates some planted errors
+    c.optim.decay = "constant"  # under a cosine decay over 800 steps the look-up transition comes too late
+    c.train.update(steps=steps, ckpt_every=FINAL_ONLY, batch_size=batch)
+    return c
+
+
+def _verifier(name: str, batch: int, seed) -> ml_collections.ConfigDict:
+    c = _training(OBJECTIVE[name])
+    c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])  # path: WORKDIR/labels/train.jsonl
+    # steps 0: set at run time to verifier_passes epochs over the labelled solutions
+    c.train.update(steps=0, ckpt_every=FINAL_ONLY, batch_size=batch, seed=seed)
+    if name == "implicit":
+        c.optim.lr = 1e-3
+        c.loss.beta = 0.05  # the paper's beta, with the trained SFT policy as the reference
+    return c
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """Returns the demo config: 'full' (the README's run, ~7 min on 2 CPU cores) or 'quick'."""
+    arg = arg or "full"
+    if arg not in ("full", "quick"):
+        raise ValueError(f"demo config: unknown variant {arg!r}; choose 'full' or 'quick'")
+    quick = arg == "quick"
+    c = ml_collections.ConfigDict()
+    c.stage = "demo"
+    seed = ml_collections.FieldReference(0)
+    # Problems, sampling, labelling and bootstrap draw from seed + fixed offsets; the policy's and the
+    # verifiers' train.seed are this same reference (overriding any of them moves all).
+    c.seed = seed
+    c.sample_batch = 64 if quick else 256  # sampler rows per decode step (labelling and search)
+    c.task = ml_collections.ConfigDict(dict(base.arith_section(), **TASK))
+    c.policy = _policy(40 if quick else 700, 16 if quick else 32, seed)
+    c.labelling = ml_collections.ConfigDict(
+        dict(
+            problems=8 if quick else 256,  # problems whose sampled solutions are labelled
+            samples=2 if quick else 4,  # policy solutions per problem
+            val_frac=0.25 if quick else 0.125,  # share of those problems held out for validation
+            k=2 if quick else 4,  # MC rollouts per step prefix (Math-Shepherd's N)
+            prover="bok:4",  # the PAV's prover: 'bok:K' | 'temperature:T' | 'same'
+            omega_solutions=8 if quick else 96,  # OmegaPRM runs on these first solutions (a cost comparison)
+            solution_tokens=256,  # token budget of a sampled solution
+            max_new_tokens=128,  # token budget of an MC rollout
+        )
+    )
+    batch = 16 if quick else 32
+    c.verifier_passes = 1.0 if quick else 3.0  # epochs of each verifier over the labelled training solutions
+    c.verifiers = ml_collections.ConfigDict({name: _verifier(name, batch, seed) for name in VERIFIERS})
+    c.search = ml_collections.ConfigDict(
+        dict(
+            problems=6 if quick else 64,  # held-out problems
+            n=4 if quick else 16,  # samples per problem (best-of-N) and beams
+            beam_width=2 if quick else 4,  # next steps sampled per kept beam
+            alpha=0.5,  # PAV beam: rank by Q^pi + alpha * A^mu
+            max_new_tokens=128,
+            beam_max_steps=6,
+            step_tokens=48,  # a beam step's token budget
+            n_boot=200,  # bootstrap replicates of the accuracy-vs-N curves
+        )
+    )
+    return c
