@@ -6,7 +6,6 @@ can use it without importing JAX (JAX and torch must never share the GPU in one 
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import importlib.metadata as _md
 import json
@@ -20,72 +19,21 @@ import time
 from typing import Any, Callable, Sequence
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # the benchmarks run from a checkout
+
+from prm_jax.flops import Shape, flops_per_token  # noqa: E402,F401  (the one FLOP count; imports no JAX)
+
 VERSIONED = ("jax", "jaxlib", "flax", "optax", "torch", "transformers", "triton", "numpy")
 
 
 # --------------------------------------------------------------------------------------------
 # Shapes and FLOPs
 # --------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Shape:
-    """The transformer dimensions a FLOP count needs (framework-independent)."""
-
-    vocab: int
-    d_model: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    mlp: int
-    qkv_bias: bool = True
-    tied: bool = True
-
-    def layer_params(self) -> int:
-        """Returns the parameter count of one decoder layer (attention, SwiGLU MLP, two RMSNorms)."""
-        d, hd = self.d_model, self.head_dim
-        q = d * self.heads * hd
-        kv = 2 * d * self.kv_heads * hd
-        o = self.heads * hd * d
-        bias = (self.heads + 2 * self.kv_heads) * hd if self.qkv_bias else 0
-        return q + kv + o + bias + 3 * d * self.mlp + 2 * d
-
-    def non_embedding_params(self) -> int:
-        """Returns N_body: every layer plus the final norm; no token embedding, no output projection."""
-        return self.layers * self.layer_params() + self.d_model
-
-    def total_params(self) -> int:
-        """Returns every parameter (embedding once if tied, twice if untied), score head excluded."""
-        emb = self.vocab * self.d_model
-        return self.non_embedding_params() + emb * (1 if self.tied else 2)
-
-
 # Qwen2.5-0.5B (config.json of Qwen/Qwen2.5-0.5B: hidden 896, 24 layers, 14 heads, 2 KV heads,
 # intermediate 4864, vocab 151936, tied embeddings, q/k/v bias, rope theta 1e6).
 QWEN25_05B = Shape(vocab=151936, d_model=896, layers=24, heads=14, kv_heads=2, head_dim=64, mlp=4864)
 # The --tiny shape every script uses on the CPU.
 TINY = Shape(vocab=512, d_model=64, layers=2, heads=4, kv_heads=2, head_dim=16, mlp=128)
-
-
-def flops_per_token(shape: Shape, seq_len: int, kind: str) -> float:
-    """Returns model FLOPs per trained token (PaLM appendix-B convention, full causal square).
-
-    kind='prm':      6*N_prm + 12*L*d*S, N_prm = N_body + 2*d (score head); no vocab projection.
-    kind='implicit': 8*N_lm + 16*L*d*S, N_lm = N_body + V*d (the output projection is a matmul
-                     whether tied or not); policy fwd+bwd (6N, 12LdS) + frozen reference fwd (2N, 4LdS).
-    kind='score':    2*N_prm + 4*L*d*S (one forward, no vocab projection).
-    The token embedding lookup is a gather, not a matmul, so it is never counted. d here is the
-    attention width heads*head_dim (equal to d_model for Qwen2.5-0.5B).
-    """
-    attn_d = shape.heads * shape.head_dim
-    n_prm = shape.non_embedding_params() + 2 * shape.d_model
-    n_lm = shape.non_embedding_params() + shape.vocab * shape.d_model
-    if kind == "prm":
-        return 6 * n_prm + 12 * shape.layers * attn_d * seq_len
-    if kind == "implicit":
-        return 8 * n_lm + 16 * shape.layers * attn_d * seq_len
-    if kind == "score":
-        return 2 * n_prm + 4 * shape.layers * attn_d * seq_len
-    raise ValueError(f"unknown FLOP kind {kind!r}; expected 'prm', 'implicit' or 'score'")
 
 
 def decode_bytes_floor(

@@ -157,16 +157,16 @@ class Checkpointer:
         index = [i for i, (path, _) in enumerate(paths) if getattr(path[0], "name", None) == "params"]
 
         def read(cand):
-            out = self.manager.restore(
-                cand,
-                args=ocp.args.Composite(
-                    state=ocp.args.PyTreeRestore(
+            # Its own PyTree checkpointer on the step's `state` folder: the manager holds a Standard
+            # handler for that item once it restored a full state, and that handler cannot restore part.
+            with ocp.Checkpointer(ocp.PyTreeCheckpointHandler()) as reader:
+                out = reader.restore(
+                    os.path.join(self.directory, str(cand), "state"),
+                    args=ocp.args.PyTreeRestore(
                         item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item), partial_restore=True
-                    )
-                ),
-            )
-            params = out["state"]["params"]
-            return params, params
+                    ),
+                )
+            return out["params"], out["params"]
 
         return self._first_valid(step, read, index, False)
 

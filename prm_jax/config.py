@@ -117,8 +117,10 @@ def complete_section(name: str, section=None):
     return out
 
 
-def _parse_value(text: str, old: Any) -> Any:
-    """Returns `text` parsed as a Python literal, converted to the type of the existing value."""
+def _parse_value(text: str, old: Any, typed: bool = True) -> Any:
+    """Returns `text` parsed as a Python literal, converted to the type of the existing value (in a
+    section that is not type-safe, e.g. `model`, whose fields may hold a sentinel string such as
+    vocab_size='tokenizer', the literal is kept as parsed)."""
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -129,7 +131,7 @@ def _parse_value(text: str, old: Any) -> Any:
         return bool(value)
     if isinstance(old, float) and isinstance(value, int):
         return float(value)
-    if isinstance(old, str) and not isinstance(value, str):
+    if isinstance(old, str) and not isinstance(value, str) and typed:
         return text
     if isinstance(old, tuple) and isinstance(value, list):
         return tuple(value)
@@ -158,7 +160,7 @@ def apply_overrides(config, overrides: Sequence[str]):
                 node = node[part]
         last = parts[-1]
         old = node[last]
-        value = _parse_value(raw, old)
+        value = _parse_value(raw, old, getattr(node, "is_type_safe", True))
         try:
             node[last] = value
         except TypeError as e:

@@ -190,6 +190,18 @@ def stage_eval(workdir: str, c, log) -> dict:
     return res
 
 
+HEADLINE = ("majority", "bce/min/argmax", "bce/min/weighted_vote", "orm/last/argmax", "implicit/min/argmax", "beam_pav")
+
+
+def headline(res: dict) -> dict:
+    """Returns the run's headline numbers: seed, policy accuracy, accuracy at the largest N of the main
+    methods, and step AUROC per verifier (WORKDIR/final.json, one row of a seed sweep)."""
+    out = {"seed": res.get("seed"), "policy_accuracy": res["policy_accuracy"]}
+    out.update({f"acc@N/{k}": res["curves"][k]["acc"][-1] for k in HEADLINE if k in res["curves"]})
+    out.update({f"auroc/{k}": v for k, v in res["auroc"].items()})
+    return out
+
+
 def run(workdir: str, config=None, log=print) -> dict:
     """Runs every stage of `config` (default: the packaged 'full' demo), skipping finished ones;
     returns {'eval', 'labels', 'wall', 'figures'}."""
@@ -214,6 +226,7 @@ def run(workdir: str, config=None, log=print) -> dict:
     res = timed("eval", stage_eval, workdir, c, log)
     wall["total"] = round(time.perf_counter() - t_all, 1)
     table = report.write_report(workdir, res, label_stats, wall)
+    jsonio.dump(headline(res), os.path.join(workdir, "final.json"))  # what `prm-jax sweep` gathers
     log(table)
     log(f"report: {os.path.join(workdir, 'report.md')}  wall {wall['total']:.0f}s")
     return {"eval": res, "labels": label_stats, "wall": wall, "figures": report.figures(res)}

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from prm_jax import objectives, train
+from prm_jax import flops, objectives, train
 from prm_jax.config import complete
 
 GIB = 1024**3
@@ -98,38 +98,11 @@ def fit_check(config, *, hbm_gb=(16.0, 80.0), vocab_size: int | None = None) -> 
         "compile_s": t2 - t1,
     }
     result["flops_per_step"] = result["flops_per_device"] * result["devices"]
-    result["model_flops_per_step"] = model_flops(
+    result["model_flops_per_step"] = flops.step_flops(
         s.model_cfg, config.objective, int(train_cfg.batch_size), int(train_cfg.seq_len)
     )
     result["fits"] = {f"{g:g}GB": total <= g * 1e9 for g in hbm_gb}
     return result
-
-
-def model_flops(cfg, objective: str, batch_size: int, seq_len: int) -> float:
-    """Returns the analytic training FLOPs of one step: 6 N per token for the trained model (N without
-    the input embedding, and without the LM head for the score-head objectives), 2 N per token for a
-    reference forward, plus 6 * 2 * layers * heads * head_dim * seq_len per token for attention scores.
-
-    XLA's cost analysis counts a scanned layer stack once, so this is the number to compare with it.
-    """
-    d, f, h, kv, hd, n_l, v = (
-        cfg.d_model,
-        cfg.mlp_dim,
-        cfg.n_heads,
-        cfg.n_kv_heads,
-        cfg.head_dim,
-        cfg.n_layers,
-        cfg.vocab_size,
-    )
-    per_layer = d * hd * (2 * h + 2 * kv) + 3 * d * f
-    lm = d * v if objective not in ("bce", "orm", "pav") else d
-    n = n_l * per_layer + lm
-    tokens = batch_size * seq_len * (2 if objective == "implicit_dpo" else 1)
-    attn = 6 * 2 * n_l * h * hd * seq_len
-    train_flops = (6 * n + attn) * tokens
-    if objective in ("implicit_ce", "implicit_dpo"):
-        train_flops += (2 * n + attn / 3) * tokens
-    return float(train_flops)
 
 
 def format_result(r: dict) -> str:

@@ -200,8 +200,6 @@ def test_demo_config_is_one_description_of_the_run():
 
 
 def test_the_packaged_demo_config_is_what_experiments_documents():
-    module = config_lib.load_module(str(EXP / "arith_demo.py"))
-    assert module.get_config is demo.get_config
     assert config_lib.to_dict(config_lib.load_config(str(EXP / "arith_demo.py:quick"))) == config_lib.to_dict(
         demo.get_config("quick")
     )

@@ -30,6 +30,7 @@ TINY = {
     "arith_mc_label.py": ["tiny"],
     "arith_search.py": ["tiny"],
     "processbench_eval.py": ["tiny"],
+    "arith_demo.py": ["quick"],  # `prm-jax demo`: run by tests/test_demo.py
 }
 # The real-scale variants and the mesh each names (asserted by the fit-check test).
 REAL = {

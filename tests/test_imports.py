@@ -79,3 +79,53 @@ def test_core_modules_import_without_tfds_and_grain():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]
+
+
+def _docstrings(tree) -> set:
+    """Returns the ids of the docstring nodes of a module and its classes / functions."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def outside_references(source: str) -> list[str]:
+    """Returns the imports of `experiments` / `tests` and the (non-docstring) string constants that name
+    a path under experiments/ or tests/ in one module's source."""
+    import re
+
+    tree = ast.parse(source)
+    docs = _docstrings(tree)
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] in ("experiments", "tests")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in ("experiments", "tests"):
+            found.append(node.module)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docs:
+            if re.search(r"(^|[/\\])(experiments|tests)([/\\]|$)", node.value) or node.value in (
+                "experiments",
+                "tests",
+            ):
+                found.append(repr(node.value))
+    return found
+
+
+def test_the_outside_reference_scan_finds_planted_ones():
+    planted = (
+        'import tests.x\nfrom experiments import a\np = "tests/fixtures/x.json"\nq = os.path.join(r, "experiments")\n'
+    )
+    assert len(outside_references(planted)) == 4
+    assert outside_references('"""see experiments/arith_prm.py"""\nx = "latest"\n') == []
+
+
+def test_no_prm_jax_module_imports_or_opens_experiments_or_tests():
+    bad = {}
+    for path in PKG.rglob("*.py"):
+        refs = outside_references(path.read_text())
+        if refs:
+            bad[str(path.relative_to(ROOT))] = refs
+    assert not bad, bad

@@ -51,7 +51,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         p.add_argument("--seed", type=int, default=0, help="arith: stream seed")
         if name == "stats":
             p.add_argument("--tokenizer", default=None, help="HF tokenizer folder (default: the char tokenizer)")
-            p.add_argument("--marker", default=None, help="step-end marker (default '\\n\\n'; '<step>' for char+arith)")
+            p.add_argument(
+                "--marker",
+                default=None,
+                help="step-end marker (default: the tokenizer's, tokenizers.default_marker: '<step>' for char, else a blank line)",
+            )
             p.add_argument("--chat-template", default=None, help="'hf' or a template with {problem}")
             p.add_argument("--progress", action="store_true", help="progress bar on stderr")
         else:
@@ -91,10 +95,10 @@ def run(args: argparse.Namespace) -> int:
 def _stats(args) -> int:
     from prm_jax.data.records import SkipCounter
     from prm_jax.data.stats import record_stats
-    from prm_jax.data.tokenizers import make_tokenizer
+    from prm_jax.data.tokenizers import default_marker, make_tokenizer
 
     tok = make_tokenizer(args.tokenizer)
-    marker = args.marker or ("<step>" if args.tokenizer is None and args.format == "arith" else "\n\n")
+    marker = args.marker or default_marker(tok)  # what training with this tokenizer closes steps with
     skipped = SkipCounter()
     out = {"format": args.format, "paths": args.path}
     if args.format == "arith":

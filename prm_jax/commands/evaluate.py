@@ -15,8 +15,6 @@ import argparse
 import os
 import sys
 
-import numpy as np
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="task", metavar="TASK", required=True)
@@ -32,7 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SPLIT",
         help="choose the threshold with the best F1 on this split (a file stem) and reuse it",
     )
-    p.add_argument("--marker", default="\n\n", help="step-end marker the PRM was trained with")
+    p.add_argument(
+        "--marker",
+        default=None,
+        help="step-end marker the PRM was trained with (default: the tokenizer's, a blank line)",
+    )
     p.add_argument("--chat-template", default=None, help="'hf' or a string with {problem}; as in training")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-len", type=int, default=2048, help="tokens per solution; later steps are unscored")
@@ -61,9 +63,9 @@ def _table(results: dict) -> str:
 def run(args) -> int:
     if args.task != "processbench":
         raise SystemExit(f"unknown evaluation task {args.task!r}")
-    from prm_jax import evaluate, hf, jsonio, verifier
+    from prm_jax import evaluate, hf, jsonio, processbench
     from prm_jax.data import readers
-    from prm_jax.data.tokenizers import HFTokenizer
+    from prm_jax.data.tokenizers import HFTokenizer, default_marker
 
     names = [os.path.splitext(os.path.basename(p))[0] for p in args.data]
     if len(set(names)) != len(names):
@@ -76,7 +78,7 @@ def run(args) -> int:
     model_cfg, params = hf.load_checkpoint(args.checkpoint)
     tokenizer = HFTokenizer(args.tokenizer or args.checkpoint)
 
-    split_probs, split_labels, split_ids, truncated = {}, {}, {}, {}
+    splits = {}
     for name, path in zip(names, args.data):
         records = readers.read_all("processbench", path)
         if not records:
@@ -87,37 +89,22 @@ def run(args) -> int:
             records = evaluate.processbench_subset(records, args.limit, args.seed)
             subset = f" (a seeded subset of {n_all}, stratified by erroneous / correct, seed {args.seed})"
         print(f"[evaluate] {name}: {len(records)} cases from {path}{subset}", file=sys.stderr)
-        split_probs[name], truncated[name] = verifier.score_step_probs(
-            model_cfg,
-            params,
-            tokenizer,
-            records,
-            marker=args.marker,
-            batch_size=args.batch_size,
-            max_len=args.max_len,
-            chat_template=args.chat_template,
-        )
-        split_labels[name] = np.asarray([r.first_error() for r in records], np.int64)
-        split_ids[name] = [r.id for r in records]
-
-    if args.pick_threshold_on is not None:
-        s = args.pick_threshold_on
-        threshold, source = evaluate.pick_threshold(split_probs[s], split_labels[s]), f"best F1 on {s}"
-    else:
-        threshold = 0.5 if args.threshold is None else args.threshold
-        source = "given" if args.threshold is not None else "default"
-
-    per_split, predictions = {}, {}
-    for name in names:
-        pred = evaluate.predict_first_error(split_probs[name], threshold)
-        per_split[name] = (pred, split_labels[name])
-        predictions[name] = [
-            {"id": i, "label": int(l), "pred": int(p), "step_probs": [round(float(x), 5) for x in sp]}
-            for i, l, p, sp in zip(split_ids[name], split_labels[name], pred, split_probs[name])
-        ]
-    results = evaluate.processbench_summary(per_split)
-    for name in names:
-        results[name]["truncated"] = truncated[name]
+        splits[name] = records
+    marker = args.marker or default_marker(tokenizer)
+    out = processbench.run_processbench(
+        model_cfg,
+        params,
+        tokenizer,
+        splits,
+        marker=marker,
+        batch_size=args.batch_size,
+        max_len=args.max_len,
+        chat_template=args.chat_template,
+        threshold=args.threshold,
+        pick_threshold_on=args.pick_threshold_on,
+    )
+    threshold, source, results = out["threshold"], out["threshold_source"], out["results"]
+    truncated = {name: results[name]["truncated"] for name in names}
     print(f"threshold {threshold:.4f} ({source})")
     print(_table(results))
     if any(truncated.values()):
@@ -126,12 +113,12 @@ def run(args) -> int:
         "checkpoint": os.path.abspath(args.checkpoint),
         "threshold": threshold,
         "threshold_source": source,
-        "marker": args.marker,
+        "marker": marker,
         "max_len": args.max_len,
         "limit": args.limit,
         "subset": None if args.limit is None else f"stratified by erroneous / correct, seed {args.seed}",
         "results": results,
-        "predictions": predictions,
+        "predictions": out["predictions"],
     }
     jsonio.dump(out, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
