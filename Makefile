@@ -29,7 +29,7 @@ test: install
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest -n 2 -m "not slow" --durations=15 -q tests
 
-# Also the slow end-to-end tests (demo --quick, notebooks, experiment smoke runs, real sweeps).
+# Also the slow end-to-end tests (demo quick, notebooks, experiment smoke runs, real sweeps).
 test-all: install
 	$(PY) -m pytest -n 2 --durations=25 -q tests
 

@@ -204,17 +204,21 @@ def label_solutions(
     r_mc, r_v0, r_pr, r_pv = jax.random.split(rng, 4)
     mc, used = mc_values(policy, grade, items, k, r_mc, temperature=temperature, max_new_tokens=max_new_tokens)
     problems = sorted({p for p, _, _ in items})
-    v0_succ = rollout_success(
-        policy,
-        grade,
-        problems,
-        [[] for _ in problems],
-        v0_k or k,
-        r_v0,
-        temperature=temperature,
-        max_new_tokens=max_new_tokens,
-        desc="V0 rollouts",
-    )
+
+    def from_question(pol, rng_, temp, desc):  # [P, K] successes of rollouts from the bare question
+        return rollout_success(
+            pol,
+            grade,
+            problems,
+            [[] for _ in problems],
+            v0_k or k,
+            rng_,
+            temperature=temp,
+            max_new_tokens=max_new_tokens,
+            desc=desc,
+        )
+
+    v0_succ = from_question(policy, r_v0, temperature, "V0 rollouts")
     v0_pi = dict(zip(problems, v0_succ.mean(1)))
     stats = {"solutions": len(items), "mc_rollouts": used, "v0_rollouts": int(v0_succ.size)}
     if prover.startswith("temperature:") or prover == "policy":
@@ -225,17 +229,7 @@ def label_solutions(
         q_mu, pused = mc_values(
             pol, grade, items, k, r_pr, temperature=temp, max_new_tokens=max_new_tokens, desc="prover rollouts"
         )
-        vs = rollout_success(
-            pol,
-            grade,
-            problems,
-            [[] for _ in problems],
-            v0_k or k,
-            r_pv,
-            temperature=temp,
-            max_new_tokens=max_new_tokens,
-            desc="prover V0",
-        )
+        vs = from_question(pol, r_pv, temp, "prover V0")
         # The last step's Q is the solution's own outcome under any prover.
         v0_mu = dict(zip(problems, vs.mean(1)))
         stats["prover_rollouts"] = pused + int(vs.size)

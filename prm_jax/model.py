@@ -152,20 +152,6 @@ PRESETS: dict[str, ModelConfig] = {
         max_seq_len=32768,
         architecture="qwen2",
     ),
-    "qwen2.5-math-1.5b": ModelConfig(
-        vocab_size=151936,
-        d_model=1536,
-        n_layers=28,
-        n_heads=12,
-        n_kv_heads=2,
-        head_dim=128,
-        mlp_dim=8960,
-        rope_theta=10000.0,
-        qkv_bias=True,
-        tie_embeddings=True,
-        max_seq_len=4096,
-        architecture="qwen2",
-    ),
     "qwen2.5-math-7b": ModelConfig(
         vocab_size=152064,
         d_model=3584,
@@ -178,20 +164,6 @@ PRESETS: dict[str, ModelConfig] = {
         qkv_bias=True,
         tie_embeddings=False,
         max_seq_len=4096,
-        architecture="qwen2",
-    ),
-    "qwen2.5-7b": ModelConfig(
-        vocab_size=152064,
-        d_model=3584,
-        n_layers=28,
-        n_heads=28,
-        n_kv_heads=4,
-        head_dim=128,
-        mlp_dim=18944,
-        rope_theta=1e6,
-        qkv_bias=True,
-        tie_embeddings=False,
-        max_seq_len=32768,
         architecture="qwen2",
     ),
     "llama-3.1-8b": ModelConfig(
@@ -224,21 +196,16 @@ PRESETS: dict[str, ModelConfig] = {
         architecture="llama",
     ),
 }
+# The Math models share their base's shapes; only RoPE's base and the context differ.
+PRESETS["qwen2.5-math-1.5b"] = dataclasses.replace(PRESETS["qwen2.5-1.5b"], rope_theta=10000.0, max_seq_len=4096)
+PRESETS["qwen2.5-7b"] = dataclasses.replace(PRESETS["qwen2.5-math-7b"], rope_theta=1e6, max_seq_len=32768)
 
 
 def num_params(cfg: ModelConfig) -> int:
     """Returns the parameter count of the model (score head included when cfg.score_head)."""
-    d, hd = cfg.d_model, cfg.head_dim
-    attn = d * hd * (cfg.n_heads + 2 * cfg.n_kv_heads) + cfg.n_heads * hd * d
-    if cfg.qkv_bias:
-        attn += hd * (cfg.n_heads + 2 * cfg.n_kv_heads)
-    per_layer = attn + 3 * d * cfg.mlp_dim + 2 * d
-    total = cfg.n_layers * per_layer + cfg.vocab_size * d + d
-    if not cfg.tie_embeddings:
-        total += d * cfg.vocab_size
-    if cfg.score_head:
-        total += d + 1
-    return total
+    from prm_jax import flops
+
+    return flops.Shape.of(cfg).total_params() + (cfg.d_model + 1 if cfg.score_head else 0)
 
 
 # ----------------------------------------------------------------------------------------------------

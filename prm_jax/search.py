@@ -339,9 +339,9 @@ def evaluate_methods(
     `evaluate.best_of_n_curve` at N = 1, 2, 4, ..., n. Then each beam search of `beams`,
     {label: {"rank": name, "advantage": name or None, "answer": name}}: beams ranked by the `rank`
     verifier's last step score, or by Q(rank) + alpha * A(advantage) (PAV beam search), the final
-    answer by the `answer` verifier; its CI through the same bootstrap. Sampling at `temperature`, `top_p`. `grade(answer, gold)` decides
-    correctness; `step_truth(problem, steps)` (exact per-step correctness) adds step AUROC and one
-    solution with an error and its step scores (`example`).
+    answer by the `answer` verifier; its CI through the same bootstrap. Sampling at `temperature`,
+    `top_p`. `grade(answer, gold)` decides correctness; `step_truth(problem, steps)` (exact per-step
+    correctness) adds step AUROC and one solution with an error and its step scores (`example`).
     """
     import time
 
