@@ -54,7 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             p.add_argument(
                 "--marker",
                 default=None,
-                help="step-end marker (default: the tokenizer's, tokenizers.default_marker: '<step>' for char, else a blank line)",
+                help="step-end marker (default: a blank line; for --format arith the tokenizer's, '<step>' for char)",
             )
             p.add_argument("--chat-template", default=None, help="'hf' or a template with {problem}")
             p.add_argument("--progress", action="store_true", help="progress bar on stderr")
@@ -98,7 +98,9 @@ def _stats(args) -> int:
     from prm_jax.data.tokenizers import default_marker, make_tokenizer
 
     tok = make_tokenizer(args.tokenizer)
-    marker = args.marker or default_marker(tok)  # what training with this tokenizer closes steps with
+    # The arith task renders with the tokenizer's own marker; data files are measured as they are
+    # written, steps closed by a blank line.
+    marker = args.marker or (default_marker(tok) if args.format == "arith" else "\n\n")
     skipped = SkipCounter()
     out = {"format": args.format, "paths": args.path}
     if args.format == "arith":
