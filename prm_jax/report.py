@@ -110,6 +110,7 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     figs = figures(res)
     md = [
         "# prm-jax demo report\n",
+        f"Seed {res.get('seed')} (`--config.seed`; the same seed on the same machine gives the same figures).\n",
         f"Policy accuracy (one sample): {res['policy_accuracy']:.3f} on {res['problems']} held-out problems, "
         f"N up to {n}; mean generated tokens per solution {per:.1f}.\n",
         *(

@@ -26,7 +26,8 @@ from prm_jax import model as model_lib
 from prm_jax import shapes
 from tqdm.auto import tqdm
 
-LEN_BUCKET = 128
+LEN_BUCKET = 64
+SEGMENT = 64
 MIN_BATCH = 16
 MAX_STOP_IDS = 4
 NUCLEUS_ITERS = 40  # bisection steps: the float32 interval is exhausted well before
@@ -130,17 +131,21 @@ def _generate(
     positions_BxP,
     valid_BxP,
     stop_ids_S,
-    max_new,
+    limit_B,
     temperature,
     top_p,
     rng,
 ):
-    """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per shape bucket."""
+    """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per shape bucket.
+
+    Row b draws at most limit_B[b] <= N tokens (0: a filler row that never runs)."""
     b, p = tokens_BxP.shape
     cache = model_lib.init_cache(cfg, b, p + new_bucket)
     out, cache = model_lib.decode(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache)
     last_BxV = out.logits[:, -1, :]
     next_pos_B = positions_BxP[:, -1] + 1
+
+    max_new = jnp.max(limit_B)
 
     def cond(state):
         i, done_B = state[0], state[5]
@@ -158,7 +163,7 @@ def _generate(
         hit_B = live_B & jnp.any(tok_B[:, None] == stop_ids_S[None, :], axis=-1)
         stopped = stopped | hit_B
         ended = ended | (live_B & (tok_B == eos_id))
-        done = done | hit_B
+        done = done | hit_B | (lengths >= limit_B)
         out, cache = model_lib.decode(cfg, params, tok_B[:, None], pos[:, None], jnp.ones((b, 1), bool), cache)
         return (i + 1, toks, logps, out.logits[:, -1, :], cache, done, lengths, stopped, ended, pos + 1, rng)
 
@@ -169,7 +174,7 @@ def _generate(
         jnp.zeros((b, new_bucket), jnp.float32),
         last_BxV,
         cache,
-        zeros_b,
+        limit_B <= 0,
         jnp.zeros((b,), jnp.int32),
         zeros_b,
         zeros_b,
@@ -180,6 +185,9 @@ def _generate(
     return state[1], state[2], state[6], state[7], state[8]
 
 
+_COMPILED: dict[tuple, object] = {}
+
+
 class Sampler:
     """Samples continuations of token prefixes from one model; compiled functions cached per bucket.
 
@@ -187,22 +195,38 @@ class Sampler:
       model_cfg, params: the policy (`prm_jax.model` contract).
       pad_id, eos_id, step_id: token ids; `step_id` is the step-end marker ('step' mode stops there).
       max_batch: rows per compiled call; larger requests are split (sorted by length to save padding).
+      segment: new tokens per round: a row still running after it is re-queued (see `sample`).
+      len_bucket: prefix lengths are rounded up to a multiple of it (one compile per bucket).
     """
 
-    def __init__(self, model_cfg, params, *, pad_id: int, eos_id: int, step_id: int | None, max_batch: int = 256):
+    def __init__(
+        self,
+        model_cfg,
+        params,
+        *,
+        pad_id: int,
+        eos_id: int,
+        step_id: int | None,
+        max_batch: int = 256,
+        segment: int = SEGMENT,
+        len_bucket: int = LEN_BUCKET,
+    ):
         self.cfg, self.params = model_cfg, params
         self.pad_id, self.eos_id, self.step_id = int(pad_id), int(eos_id), step_id
-        self.max_batch = int(max_batch)
-        self._compiled: dict[tuple, object] = {}
+        self.max_batch, self.segment, self.len_bucket = int(max_batch), int(segment), int(len_bucket)
+        self._compiled: dict[tuple, object] = {}  # the process-wide programs this sampler called
         self.tokens_generated = 0
         self.seconds = 0.0
         self.shapes: set[tuple[int, int, int]] = set()  # (batch, prefix bucket, new bucket) called: compiles
 
     def _fn(self, new_bucket: int):
-        key = (new_bucket,)
-        if key not in self._compiled:
-            self._compiled[key] = jax.jit(functools.partial(_generate, self.cfg, self.pad_id, self.eos_id, new_bucket))
-        return self._compiled[key]
+        # One jitted function per (model, ids, bucket) for the whole process: a second Sampler of the
+        # same policy (the demo's search stage after its labelling stage) reuses the compiles.
+        key = (self.cfg, self.pad_id, self.eos_id, new_bucket)
+        if key not in _COMPILED:
+            _COMPILED[key] = jax.jit(functools.partial(_generate, self.cfg, self.pad_id, self.eos_id, new_bucket))
+        self._compiled[key] = _COMPILED[key]
+        return _COMPILED[key]
 
     def _stop_ids(self, mode: str) -> np.ndarray:
         if mode == "step":
@@ -232,19 +256,27 @@ class Sampler:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         stop_S = self._stop_ids(mode)
-        new_bucket = shapes.pow2(max_new_tokens, 8)
-        order = sorted(range(len(prefixes)), key=lambda i: len(prefixes[i]))
-        chunks = [order[s : s + self.max_batch] for s in range(0, len(order), self.max_batch)]
-        parts = []
+        n = len(prefixes)
+        gen = [[] for _ in range(n)]  # new tokens so far
+        lps = [[] for _ in range(n)]
+        stopped, ended = np.zeros(n, bool), np.zeros(n, bool)
+        pending = list(range(n))
         t0 = time.perf_counter()
-        bar = tqdm(chunks, desc=desc, unit="batch", leave=False, disable=desc is None or len(chunks) < 2)
-        for c, idx in enumerate(bar):
-            rows = [prefixes[i] for i in idx]
-            # Per-chunk length bucket: chunks are sorted by length, so short prefixes do not pay
-            # for the attention span of the longest one in the request.
-            p_len = shapes.multiple(max(len(r) for r in rows), LEN_BUCKET)
+        bar = tqdm(total=n, desc=desc, unit="row", leave=False, disable=desc is None or n <= self.max_batch)
+        rnd = 0
+        while pending:
+            # A round: the shortest pending rows, at most `segment` new tokens each. Rows that neither
+            # stopped nor used their budget go back to the queue with their new tokens as prefix (and
+            # are re-prefilled), so a few long rows never keep a whole batch decoding padding.
+            pending.sort(key=lambda i: len(prefixes[i]) + len(gen[i]))
+            idx, pending = pending[: self.max_batch], pending[self.max_batch :]
+            rows = [list(prefixes[i]) + gen[i] for i in idx]
+            limits = [min(self.segment, max_new_tokens - len(gen[i])) for i in idx]
+            new_bucket = shapes.pow2(max(limits), 8)
+            p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
-            rows = rows + [rows[0]] * (b - len(rows))  # filler rows: a real prefix, never all-invalid
+            fill = b - len(rows)
+            rows = rows + [rows[0]] * fill  # filler rows: a real prefix, never all-invalid, limit 0
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
             self.shapes.add((b, p_len, new_bucket))
@@ -254,18 +286,31 @@ class Sampler:
                 pos,
                 valid,
                 stop_S,
-                jnp.int32(max_new_tokens),
+                np.asarray(limits + [0] * fill, np.int32),
                 jnp.float32(temperature),
                 jnp.float32(top_p),
-                jax.random.fold_in(rng, c),
+                jax.random.fold_in(rng, rnd),
             )
-            parts.append([np.asarray(o)[: len(idx)] for o in out])
+            tok_BxN, lp_BxN, len_B, stop_B, end_B = (np.asarray(o) for o in out)
+            for j, i in enumerate(idx):
+                gen[i] += tok_BxN[j, : len_B[j]].tolist()
+                lps[i] += lp_BxN[j, : len_B[j]].tolist()
+                if stop_B[j] or len(gen[i]) >= max_new_tokens:
+                    stopped[i], ended[i] = bool(stop_B[j]), bool(end_B[j])
+                    bar.update(1)
+                else:
+                    pending.append(i)
+            rnd += 1
+        bar.close()
         self.seconds += time.perf_counter() - t0
-        inv = np.empty(len(order), np.int64)
-        inv[np.asarray(order)] = np.arange(len(order))
-        toks, logps, lengths, stopped, ended = (np.concatenate(x)[inv] for x in zip(*parts))
-        n = max(1, int(lengths.max()))
-        samples = Samples(toks[:, :n], logps[:, :n], lengths, stopped, ended)
+        lengths = np.asarray([len(g) for g in gen], np.int32)
+        width = max(1, int(lengths.max()))
+        toks = np.full((n, width), self.pad_id, np.int32)
+        logps = np.zeros((n, width), np.float32)
+        for i in range(n):
+            toks[i, : lengths[i]] = gen[i]
+            logps[i, : lengths[i]] = lps[i]
+        samples = Samples(toks, logps, lengths, stopped, ended)
         self.tokens_generated += samples.num_tokens
         return samples
 

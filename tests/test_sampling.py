@@ -147,18 +147,23 @@ def test_shape_buckets_reuse_compiled_programs(tiny):
     cfg, params = tiny
     s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
     s.sample([[1, 2, 3]] * 5, jax.random.PRNGKey(0), max_new_tokens=5)
+    before = s._fn(8)._cache_size()  # programs are shared by every sampler of this model in the process
     s.sample([[1, 2, 3, 4, 5, 6]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.3, top_p=0.9)
-    assert len(s._compiled) == 1 and s._fn(8)._cache_size() == 1
+    assert len(s._compiled) == 1 and s._fn(8)._cache_size() == before
+    again = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
+    again.sample([[7, 8]] * 3, jax.random.PRNGKey(2), max_new_tokens=6)
+    assert again._fn(8)._cache_size() == before  # a second sampler compiles nothing new
     assert s.tokens_generated == 5 * 5 + 7 * 7
 
 
 def test_chunks_get_their_own_length_bucket_and_match_reference(tiny):
     cfg, params = tiny
     s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
-    short, long = [1, 10, 11], [1] + [20 + i % 40 for i in range(140)]  # buckets 128 and 256
+    short, long = [1, 10, 11], [1] + [20 + i % 40 for i in range(140)]  # two length buckets
     prefixes = [long] * 5 + [short] * 16  # sorted by length: 16 short rows, then a chunk of 5 long ones
     out = s.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=6, temperature=0.0)
-    assert s.shapes == {(16, 128, 8), (16, 256, 8)}, s.shapes
+    lb = sampling.LEN_BUCKET
+    assert s.shapes == {(16, lb, 8), (16, -(-141 // lb) * lb, 8)}, s.shapes
     ref = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
     for p in (short, long):  # each alone: one chunk, its own bucket
         want = ref.sample([p], jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0).row(0)
@@ -198,3 +203,18 @@ def test_policy_decodes_steps_and_renders_like_tokenize(tiny):
     assert len(conts) == 3 and all(c.num_tokens <= 6 for c in conts)
     with pytest.raises(ValueError, match="single-token marker"):
         sampling.Policy(s, TOK, marker="\n\n")
+
+
+def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny):
+    """A row still running after `segment` tokens goes back to the queue with its tokens as prefix:
+    greedy continuations equal those of a sampler whose segment covers the whole budget."""
+    cfg, params = tiny
+    prefixes = [[1, 10, 11], [1, 12], [1, 13, 14, 15]] * 3
+    long = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, segment=64)
+    short = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, segment=8)
+    a = long.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=30, temperature=0.0)
+    b = short.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=30, temperature=0.0)
+    assert all(a.row(i) == b.row(i) for i in range(len(prefixes)))
+    assert (a.lengths_B == 30).all() and (b.lengths_B == 30).all() and not b.stopped_B.any()
+    np.testing.assert_allclose(a.logprobs_BxN, b.logprobs_BxN, atol=1e-4)
+    assert {n for _, _, n in short.shapes} == {8}  # four rounds of 8 new tokens (the last 6)

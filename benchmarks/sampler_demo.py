@@ -1,0 +1,138 @@
+"""The sampler at the demo's shapes on this CPU: the labelling stage's own calls, before and after.
+
+Replays what `prm-jax demo`'s labelling stage asks of the sampler with its trained policy: SAMPLES full
+solutions per problem (256 new tokens at most), then the MC rollouts of every step prefix and the V0
+rollouts from each bare question (K each, 128 new tokens at most; `labeling.label_solutions`).
+Each code version runs in its own process with a fresh sampler, so compiles are included, as in the
+demo. `--before REV` also runs the same calls with prm_jax as it was at git revision REV (a temporary
+worktree), and the two are printed side by side: new tokens/s, decode steps and ms per step.
+
+    python benchmarks/sampler_demo.py --policy-workdir runs/demo/policy --before 605a7df
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TASK = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99, operators=("+", "-"))
+
+
+def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int) -> dict:
+    """Returns the labelling calls' counts and timings with the prm_jax on sys.path."""
+    import jax
+    import numpy as np
+
+    from prm_jax import labeling, loop, sampling, search
+    from prm_jax.data import arith
+
+    cfg, params, _ = loop.load_trained(policy_workdir)
+    tok = arith.CharTokenizer()
+    smp = sampling.Sampler(cfg, params, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=tok.step_id, max_batch=max_batch)
+    pol = sampling.Policy(smp, tok, marker=tok.STEP, answer_fn=arith.final_answer)
+    task = arith.ArithConfig.from_dict(TASK)
+    rng = np.random.default_rng(1)
+    texts = [arith.sample_problem(task, rng).text for _ in range(problems)]
+    calls = []
+    real_sample = smp.sample
+
+    def counted(prefixes, rng_, **kw):  # one row per compiled-call chunk: its decode steps
+        t0 = time.perf_counter()
+        out = real_sample(prefixes, rng_, **kw)
+        calls.append(
+            {
+                "rows": len(prefixes),
+                "seconds": time.perf_counter() - t0,
+                "tokens": out.num_tokens,
+                "steps": int(out.lengths_B.max()),
+            }
+        )
+        return out
+
+    smp.sample = counted
+    t0 = time.perf_counter()
+    sols = search.sample_solutions(pol, texts, samples, jax.random.PRNGKey(1), max_new_tokens=256)
+    items = [
+        (p, x.steps, bool(x.complete and arith.is_correct(p, x.steps)))
+        for p, xs in zip(texts, sols)
+        for x in xs
+        if x.steps
+    ]
+    labeling.label_solutions(
+        pol, arith.is_correct, items, jax.random.PRNGKey(2), k=k, prover="bok:4", max_new_tokens=128
+    )
+    wall = time.perf_counter() - t0
+    tokens = sum(c["tokens"] for c in calls)
+    return {
+        "wall_s": wall,
+        "sampler_s": smp.seconds,
+        "new_tokens": tokens,
+        "tokens_per_s": tokens / smp.seconds,
+        "calls": len(calls),
+        "compiled_shapes": len(smp.shapes),
+        "rows": sum(c["rows"] for c in calls),
+        "solutions": len(items),
+        "per_call": calls,
+    }
+
+
+def _run(pythonpath: str, args) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--policy-workdir", args.policy_workdir]
+    cmd += ["--problems", str(args.problems), "--samples", str(args.samples), "--k", str(args.k)]
+    cmd += ["--max-batch", str(args.max_batch)]
+    env = {**os.environ, "PYTHONPATH": pythonpath}
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+    if out.returncode:
+        raise SystemExit(f"worker failed ({pythonpath}):\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--policy-workdir", default="runs/demo/policy", help="the demo's trained policy (make demo)")
+    p.add_argument("--problems", type=int, default=64)
+    p.add_argument("--samples", type=int, default=4)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--max-batch", type=int, default=256)
+    p.add_argument("--before", help="a git revision whose prm_jax runs the same calls first")
+    p.add_argument("--timeout", type=int, default=1200)
+    p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.worker:
+        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch)))
+        return 0
+    if not os.path.isdir(a.policy_workdir):
+        raise SystemExit(f"{a.policy_workdir} not found: run `make demo` (or give --policy-workdir)")
+    rows = {}
+    if a.before:
+        with tempfile.TemporaryDirectory() as tmp:
+            wt = os.path.join(tmp, "before")
+            subprocess.run(
+                ["git", "-C", REPO, "worktree", "add", "--detach", wt, a.before], check=True, capture_output=True
+            )
+            try:
+                rows[f"before ({a.before})"] = _run(wt, a)
+            finally:
+                subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", wt], capture_output=True)
+    rows["after (this checkout)"] = _run(REPO, a)
+    keys = ["new_tokens", "sampler_s", "tokens_per_s", "calls", "compiled_shapes", "wall_s"]
+    print(
+        f"labelling-stage sampler calls: {a.problems} problems x {a.samples} solutions, K={a.k} rollouts, batch {a.max_batch}"
+    )
+    print(f"{'version':28s}" + "".join(f"{k:>16s}" for k in keys))
+    for name, r in rows.items():
+        print(f"{name:28s}" + "".join(f"{r[k]:>16.1f}" if isinstance(r[k], float) else f"{r[k]:>16d}" for k in keys))
+    if len(rows) == 2:
+        b, c = rows.values()
+        print(f"speed-up (new tokens/s, compiles included): {c['tokens_per_s'] / b['tokens_per_s']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
