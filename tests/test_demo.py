@@ -98,3 +98,30 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     logs = []
     demo.run(workdir, QUICK, log=logs.append)
     assert sum("skipped" in line for line in logs) == 2 + len(VERIFIERS) + 1
+    # The sampler benchmark replays the labelling calls on this policy (a smoke run; speed is a figure
+    # of the benchmark, never asserted).
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(root, "benchmarks", "sampler_demo.py"),
+            "--policy-workdir",
+            f"{workdir}/policy",
+            "--problems",
+            "4",
+            "--samples",
+            "1",
+            "--k",
+            "1",
+            "--max-batch",
+            "16",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
+    assert r.returncode == 0 and "after (this checkout)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
