@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         default="full",
-        help="'full' (default), 'quick' (the small variant the tests run), or an experiment file PATH[:ARG]",
+        help="'full' (default), 'quick' (the small variant the tests run), or an experiment file PATH[:ARG]; "
+        "then --config.a.b=VALUE overrides any key of it, e.g. --config.seed=1 --config.policy.train.steps=2000",
     )
     parser.add_argument("--quick", action="store_true", help="same as --config quick")
 
