@@ -21,11 +21,11 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TASK = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99, operators=("+", "-"))
 
 
-def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int) -> dict:
-    """Returns the labelling calls' counts and timings with the prm_jax on sys.path."""
+def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int, task: dict) -> dict:
+    """Returns the labelling calls' counts and timings with the prm_jax on sys.path (the sampler and
+    policy are built by hand, not with `sampling.load_policy`, so that older revisions run too)."""
     import jax
     import numpy as np
 
@@ -36,7 +36,7 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
     tok = arith.CharTokenizer()
     smp = sampling.Sampler(cfg, params, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=tok.step_id, max_batch=max_batch)
     pol = sampling.Policy(smp, tok, marker=tok.STEP, answer_fn=arith.final_answer)
-    task = arith.ArithConfig.from_dict(TASK)
+    task = arith.ArithConfig.from_dict(task)
     rng = np.random.default_rng(1)
     texts = [arith.sample_problem(task, rng).text for _ in range(problems)]
     calls = []
@@ -79,18 +79,22 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
         "rows": sum(c["rows"] for c in calls),
         "solutions": len(items),
         "per_call": calls,
+        "prm_jax": os.path.dirname(os.path.dirname(os.path.abspath(sampling.__file__))),
     }
 
 
 def _run(pythonpath: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--policy-workdir", args.policy_workdir]
     cmd += ["--problems", str(args.problems), "--samples", str(args.samples), "--k", str(args.k)]
-    cmd += ["--max-batch", str(args.max_batch)]
+    cmd += ["--max-batch", str(args.max_batch), "--task", json.dumps(args.task)]
     env = {**os.environ, "PYTHONPATH": pythonpath}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     if out.returncode:
         raise SystemExit(f"worker failed ({pythonpath}):\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    if os.path.realpath(res["prm_jax"]) != os.path.realpath(pythonpath):
+        raise SystemExit(f"the worker imported prm_jax from {res['prm_jax']}, not from {pythonpath}")
+    return res
 
 
 def main(argv=None) -> int:
@@ -103,10 +107,15 @@ def main(argv=None) -> int:
     p.add_argument("--before", help="a git revision whose prm_jax runs the same calls first")
     p.add_argument("--timeout", type=int, default=1200)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--task", type=json.loads, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch)))
+        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch, a.task)))
         return 0
+    sys.path.insert(0, REPO)  # this process only: each worker imports the prm_jax of its PYTHONPATH
+    from prm_jax.configs import demo
+
+    a.task = demo.TASK  # the demo's arithmetic task, passed to the workers (an older prm_jax lacks it)
     if not os.path.isdir(a.policy_workdir):
         raise SystemExit(f"{a.policy_workdir} not found: run `make demo` (or give --policy-workdir)")
     rows = {}

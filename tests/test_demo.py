@@ -118,6 +118,8 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
             "1",
             "--max-batch",
             "16",
+            "--before",
+            "HEAD",  # a worktree: its worker must import that prm_jax, not this checkout's
         ],
         capture_output=True,
         text=True,
@@ -125,3 +127,4 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         cwd=root,
     )
     assert r.returncode == 0 and "after (this checkout)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "before (HEAD)" in r.stdout and "speed-up" in r.stdout, r.stdout[-2000:]
