@@ -1,4 +1,4 @@
-"""The main job, `prm-jax demo`: policy SFT -> MC labels -> five verifiers -> search -> report.md.
+"""The main job, `prm-jax demo`: policy SFT -> MC labels -> six verifiers -> search -> report.md.
 
 Its config ships with the package (prm_jax/configs/demo.py, so an installed prm-jax runs it from any
 folder); this file re-exports it so that experiments/ documents every run. The stages one by one are
@@ -34,4 +34,13 @@ def get_hyper(h):
     return h.sweep("seed", [0, 1, 2])
 
 
-SWEEP_METRICS = ("acc@N/bce/min/weighted_vote", "acc@N/majority", "acc@N/beam_pav", "auroc/bce")
+SWEEP_METRICS = (
+    "policy_accuracy",
+    "acc@N/oracle",
+    "acc@N/majority",
+    "acc@N/bce/min/weighted_vote",
+    "acc@N/bce/min/argmax",
+    "acc@N/beam_pav",
+    "auroc/bce",
+    "auroc/exact",
+)

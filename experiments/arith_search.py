@@ -15,7 +15,7 @@ Python stage: `prm-jax sweep --once`); it writes WORKDIR/eval.json and WORKDIR/f
     # this CPU (tiny runs from arith_policy_sft.py:tiny and arith_verifier.py:*,tiny under /tmp/arith):
     prm-jax sweep --once --config experiments/arith_search.py:tiny --workdir /tmp/arith_search
 
-`runs` holds policy/ and the verifier runs bce/ qpi/ orm/ pav/ implicit/ (each a `prm-jax train` workdir);
+`runs` holds policy/ and the verifier runs bce/ exact/ qpi/ orm/ pav/ implicit/ (each a `prm-jax train` workdir);
 `labels` is arith_mc_label.py's labels/ folder (default RUNS/labels).
 Variants: demo, pav_alpha, agg, tiny.
 """
@@ -34,7 +34,7 @@ def get_config(arg=None):
         raise ValueError(f"arith_search.py: unknown variant {arg!r}; choose one of {VARIANTS}")
     c = demo.get_config("quick" if arg == "tiny" else "full")
     c.stage = "search"
-    c.runs = "/tmp/arith" if arg == "tiny" else "runs/arith"  # policy/, bce/, qpi/, orm/, pav/, implicit/ inside
+    c.runs = "/tmp/arith" if arg == "tiny" else "runs/arith"  # policy/, bce/, exact/, qpi/, orm/, pav/, implicit/ inside
     c.agg = "min"  # best-of-N aggregation read into final.json
     c.shared_eval = "runs/arith/search_shared" if arg == "agg" else ""  # a folder whose eval.json is reused
     c.labels = ""  # arith_mc_label's labels/ folder (its val.jsonl); "" = RUNS/labels

@@ -1,6 +1,7 @@
 """Demo stage 3: the verifiers, trained on the policy's own solutions with Monte-Carlo labels.
 
     prm-jax train --config experiments/arith_verifier.py:bce,demo --workdir runs/arith/bce
+    prm-jax train --config experiments/arith_verifier.py:exact,demo --workdir runs/arith/exact
     prm-jax train --config experiments/arith_verifier.py:orm,demo --workdir runs/arith/orm
     prm-jax train --config experiments/arith_verifier.py:pav,demo --workdir runs/arith/pav
     prm-jax train --config experiments/arith_verifier.py:implicit_ce,demo --workdir runs/arith/implicit
@@ -9,9 +10,9 @@
     # this CPU, about a minute each (tiny model, synthetic labels experiments/fixtures/mc_labels_tiny.jsonl):
     prm-jax train --config experiments/arith_verifier.py:bce,tiny --workdir /tmp/arith_bce
 
-Argument `OBJECTIVE[,SIZE]`: OBJECTIVE in bce | orm | pav | implicit_ce; SIZE in tiny (default) | demo.
+Argument `OBJECTIVE[,SIZE]`: OBJECTIVE in bce | exact | orm | pav | implicit_ce; SIZE in tiny (default) | demo.
 The demo size reads `runs/arith/mc/labels/train.jsonl` (stage 2, experiments/arith_mc_label.py:
-`labels` = soft MC fraction, `hard_labels`, `q` / `v0` = the prover's Q for the PAV, `correct`), and the
+`labels` = soft MC fraction, `hard_labels`, `exact_labels` (the task's exact step correctness), `q` / `v0` = the prover's Q for the PAV, `correct`), and the
 verifiers start from the SFT policy's weights (`runs/arith/policy`, stage 1), which is also the implicit
 PRM's frozen reference. Tiny runs start from random weights unless `--config.init.workdir` is given.
 """
@@ -21,7 +22,8 @@ from pathlib import Path
 from prm_jax.configs import demo
 
 MC_TINY = Path(__file__).resolve().parent / "fixtures" / "mc_labels_tiny.jsonl"  # synthetic, see README
-OBJECTIVES = {"bce": "bce", "orm": "orm", "pav": "pav", "implicit_ce": "implicit"}  # -> the demo's verifier
+# variant -> the demo's verifier; `exact` is the BCE-PRM on the task's exact step labels
+OBJECTIVES = {"bce": "bce", "exact": "exact", "orm": "orm", "pav": "pav", "implicit_ce": "implicit"}
 SIZES = ("tiny", "demo")
 
 
@@ -34,7 +36,9 @@ def get_config(arg=None):
             f"{tuple(OBJECTIVES)}, SIZE in {SIZES}"
         )
     c = demo.get_config("full").verifiers[OBJECTIVES[objective]]  # what `prm-jax demo` trains
-    c.data.label_field = "labels"  # soft MC; 'hard_labels' for hard (the sweep below)
+    # soft MC; 'hard_labels' for hard (the sweep below); the exact-label PRM keeps its 'exact_labels'
+    if objective != "exact":
+        c.data.label_field = "labels"
     c.train.update(steps=200, ckpt_every=300, eval_every=100)
     c.data.eval_frac = 0.05  # in-training evaluation on problems held out by hash
     if size == "demo":

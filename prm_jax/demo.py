@@ -1,4 +1,4 @@
-"""The main job: policy SFT -> MC step labels and PAV targets -> five verifiers -> search -> report.md.
+"""The main job: policy SFT -> MC step labels and PAV targets -> six verifiers -> search -> report.md.
 
 Every setting is in the demo config (`prm_jax/configs/demo.py`, documented by experiments/arith_demo.py);
 each stage is one library call:
@@ -7,11 +7,12 @@ each stage is one library call:
   2. labels/     `labeling.label_and_split`: solutions sampled from the policy, Math-Shepherd MC labels,
                  OmegaPRM's cost comparison, PAV targets (the prover's Q), exact step correctness in
                  `meta`, split by problem into train.jsonl / val.jsonl;
-  3. bce/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on labels/train.jsonl, from
-                 the policy's weights (the implicit PRM's reference too);
+  3. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on labels/train.jsonl,
+                 from the policy's weights (the implicit PRM's reference too);
   4. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
                  and aggregation, BCE beam and PAV beam search) and `evaluate.step_validation`;
-  5. report.md, accuracy_vs_n.png, solution_steps.png (`report.write_report`); the table is printed.
+  5. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
+     accuracy_vs_n.png, solution_steps.png (`report.write_report`); the table is printed.
 Each stage is skipped when its output exists, so an interrupted run resumes.
 """
 
@@ -190,7 +191,17 @@ def stage_eval(workdir: str, c, log) -> dict:
     return res
 
 
-HEADLINE = ("majority", "bce/min/argmax", "bce/min/weighted_vote", "orm/last/argmax", "implicit/min/argmax", "beam_pav")
+HEADLINE = (
+    "oracle",
+    "majority",
+    "bce/min/argmax",
+    "bce/min/weighted_vote",
+    "exact/min/argmax",
+    "orm/last/argmax",
+    "implicit/min/argmax",
+    "beam_bce",
+    "beam_pav",
+)
 
 
 def headline(res: dict) -> dict:
@@ -229,4 +240,4 @@ def run(workdir: str, config=None, log=print) -> dict:
     jsonio.dump(headline(res), os.path.join(workdir, "final.json"))  # what `prm-jax sweep` gathers
     log(table)
     log(f"report: {os.path.join(workdir, 'report.md')}  wall {wall['total']:.0f}s")
-    return {"eval": res, "labels": label_stats, "wall": wall, "figures": report.figures(res)}
+    return {"eval": res, "labels": label_stats, "wall": wall, "figures": report.figures(res, label_stats)}

@@ -269,6 +269,32 @@ def step_auroc(scores, labels, mask=None) -> float:
     return float(u / (n_pos * n_neg))
 
 
+def step_auroc_ci(scores_per_solution, truth_per_solution, *, n_boot: int, seed: int, ci: float = 0.95):
+    """Returns (auroc, lo, hi): step AUROC with a bootstrap CI that resamples whole solutions.
+
+    Steps of one solution are not independent (after a first error every label is 0), so the
+    bootstrap draws solutions with replacement, not steps. Replicates where one class is absent are
+    skipped; (nan, nan, nan) when the full set has one class.
+    """
+    s = [np.asarray(x, np.float64) for x in scores_per_solution]
+    t = [np.asarray(x, np.float64) for x in truth_per_solution]
+    if len(s) != len(t) or any(a.shape != b.shape for a, b in zip(s, t)):
+        raise ValueError("step_auroc_ci: scores and truth must have one array of the same length per solution")
+    a = step_auroc(np.concatenate(s), np.concatenate(t)) if s else float("nan")
+    if not np.isfinite(a):
+        return a, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        j = rng.integers(0, len(s), len(s))
+        r = step_auroc(np.concatenate([s[i] for i in j]), np.concatenate([t[i] for i in j]))
+        if np.isfinite(r):
+            reps.append(r)
+    q = (1.0 - ci) / 2.0
+    lo, hi = np.quantile(reps, [q, 1.0 - q]) if reps else (float("nan"), float("nan"))
+    return a, float(lo), float(hi)
+
+
 # --------------------------------------------------------------------------------- answer grading
 
 _INT = re.compile(r"-?\d[\d,]*")

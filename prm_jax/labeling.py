@@ -41,6 +41,7 @@ class Labelled:
     q: list[float] | None = None
     v0: float | None = None
     meta: dict = dataclasses.field(default_factory=dict)
+    exact: list[float] | None = None  # the task's exact step correctness (PRM800K's human labels' analogue)
 
     def to_json(self) -> dict:
         """Returns the step-wise jsonl object (`prompt`, `completions`, `labels` = soft MC, ...)."""
@@ -54,6 +55,7 @@ class Labelled:
             "correct": bool(self.correct),
             "answer": self.answer,
             "meta": self.meta,
+            **({} if self.exact is None else {"exact_labels": self.exact}),
         }
 
 
@@ -240,8 +242,9 @@ def label_solutions(
     out = []
     for (p, steps, correct), m, q in zip(items, mc, q_mu):
         meta = {"v0_pi": float(v0_pi[p])}
-        if step_truth is not None:
-            meta["step_correct"] = [bool(x) for x in step_truth(p, steps)]
+        truth = None if step_truth is None else [bool(x) for x in step_truth(p, steps)]
+        if truth is not None:
+            meta["step_correct"] = truth
         out.append(
             Labelled(
                 p,
@@ -253,6 +256,7 @@ def label_solutions(
                 [float(x) for x in q],
                 float(v0_mu[p]),
                 meta,
+                None if truth is None else [float(x) for x in truth],
             )
         )
     return out, stats
@@ -315,6 +319,8 @@ def label_and_split(
             "omega_solutions": len(sub),
             "omega_rollouts": int(used),
             "full_mc_rollouts_same_solutions": int(sum(max(len(st) - 1, 0) for _, st, _ in sub) * k),
+            # OmegaPRM's binary search against the full MC labels it approximates (same K, same rule)
+            "omega_first_error_matches_full_mc": float(np.mean(fe == mc_fe)) if len(sub) else None,
             "omega_first_error_exact_match": float(np.mean(fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
             "mc_hard_first_error_exact_match": float(np.mean(mc_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
             "policy_accuracy_on_label_problems": float(np.mean([c for _, _, c in items])),

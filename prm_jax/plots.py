@@ -20,14 +20,20 @@ _AGG_MARKERS = {"min": "o", "last": "s", "prod": "^", "mean": "v", "pure": "D", 
 
 
 def plot_accuracy_vs_n(
-    curves: dict, path: str, title: str = "Best-of-N accuracy", ylabel: str = "accuracy", caption: str | None = None
+    curves: dict,
+    path: str,
+    title: str = "Best-of-N accuracy",
+    ylabel: str = "accuracy",
+    caption: str | None = None,
+    bands=None,
 ) -> str:
     """Returns path after writing a PNG: accuracy against N (log2 axis) per method, with CI bands.
 
     curves maps a method name (`verifier/aggregation/rule`, or one word such as `majority`) to
     (ns, acc, lo, hi) (an `evaluate.Curve` works). A method measured at one N only (beam search) is a
     marker with an error bar, not a line; the legend sits outside the axes; `caption` (e.g. the CI
-    level and the number of problems) is written under the title.
+    level and the number of problems) is written under the title. `bands` names the curves that get
+    a CI band (default: all); more than three overlapping bands hide each other.
     """
     if not curves:
         raise ValueError("plot_accuracy_vs_n needs at least one curve")
@@ -39,7 +45,7 @@ def plot_accuracy_vs_n(
         if not (ns.shape == acc.shape == lo.shape == hi.shape):
             raise ValueError(f"curve {name!r}: ns, acc, lo, hi must have the same length")
         family = name.split("/")[0]
-        colour = "k" if family == "majority" else colours.setdefault(family, cycle[len(colours) % len(cycle)])
+        colour = {"majority": "k", "oracle": "0.55"}.get(family) or colours.setdefault(family, cycle[len(colours) % len(cycle)])
         if ns.size == 1:
             # nudged right of the curves' last point (log axis: a factor), one step per method
             ax.errorbar(
@@ -56,11 +62,12 @@ def plot_accuracy_vs_n(
             )
             points += 1
         else:
-            style = ":" if family == "majority" else _STYLES.get(name.split("/")[-1], "-")
+            style = ":" if family in ("majority", "oracle") else _STYLES.get(name.split("/")[-1], "-")
             parts = name.split("/")
             marker = _AGG_MARKERS.get(parts[1], "o") if len(parts) == 3 else "o"
             ax.plot(ns, acc, marker=marker, ms=4, lw=1.6, ls=style, color=colour, label=name)
-            ax.fill_between(ns, lo, hi, color=colour, alpha=0.07, lw=0)
+            if bands is None or name in bands:
+                ax.fill_between(ns, lo, hi, color=colour, alpha=0.12, lw=0)
         all_ns.update(int(n) for n in ns)
     ax.set_xscale("log", base=2)
     ticks = sorted(all_ns)

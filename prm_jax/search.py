@@ -85,6 +85,15 @@ def solution_scores(
     return np.where(m.any(1), out, empty_value)
 
 
+def pool_scores(rewards_PxM, values_PxM, how: str) -> np.ndarray:
+    """Returns scores_PxM: `solution_scores` of every problem's M solutions (one call for all; a
+    solution without steps scores 0 and has no answer, so it never wins)."""
+    P, M = len(rewards_PxM), len(rewards_PxM[0]) if rewards_PxM else 0
+    flat_r = [r for rs in rewards_PxM for r in rs]
+    flat_q = [q for qs in values_PxM for q in qs]
+    return solution_scores(flat_r, how, empty_value=0.0, step_values=flat_q).reshape(P, M)
+
+
 def vote_weights(scores, signed: bool) -> np.ndarray:
     """Returns weighted-vote weights in [0, 1]: sigmoid(score) for signed (implicit) scores, else the
     scores themselves (probabilities), checked."""
@@ -310,6 +319,32 @@ def _same(answer, gold) -> bool:
     return answer is not None and answer == gold
 
 
+def pick_profile(sols, correct_PxM, scores_PxM, exact_ok: dict, pool: bool = False) -> dict:
+    """Returns what argmax best-of-N picks from each problem's whole pool (or, `pool`, the pool's own
+    means): accuracy, share whose every step is exactly right, share right by luck (right answer,
+    some step wrong), mean steps and generated tokens. A verifier whose picks are longer, shorter or
+    luckier than the pool's is exploited by that feature (what makes argmax fall as N grows)."""
+    chosen = []
+    for i, xs in enumerate(sols):
+        if pool:
+            chosen += [(x, bool(correct_PxM[i][j])) for j, x in enumerate(xs)]
+        else:
+            j = selection.select_index([x.answer for x in xs], np.asarray(scores_PxM[i], np.float64), "argmax")
+            if j >= 0:
+                chosen.append((xs[j], bool(correct_PxM[i][j])))
+    if not chosen:
+        return {}
+    exact = np.asarray([exact_ok.get(id(x), False) for x, _ in chosen])
+    right = np.asarray([c for _, c in chosen])
+    return {
+        "accuracy": float(right.mean()),
+        "all_steps_right": float(exact.mean()),
+        "right_by_luck": float((right & ~exact).mean()),
+        "mean_steps": float(np.mean([len(x.steps) for x, _ in chosen])),
+        "mean_gen_tokens": float(np.mean([x.gen_tokens for x, _ in chosen])),
+    }
+
+
 def evaluate_methods(
     policy,
     verifiers: dict,
@@ -380,9 +415,9 @@ def evaluate_methods(
         out = v.score_all([problems[i] for i, _ in ok], [x.steps for _, x in ok])
         res["tokens"][f"verifier_{name}_per_problem"] = (v.tokens_scored - before) / len(problems)
         if truth is not None:
-            res["auroc"][name] = evaluate.step_auroc(
-                np.concatenate(out["values"]), np.concatenate([np.asarray(t, float) for t in truth])
-            )
+            a, lo, hi = evaluate.step_auroc_ci(out["values"], truth, n_boot=n_boot, seed=seed)
+            res["auroc"][name] = a
+            res.setdefault("auroc_ci", {})[name] = [lo, hi]
         rew = {id(x): r for (_, x), r in zip(ok, out["rewards"])}
         val = {id(x): q for (_, x), q in zip(ok, out["values"])}
         scores[name] = (
@@ -396,15 +431,33 @@ def evaluate_methods(
         res["curves"][label] = {"ns": list(at), "acc": c.acc.tolist(), "lo": c.lo.tolist(), "hi": c.hi.tolist()}
 
     curve("majority", None, "majority")
+    # The ceiling: an oracle verifier (scores = correctness) picks a right answer whenever one is drawn.
+    curve("oracle", correct.astype(np.float64), "argmax")
     for name, v in verifiers.items():
         rews, vals = scores[name]
         for agg in AGGS[v.kind]:
             # A solution without steps has no answer, so it never wins whatever it scores.
-            sc = np.asarray([solution_scores(r, agg, empty_value=0.0, step_values=q) for r, q in zip(rews, vals)])
+            sc = pool_scores(rews, vals, agg)
             curve(f"{name}/{agg}/argmax", sc, "argmax")
             if agg in VOTE_AGGS:  # weighted vote sums probabilities: an implicit PRM's through a sigmoid
                 curve(f"{name}/{agg}/weighted_vote", vote_weights(sc, v.kind == "implicit"), "weighted_vote")
     res["tokens"]["best_of_n_gen_per_problem_at_N"] = {str(k): float(gen_tokens.mean() * k) for k in ns}
+    if truth is not None:
+        exact_ok = {id(x): bool(all(t)) for (_, x), t in zip(ok, truth)}
+        res["picks"] = {
+            "pool": pick_profile(sols, correct, [[0] * len(xs) for xs in sols], exact_ok, pool=True),
+            **{
+                f"{name}/{agg}": pick_profile(
+                    sols,
+                    correct,
+                    pool_scores(*scores[name], agg),
+                    exact_ok,
+                )
+                for name, v in verifiers.items()
+                for agg in ("min", "last")
+                if agg in AGGS[v.kind]
+            },
+        }
     res["beam_terms"] = {}
     for label, spec in (beams or {}).items():
         q = verifiers[spec["rank"]]

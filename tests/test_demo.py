@@ -40,17 +40,39 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     }
     from prm_jax.checkpoint import Checkpointer
 
-    for name, field in (("qpi", "labels"), ("bce", "hard_labels")):  # Q^pi learns the soft MC fraction
+    for name, field in (("qpi", "labels"), ("bce", "hard_labels"), ("exact", "exact_labels")):  # Q^pi learns the soft MC fraction
         ck = Checkpointer(os.path.join(workdir, name), async_save=False)
         try:
             assert ck.restore_config()["data"]["label_field"] == field, name
         finally:
             ck.close()
     assert res["tokens"]["beam_pav_gen_per_problem"] > 0 and res["tokens"]["verifier_bce_per_problem"] > 0
-    assert len(out["figures"]) == 4
+    keys = [f["key"] for f in out["figures"]]
+    assert keys == [
+        "bce_weighted_vote_beats_majority",
+        "bce_argmax_does_not_fall",
+        "pav_beam_beats_orm_and_bce_beam",
+        "bce_step_auroc",
+        "exact_step_auroc",
+        "implicit_close_to_bce",
+        "omega_fewer_rollouts",
+    ]
+    # report.json: every figure with its claim, values and CIs, as the markdown states them
+    rep = json.load(open(os.path.join(workdir, "report.json")))
+    assert [f["key"] for f in rep["figures"]] == keys and rep["seed"] == QUICK.seed
+    assert all(f["claim"] and isinstance(f["holds"], bool) for f in rep["figures"])
+    wv = rep["figures"][0]["values"]["bce_weighted_vote"]
+    assert wv["value"] == res["curves"]["bce/min/weighted_vote"]["acc"][-1]
+    assert wv["ci"] == [res["curves"]["bce/min/weighted_vote"]["lo"][-1], res["curves"]["bce/min/weighted_vote"]["hi"][-1]]
+    # the oracle row is pass@N: at least every method's accuracy at every N
+    orc = res["curves"]["oracle"]["acc"]
+    for k, c in res["curves"].items():
+        if len(c["ns"]) == len(orc):
+            assert all(a <= o + 1e-12 for a, o in zip(c["acc"], orc)), k
     # Every labelled record carries exact step truth, and labels are probabilities.
     rows = [json.loads(line) for line in open(os.path.join(workdir, "labels/train.jsonl"))]
     assert rows and all(len(r["meta"]["step_correct"]) == len(r["completions"]) == len(r["labels"]) for r in rows)
+    assert all(r["exact_labels"] == [float(x) for x in r["meta"]["step_correct"]] for r in rows)
     assert all(0.0 <= x <= 1.0 for r in rows for x in r["labels"] + r["q"])
     # The held-out validation split: its own problems, scored by every verifier.
     val = [json.loads(line) for line in open(os.path.join(workdir, "labels/val.jsonl"))]

@@ -142,6 +142,42 @@ def test_step_auroc_hand_computed_with_ties():
         evaluate.step_auroc([np.nan, 1.0], [0, 1])
 
 
+def test_oracle_curve_is_pass_at_n():
+    """argmax on scores = correctness (the report's oracle row) is pass@N = 1 - C(M-c, N) / C(M, N)."""
+    from math import comb
+
+    rng = np.random.default_rng(3)
+    correct = rng.random((8, 8)) < 0.3
+    c = evaluate.best_of_n_curve(correct.astype(float), correct, ns=[1, 2, 4, 8], n_boot=3000, seed=0)
+    for i, n in enumerate([1, 2, 4, 8]):
+        exact = np.mean([1.0 - comb(8 - int(k), n) / comb(8, n) for k in correct.sum(1)])
+        assert c.acc[i] == pytest.approx(exact, abs=0.015), n
+
+
+def test_step_auroc_ci_resamples_solutions():
+    rng = np.random.default_rng(4)
+    truth = [rng.random(int(rng.integers(1, 5))) < 0.5 for _ in range(60)]
+    scores = [t + rng.normal(0, 0.8, t.shape) for t in truth]
+    a, lo, hi = evaluate.step_auroc_ci(scores, truth, n_boot=400, seed=0)
+    assert a == pytest.approx(evaluate.step_auroc(np.concatenate(scores), np.concatenate(truth)))
+    assert 0.5 < lo < a < hi < 1.0
+    # a brute-force bootstrap over solutions (its own loop) gives the same interval width to sampling noise
+    reps = []
+    r2 = np.random.default_rng(99)
+    for _ in range(400):
+        j = r2.integers(0, 60, 60)
+        s, t = np.concatenate([scores[i] for i in j]), np.concatenate([truth[i] for i in j])
+        pos, neg = s[t], s[~t]
+        reps.append(np.mean(pos[:, None] > neg[None, :]))
+    blo, bhi = np.quantile(reps, [0.025, 0.975])
+    assert hi - lo == pytest.approx(bhi - blo, rel=0.35)
+    # perfectly separated steps: a degenerate interval at 1; one class only: undefined
+    assert evaluate.step_auroc_ci([[0.9, 0.1], [0.8]], [[1, 0], [1]], n_boot=50, seed=0)[0] == 1.0
+    assert all(np.isnan(x) for x in evaluate.step_auroc_ci([[0.9], [0.8]], [[1], [1]], n_boot=50, seed=0))
+    with pytest.raises(ValueError, match="same length"):
+        evaluate.step_auroc_ci([[0.9, 0.1]], [[1]], n_boot=5, seed=0)
+
+
 @pytest.mark.parametrize(
     "text,kind,want",
     [

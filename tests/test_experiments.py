@@ -21,7 +21,7 @@ EXP = ROOT / "experiments"
 TINY = {
     "arith_prm.py": ["bce,tiny", "orm,tiny", "implicit_ce,tiny", "implicit_dpo,tiny", "pav,tiny", "sft,tiny"],
     "arith_policy_sft.py": ["tiny"],
-    "arith_verifier.py": ["bce,tiny", "orm,tiny", "pav,tiny", "implicit_ce,tiny"],
+    "arith_verifier.py": ["bce,tiny", "exact,tiny", "orm,tiny", "pav,tiny", "implicit_ce,tiny"],
     "prm800k_bce.py": ["tiny"],
     "math_shepherd_bce.py": ["tiny", "tiny_soft"],
     "implicit_prm.py": ["tiny_ce", "tiny_dpo"],
@@ -145,7 +145,7 @@ def test_tiny_training_variant_runs(spec, tmp_path, one_device_mesh):
 
 @pytest.mark.slow
 def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
-    """The demo's stages one by one from their tiny configs: policy SFT -> MC labels -> four verifiers
+    """The demo's stages one by one from their tiny configs: policy SFT -> MC labels -> six verifiers
     -> search, each reading the previous stage's output (2 training steps each)."""
     import json
 
@@ -164,6 +164,7 @@ def test_arith_stages_chain_tiny(tmp_path, one_device_mesh):
 
     for objective, name in (
         ("bce", "bce"),
+        ("exact", "exact"),
         ("bce", "qpi"),
         ("orm", "orm"),
         ("pav", "pav"),

@@ -284,3 +284,35 @@ def test_verifier_scores_match_unbatched_forward():
         Verifier("implicit", cfg, params, tok, marker="<step>")
     with pytest.raises(ValueError, match="does not fit"):
         Verifier("score", cfg, params, tok, marker="<step>", max_len=30).step_scores(problems[:1], steps[:1])
+
+
+def test_pick_profile_reads_the_argmax_pick_and_its_features():
+    S = search.Solution
+    p0 = [S(["a", "b"], 1, gen_tokens=10), S(["a"], 2, gen_tokens=4), S(["x", "y", "z"], None, gen_tokens=30)]
+    p1 = [S(["c"], 5, gen_tokens=6), S(["d", "e"], 5, gen_tokens=12), S(["f"], 7, gen_tokens=8)]
+    correct = [[True, False, False], [True, True, False]]
+    # problem 0: the unanswered solution scores highest but never wins -> index 0 (right, exact);
+    # problem 1: index 1 (right, but a wrong step: right by luck)
+    scores = [[0.5, 0.1, 0.9], [0.2, 0.8, 0.3]]
+    exact = {id(p0[0]): True, id(p1[0]): True}
+    got = search.pick_profile([p0, p1], correct, scores, exact)
+    assert got == {
+        "accuracy": 1.0,
+        "all_steps_right": 0.5,
+        "right_by_luck": 0.5,
+        "mean_steps": 2.0,
+        "mean_gen_tokens": 11.0,
+    }
+    pool = search.pick_profile([p0, p1], correct, scores, exact, pool=True)
+    assert pool["accuracy"] == pytest.approx(3 / 6) and pool["right_by_luck"] == pytest.approx(1 / 6)
+    assert pool["mean_gen_tokens"] == pytest.approx(70 / 6)
+
+
+@pytest.mark.parametrize("how", ["min", "last", "prod", "mean", "pure"])
+def test_pool_scores_equal_per_problem_solution_scores(how):
+    rng = np.random.default_rng(5)
+    rews = [[rng.random(int(rng.integers(0, 4))) for _ in range(3)] for _ in range(4)]
+    vals = [[r * 0.5 for r in rs] for rs in rews]
+    got = search.pool_scores(rews, vals, how)
+    want = np.asarray([search.solution_scores(r, how, empty_value=0.0, step_values=q) for r, q in zip(rews, vals)])
+    np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -1,4 +1,4 @@
-"""The demo's config: policy SFT -> MC labels -> five verifiers -> search, on the arithmetic task.
+"""The demo's config: policy SFT -> MC labels -> six verifiers -> search, on the arithmetic task.
 
 `prm-jax demo` runs `get_config('full')` (or `--config quick`, the plumbing check the tests run);
 `--config.a.b=v` overrides any key, e.g. `--config.policy.train.steps=2000`. Sections:
@@ -7,7 +7,7 @@
   policy      the SFT policy's training config (the base config's keys)
   labelling   solutions sampled per problem, MC rollouts, the PAV prover, OmegaPRM's share, split
   verifier_passes  epochs of each verifier over the labelled training solutions (sets its steps)
-  verifiers   the verifier runs: one training config per verifier (bce, qpi, orm, pav, implicit),
+  verifiers   the verifier runs: one training config per verifier (bce, exact, qpi, orm, pav, implicit),
               starting from the policy's weights
   search      held-out problems, N, beam width, PAV alpha, bootstrap, sampler and verifier budgets
 `experiments/arith_demo.py` documents this file and re-exports it, so the installed package carries the
@@ -28,11 +28,19 @@ from prm_jax.configs import base
 # (BCE-PRM step AUROC 0.76 instead of 0.70) but moves the transition later: the policy was right 9%
 # of the time after 700 steps, 12% after 800.
 TASK = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99, operators=("+", "-"))
-VERIFIERS = ("bce", "qpi", "orm", "pav", "implicit")
-OBJECTIVE = {"bce": "bce", "qpi": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}
+VERIFIERS = ("bce", "exact", "qpi", "orm", "pav", "implicit")
+OBJECTIVE = {"bce": "bce", "exact": "bce", "qpi": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}
 # Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).
-# The Q^pi verifier always learns the soft fraction: the policy's own success probability.
-LABEL_FIELD = {"bce": "hard_labels", "qpi": "labels", "orm": "labels", "pav": "labels", "implicit": "labels"}
+# The Q^pi verifier always learns the soft fraction: the policy's own success probability. The exact-label
+# PRM learns the task's exact step correctness (PRM800K's human labels' analogue): the labels' ceiling.
+LABEL_FIELD = {
+    "bce": "hard_labels",
+    "exact": "exact_labels",
+    "qpi": "labels",
+    "orm": "labels",
+    "pav": "labels",
+    "implicit": "labels",
+}
 SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
 FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
 
@@ -82,7 +90,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = seed
     c.sample_batch = 64 if quick else 256  # sampler rows per decode step (labelling and search)
     c.task = ml_collections.ConfigDict(dict(base.arith_section(), **TASK))
-    c.policy = _policy(40 if quick else 700, 16 if quick else 32, seed)
+    c.policy = _policy(40 if quick else 1200, 16 if quick else 32, seed)
     c.labelling = ml_collections.ConfigDict(
         dict(
             problems=8 if quick else 256,  # problems whose sampled solutions are labelled
@@ -96,11 +104,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     batch = 16 if quick else 32
-    c.verifier_passes = 1.0 if quick else 3.0  # epochs of each verifier over the labelled training solutions
+    c.verifier_passes = 1.0 if quick else 2.0  # epochs of each verifier over the labelled training solutions
     c.verifiers = ml_collections.ConfigDict({name: _verifier(name, batch, seed) for name in VERIFIERS})
     c.search = ml_collections.ConfigDict(
         dict(
-            problems=6 if quick else 64,  # held-out problems
+            problems=6 if quick else 256,  # held-out problems
             n=4 if quick else 16,  # samples per problem (best-of-N) and beams
             beam_width=2 if quick else 4,  # next steps sampled per kept beam
             alpha=0.5,  # PAV beam: rank by Q^pi + alpha * A^mu
