@@ -22,11 +22,13 @@ from prm_jax.configs import base
 
 # The tiny policy learns to look values up by name only after ~500 SFT steps at batch 32 (in a
 # 1,500-step cosine run the loss fell from ~0.3 to ~0.05 per token between steps 450 and 800; at batch
-# 16 it had not started after 1,000 steps). The demo stops it inside that transition, where it is right
-# on some problems and wrong on others, so verifiers have something to choose from (700 steps: one
-# sample right 25-35% of the time). `self_sub=False` (no `d = c - c`) gives cleaner MC labels
-# (BCE-PRM step AUROC 0.76 instead of 0.70) but moves the transition later: the policy was right 9%
-# of the time after 700 steps, 12% after 800.
+# 16 it had not started after 1,000 steps), and when depends on the seed. At 700 steps (the first
+# demo) one sample was right 15-26% of the time depending on the seed, and 70% of those right answers
+# came from wrong steps (only 3-7% of solutions had every step right): MC labels of such a policy are
+# mostly noise. 1,100 steps put it past the transition on the seeds tried (one sample right ~40-55%,
+# most right answers from right steps; 1,300 steps: 51-59%); 1,100 is what the 600 s budget allows.
+# `self_sub=False` (no `d = c - c`, whose answer no earlier error can change) moves the transition
+# later: 21-26% right after 1,100 steps instead of 39-49%.
 TASK = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99, operators=("+", "-"))
 VERIFIERS = ("bce", "exact", "qpi", "orm", "pav", "implicit")
 OBJECTIVE = {"bce": "bce", "exact": "bce", "qpi": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}
@@ -90,11 +92,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.seed = seed
     c.sample_batch = 64 if quick else 256  # sampler rows per decode step (labelling and search)
     c.task = ml_collections.ConfigDict(dict(base.arith_section(), **TASK))
-    c.policy = _policy(40 if quick else 1200, 16 if quick else 32, seed)
+    c.policy = _policy(40 if quick else 1100, 16 if quick else 32, seed)
     c.labelling = ml_collections.ConfigDict(
         dict(
-            problems=8 if quick else 256,  # problems whose sampled solutions are labelled
-            samples=2 if quick else 4,  # policy solutions per problem
+            # 8 solutions of each of 128 problems rather than 4 of 256: with 4, many problems have only
+            # right or only wrong solutions, and the verifiers learned which problems are hard (small
+            # numbers: easy) instead of which step is wrong, so within a problem they preferred wrong
+            # solutions (Spearman -0.14 between BCE-PRM score and correctness; -0.03 with 8 per problem)
+            problems=8 if quick else 128,  # problems whose sampled solutions are labelled
+            samples=2 if quick else 8,  # policy solutions per problem
             val_frac=0.25 if quick else 0.125,  # share of those problems held out for validation
             k=2 if quick else 4,  # MC rollouts per step prefix (Math-Shepherd's N)
             prover="bok:4",  # the PAV's prover: 'bok:K' | 'temperature:T' | 'same'
