@@ -34,7 +34,9 @@ def get_config(arg=None):
         raise ValueError(f"arith_search.py: unknown variant {arg!r}; choose one of {VARIANTS}")
     c = demo.get_config("quick" if arg == "tiny" else "full")
     c.stage = "search"
-    c.runs = "/tmp/arith" if arg == "tiny" else "runs/arith"  # policy/, bce/, exact/, qpi/, orm/, pav/, implicit/ inside
+    c.runs = (
+        "/tmp/arith" if arg == "tiny" else "runs/arith"
+    )  # policy/, bce/, exact/, qpi/, orm/, pav/, implicit/ inside
     c.agg = "min"  # best-of-N aggregation read into final.json
     c.shared_eval = "runs/arith/search_shared" if arg == "agg" else ""  # a folder whose eval.json is reused
     c.labels = ""  # arith_mc_label's labels/ folder (its val.jsonl); "" = RUNS/labels

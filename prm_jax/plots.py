@@ -45,7 +45,9 @@ def plot_accuracy_vs_n(
         if not (ns.shape == acc.shape == lo.shape == hi.shape):
             raise ValueError(f"curve {name!r}: ns, acc, lo, hi must have the same length")
         family = name.split("/")[0]
-        colour = {"majority": "k", "oracle": "0.55"}.get(family) or colours.setdefault(family, cycle[len(colours) % len(cycle)])
+        colour = {"majority": "k", "oracle": "0.55"}.get(family) or colours.setdefault(
+            family, cycle[len(colours) % len(cycle)]
+        )
         if ns.size == 1:
             # nudged right of the curves' last point (log axis: a factor), one step per method
             ax.errorbar(

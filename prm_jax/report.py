@@ -48,7 +48,11 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
     n = res["n"]
     maj, wv = _ci(res, "majority", n), _ci(res, "bce/min/weighted_vote", n)
     arg = res["curves"]["bce/min/argmax"]
-    falls = [f"{a:.3f}->{b:.3f} (N={m}->{k})" for m, k, a, b in zip(arg["ns"], arg["ns"][1:], arg["acc"], arg["acc"][1:]) if b < a - 0.01]
+    falls = [
+        f"{a:.3f}->{b:.3f} (N={m}->{k})"
+        for m, k, a, b in zip(arg["ns"], arg["ns"][1:], arg["acc"], arg["acc"][1:])
+        if b < a - 0.01
+    ]
     pav, bbeam = _ci(res, "beam_pav"), _ci(res, "beam_bce")
     toks = res["tokens"]["beam_pav_gen_per_problem"]
     orm_n, _ = _orm_at_tokens(res, toks)
@@ -68,7 +72,10 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "key": "bce_argmax_does_not_fall",
             "claim": "a PRM's best-of-N keeps improving as N grows (Lightman et al. 2023, Fig. 3)",
             "figure": "BCE-PRM (min) argmax best-of-N: each N >= the one before, within 1 point",
-            "values": {f"N={k}": {"value": a, "ci": [lo, hi]} for k, a, lo, hi in zip(arg["ns"], arg["acc"], arg["lo"], arg["hi"])},
+            "values": {
+                f"N={k}": {"value": a, "ci": [lo, hi]}
+                for k, a, lo, hi in zip(arg["ns"], arg["acc"], arg["lo"], arg["hi"])
+            },
             "measured": " ".join(f"{a:.3f}" for a in arg["acc"]) + (f"; falls {', '.join(falls)}" if falls else ""),
             "holds": not falls,
         },

@@ -40,7 +40,11 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     }
     from prm_jax.checkpoint import Checkpointer
 
-    for name, field in (("qpi", "labels"), ("bce", "hard_labels"), ("exact", "exact_labels")):  # Q^pi learns the soft MC fraction
+    for name, field in (
+        ("qpi", "labels"),
+        ("bce", "hard_labels"),
+        ("exact", "exact_labels"),
+    ):  # Q^pi learns the soft MC fraction
         ck = Checkpointer(os.path.join(workdir, name), async_save=False)
         try:
             assert ck.restore_config()["data"]["label_field"] == field, name
@@ -63,7 +67,10 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert all(f["claim"] and isinstance(f["holds"], bool) for f in rep["figures"])
     wv = rep["figures"][0]["values"]["bce_weighted_vote"]
     assert wv["value"] == res["curves"]["bce/min/weighted_vote"]["acc"][-1]
-    assert wv["ci"] == [res["curves"]["bce/min/weighted_vote"]["lo"][-1], res["curves"]["bce/min/weighted_vote"]["hi"][-1]]
+    assert wv["ci"] == [
+        res["curves"]["bce/min/weighted_vote"]["lo"][-1],
+        res["curves"]["bce/min/weighted_vote"]["hi"][-1],
+    ]
     # the oracle row is pass@N: at least every method's accuracy at every N
     orc = res["curves"]["oracle"]["acc"]
     for k, c in res["curves"].items():
