@@ -1,4 +1,5 @@
-"""The demo's report: its figures (with whether each holds), report.md, and the two PNGs."""
+"""The demo's report: its figures (each with its CI, the paper's claim and whether it holds), report.md,
+report.json and the two PNGs."""
 
 from __future__ import annotations
 

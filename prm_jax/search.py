@@ -433,11 +433,12 @@ def evaluate_methods(
     curve("majority", None, "majority")
     # The ceiling: an oracle verifier (scores = correctness) picks a right answer whenever one is drawn.
     curve("oracle", correct.astype(np.float64), "argmax")
+    pooled = {}  # (verifier, aggregation) -> scores_PxM
     for name, v in verifiers.items():
         rews, vals = scores[name]
         for agg in AGGS[v.kind]:
             # A solution without steps has no answer, so it never wins whatever it scores.
-            sc = pool_scores(rews, vals, agg)
+            sc = pooled[name, agg] = pool_scores(rews, vals, agg)
             curve(f"{name}/{agg}/argmax", sc, "argmax")
             if agg in VOTE_AGGS:  # weighted vote sums probabilities: an implicit PRM's through a sigmoid
                 curve(f"{name}/{agg}/weighted_vote", vote_weights(sc, v.kind == "implicit"), "weighted_vote")
@@ -447,15 +448,10 @@ def evaluate_methods(
         res["picks"] = {
             "pool": pick_profile(sols, correct, [[0] * len(xs) for xs in sols], exact_ok, pool=True),
             **{
-                f"{name}/{agg}": pick_profile(
-                    sols,
-                    correct,
-                    pool_scores(*scores[name], agg),
-                    exact_ok,
-                )
-                for name, v in verifiers.items()
+                f"{name}/{agg}": pick_profile(sols, correct, pooled[name, agg], exact_ok)
+                for name in verifiers
                 for agg in ("min", "last")
-                if agg in AGGS[v.kind]
+                if (name, agg) in pooled
             },
         }
     res["beam_terms"] = {}
