@@ -38,8 +38,9 @@ def _auroc(res, name) -> dict:
 
 
 def _fmt(v: dict) -> str:
-    ci = v.get("ci")
-    tail = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci is not None and all(np.isfinite(ci)) else ""
+    ci = v.get("ci")  # None, or bounds that are NaN (one class) or null (NaN read back from eval.json)
+    finite = ci is not None and all(x is not None and np.isfinite(x) for x in ci)
+    tail = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if finite else ""
     return _num(v["value"]) + tail
 
 

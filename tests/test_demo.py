@@ -157,3 +157,13 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     )
     assert r.returncode == 0 and "after (this checkout)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert "before (HEAD)" in r.stdout and "speed-up" in r.stdout, r.stdout[-2000:]
+
+
+def test_report_values_without_a_defined_ci():
+    """An AUROC of one class is NaN when computed and null when eval.json is read back (a resumed run)."""
+    from prm_jax import report
+
+    assert report._fmt({"value": 0.5, "ci": [0.4, 0.6]}) == "0.500 [0.40, 0.60]"
+    assert report._fmt({"value": float("nan"), "ci": [float("nan"), float("nan")]}) == "n/a"
+    assert report._fmt({"value": None, "ci": [None, None]}) == "n/a"
+    assert report._fmt({"value": 0.7, "ci": None}) == "0.700"
