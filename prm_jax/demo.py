@@ -191,24 +191,11 @@ def stage_eval(workdir: str, c, log) -> dict:
     return res
 
 
-HEADLINE = (
-    "oracle",
-    "majority",
-    "bce/min/argmax",
-    "bce/min/weighted_vote",
-    "exact/min/argmax",
-    "orm/last/argmax",
-    "implicit/min/argmax",
-    "beam_bce",
-    "beam_pav",
-)
-
-
 def headline(res: dict) -> dict:
     """Returns the run's headline numbers: seed, policy accuracy, accuracy at the largest N of the main
     methods, and step AUROC per verifier (WORKDIR/final.json, one row of a seed sweep)."""
     out = {"seed": res.get("seed"), "policy_accuracy": res["policy_accuracy"]}
-    out.update({f"acc@N/{k}": res["curves"][k]["acc"][-1] for k in HEADLINE if k in res["curves"]})
+    out.update({f"acc@N/{k}": res["curves"][k]["acc"][-1] for k in report.MAIN if k in res["curves"]})
     out.update({f"auroc/{k}": v for k, v in res["auroc"].items()})
     return out
 

@@ -11,6 +11,19 @@ import numpy as np
 from prm_jax import jsonio
 
 WEAK_POLICY = 0.10  # below this one-sample accuracy the report says the figures are not evidence
+# The methods of the plot, the short console table and the demo's final.json (`demo.headline`).
+MAIN = (
+    "oracle",
+    "majority",
+    "bce/min/argmax",
+    "bce/min/weighted_vote",
+    "exact/min/argmax",
+    "orm/last/argmax",
+    "pav/min/argmax",
+    "implicit/min/argmax",
+    "beam_bce",
+    "beam_pav",
+)
 
 
 def _at(res, name, n=None):
@@ -144,20 +157,9 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     from prm_jax import plots
 
     n = res["n"]
-    main = [
-        "oracle",
-        "majority",
-        "bce/min/argmax",
-        "bce/min/weighted_vote",
-        "exact/min/argmax",
-        "orm/last/argmax",
-        "pav/min/argmax",
-        "implicit/min/argmax",
-        "beam_bce",
-        "beam_pav",
-    ]
+
     plots.plot_accuracy_vs_n(
-        {k: tuple(res["curves"][k][f] for f in ("ns", "acc", "lo", "hi")) for k in main},
+        {k: tuple(res["curves"][k][f] for f in ("ns", "acc", "lo", "hi")) for k in MAIN},
         os.path.join(workdir, "accuracy_vs_n.png"),
         title="Arithmetic task: accuracy vs N",
         caption=f"{res['problems']} held-out problems; bands (majority, BCE-PRM vote) and bars: bootstrap 95% CI; "
@@ -185,7 +187,7 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
             f"| {k} | " + " | ".join(cells.get(nn, "") for nn in res["curves"]["majority"]["ns"]) + f" | {tok:.0f} |"
         )
     table = "\n".join(rows)
-    short = "\n".join(rows[:2] + [r for r in rows[2:] if r.split(" | ")[0][2:] in main])
+    short = "\n".join(rows[:2] + [r for r in rows[2:] if r.split(" | ")[0][2:] in MAIN])
     figs = figures(res, label_stats)
     md = [
         "# prm-jax demo report\n",
