@@ -14,7 +14,7 @@ Argument `OBJECTIVE[,SIZE]`: OBJECTIVE in bce | exact | orm | pav | implicit_ce;
 The demo size reads `runs/arith/mc/labels/train.jsonl` (stage 2, experiments/arith_mc_label.py:
 `labels` = soft MC fraction, `hard_labels`, `exact_labels` (the task's exact step correctness), `q` / `v0` = the prover's Q for the PAV, `correct`), and the
 verifiers start from the SFT policy's weights (`runs/arith/policy`, stage 1), which is also the implicit
-PRM's frozen reference. Tiny runs start from random weights unless `--config.init.workdir` is given.
+PRM's frozen reference; as in the demo, the score-head verifiers train their head on the frozen policy. Tiny runs start from random weights unless `--config.init.workdir` is given.
 """
 
 from pathlib import Path
@@ -50,6 +50,7 @@ def get_config(arg=None):
         c.data.path = str(MC_TINY)
         c.train.update(steps=20, batch_size=4, log_every=1, ckpt_every=20, eval_every=20, eval_batches=1)
         c.data.eval_frac = 0.3  # the tiny fixtures have a handful of problems: hold out ~a third
+        c.optim.head_only_steps = 0  # from random weights the whole model trains (the demo probes its policy)
         if objective == "implicit_ce":
             c.loss.beta = 0.5  # random init and reference: see arith_prm.py
     return c

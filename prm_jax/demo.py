@@ -10,7 +10,7 @@ each stage is one library call:
   3. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on labels/train.jsonl,
                  from the policy's weights (the implicit PRM's reference too);
   4. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
-                 and aggregation, BCE beam and PAV beam search) and `evaluate.step_validation`;
+                 and aggregation, the policy's own likelihood as a label-free baseline, BCE beam and PAV beam search) and `evaluate.step_validation`;
   5. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
      accuracy_vs_n.png, solution_steps.png (`report.write_report`); the table is printed.
 Each stage is skipped when its output exists, so an interrupted run resumes.
@@ -29,7 +29,7 @@ from prm_jax import config as config_lib
 from prm_jax import evaluate, jsonio, labeling, loop, report, sampling, search
 from prm_jax.data import arith
 from prm_jax.data.tokenizers import default_marker
-from prm_jax.verifier import Verifier
+from prm_jax.verifier import Verifier, likelihood_verifier
 
 
 def default_config(variant: str = "full"):
@@ -149,6 +149,13 @@ def load_verifiers(workdir: str, names) -> dict:
     return out
 
 
+def likelihood_baseline(workdir: str) -> Verifier:
+    """Returns `verifier.likelihood_verifier` of the demo's policy (WORKDIR/policy)."""
+    cfg, params, config = loop.load_trained(os.path.join(workdir, "policy"))
+    tok = loop.make_tokenizer(config)
+    return likelihood_verifier(cfg, params, tok, marker=default_marker(tok))
+
+
 # The two beam searches: BCE beam ranks and answers by the BCE-PRM; PAV beam (Setlur et al.) ranks by
 # Q^pi + alpha * A^mu, Q^pi from the soft-label verifier of the policy itself, A^mu from the PAV (the
 # Best-of-K prover's Q), and answers by Q^pi.
@@ -167,6 +174,8 @@ def stage_eval(workdir: str, c, log) -> dict:
     s = c.search
     pol = sampling.load_policy(os.path.join(workdir, "policy"), max_batch=c.sample_batch)
     vs = load_verifiers(workdir, list(c.verifiers))
+    # The label-free baseline every trained verifier must beat: the policy's own confidence.
+    vs["likelihood"] = likelihood_baseline(workdir)
     problems = _problems(c.task, c.seed + 2, s.problems)
     res = search.evaluate_methods(
         pol,

@@ -5,7 +5,8 @@ layout (per-layer tensors stacked on a leading `layers` axis), so host memory ho
 plus one parameter being assembled, never a second full copy. With `shardings` each tensor goes
 straight to its sharding with `jax.make_array_from_callback`. The step-score head is not part of the
 HF architectures; it lives beside the model in `score_head.safetensors` (`score_head.weight` [1, D],
-`score_head.bias` [1], as a torch Linear(D, 1) would store it).
+`score_head.bias` [1], as a torch Linear(D, 1) would store it; `score_head.likelihood` [2] when the
+config.json says `prm_jax_score_likelihood`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from prm_jax import model as M
 log = logging.getLogger(__name__)
 
 SCORE_HEAD_FILE = "score_head.safetensors"
+# config.json key of ModelConfig.score_likelihood; its weights are `score_head.likelihood` [2] in SCORE_HEAD_FILE
+LIKELIHOOD_KEY = "prm_jax_score_likelihood"
 _ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "MistralForCausalLM": "mistral"}
 _ARCH_NAMES = {v: k for k, v in _ARCHS.items()}
 
@@ -95,6 +98,7 @@ def config_from_hf(hf: dict, where: str = "config.json", **overrides) -> M.Model
         max_seq_len=int(hf.get("max_position_embeddings", 2048)),
         architecture=family,
         sliding_window=hf.get("sliding_window") if family == "mistral" else None,
+        score_likelihood=bool(hf.get(LIKELIHOOD_KEY, False)),
     )
     fields.update(overrides)
     return M.ModelConfig(**fields)
@@ -149,6 +153,8 @@ def config_to_hf(cfg: M.ModelConfig, dtype: str) -> dict:
         dtype=dtype,
         torch_dtype=dtype,
     )
+    if cfg.score_likelihood:
+        hf[LIKELIHOOD_KEY] = True
     if cfg.architecture == "llama":
         hf.update(attention_bias=False, mlp_bias=False, pretraining_tp=1)
     elif cfg.architecture == "qwen2":
@@ -417,18 +423,27 @@ def _load_score_head(path: str, cfg: M.ModelConfig, pdt) -> dict:
     fname = os.path.join(path, SCORE_HEAD_FILE)
     if not os.path.isfile(fname):
         log.warning("%s not found: the score head starts at zeros (score = 0 for every token)", fname)
-        return dict(kernel=np.zeros((cfg.d_model, 1), pdt), bias=np.zeros((1,), pdt))
+        out = dict(kernel=np.zeros((cfg.d_model, 1), pdt), bias=np.zeros((1,), pdt))
+        if cfg.score_likelihood:
+            out["likelihood"] = np.asarray([1.0, 0.0], pdt)  # the model's own initial value
+        return out
     from safetensors import safe_open
 
+    names = ("score_head.weight", "score_head.bias") + (("score_head.likelihood",) if cfg.score_likelihood else ())
     with safe_open(fname, "numpy") as f:
         keys = set(f.keys())
-        for k in ("score_head.weight", "score_head.bias"):
+        for k in names:
             if k not in keys:
                 raise KeyError(f"tensor {k!r} missing from {fname}")
         w, b = f.get_tensor("score_head.weight"), f.get_tensor("score_head.bias")
+        lik = f.get_tensor("score_head.likelihood") if cfg.score_likelihood else None
     _check_shape(w, (1, cfg.d_model), "score_head.weight", fname)
     _check_shape(b, (1,), "score_head.bias", fname)
-    return dict(kernel=np.asarray(w.T, pdt), bias=np.asarray(b, pdt))
+    out = dict(kernel=np.asarray(w.T, pdt), bias=np.asarray(b, pdt))
+    if lik is not None:
+        _check_shape(lik, (2,), "score_head.likelihood", fname)
+        out["likelihood"] = np.asarray(lik, pdt)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -495,11 +510,14 @@ def save_checkpoint(
         json.dump(hf_cfg, f, indent=2)
     if cfg.score_head:
         head = params["score_head"]
+        tensors = {
+            "score_head.weight": np.ascontiguousarray(np.asarray(jax.device_get(head["kernel"])).T.astype(dt)),
+            "score_head.bias": np.asarray(jax.device_get(head["bias"])).astype(dt),
+        }
+        if cfg.score_likelihood:
+            tensors["score_head.likelihood"] = np.asarray(jax.device_get(head["likelihood"])).astype(dt)
         save_file(
-            {
-                "score_head.weight": np.ascontiguousarray(np.asarray(jax.device_get(head["kernel"])).T.astype(dt)),
-                "score_head.bias": np.asarray(jax.device_get(head["bias"])).astype(dt),
-            },
+            tensors,
             os.path.join(path, SCORE_HEAD_FILE),
             metadata=meta,
         )

@@ -16,6 +16,7 @@ leading axis, see ``stack_layer_params`` / ``unstack_layer_params``)::
     final_norm/scale                 [D]
     lm_head/kernel                   [D, V]   (absent when tie_embeddings)
     score_head/kernel [D, 1], score_head/bias [1]   (absent when score_head=False)
+    score_head/likelihood [2]        (only when score_likelihood: see `objectives.score_logits`)
 """
 
 from __future__ import annotations
@@ -75,6 +76,10 @@ class ModelConfig:
     attention_impl: Optional[str] = "xla"
     architecture: str = "llama"
     score_head: bool = True
+    # The step logit also reads the LM's log-likelihood of the step's tokens (objectives.score_logits):
+    # a shallow model cannot compare a shown token with its own prediction of it (that needs a layer
+    # after the prediction is formed), so without it a 2-layer PRM cannot see a wrong digit.
+    score_likelihood: bool = False
     sliding_window: Optional[int] = None
     init_std: float = 0.02
 
@@ -99,6 +104,8 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.remat={self.remat!r}; expected one of {_REMAT_POLICIES}")
         if self.architecture not in _ARCHITECTURES:
             raise ValueError(f"ModelConfig.architecture={self.architecture!r}; expected one of {_ARCHITECTURES}")
+        if self.score_likelihood and not self.score_head:
+            raise ValueError("ModelConfig.score_likelihood=True needs score_head=True")
         if self.attention_impl not in ("xla", "cudnn", None):
             raise ValueError(f"ModelConfig.attention_impl={self.attention_impl!r}; expected xla, cudnn or None")
 
@@ -205,7 +212,8 @@ def num_params(cfg: ModelConfig) -> int:
     """Returns the parameter count of the model (score head included when cfg.score_head)."""
     from prm_jax import flops
 
-    return flops.Shape.of(cfg).total_params() + (cfg.d_model + 1 if cfg.score_head else 0)
+    head = cfg.d_model + 1 + (2 if cfg.score_likelihood else 0) if cfg.score_head else 0
+    return flops.Shape.of(cfg).total_params() + head
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -478,14 +486,27 @@ class _Table(nn.Module):
         return _param(self, self.pname, nn.initializers.normal(self.cfg.init_std), self.shape, self.names, self.cfg)
 
 
+def _likelihood_init(key, shape, dtype):
+    del key
+    # Weight 1 on the prefix's least likely token from the start: under Adam a weight moves about lr
+    # per step, so a zero start would leave a short verifier run without the feature.
+    return jnp.zeros(shape, dtype).at[0].set(1.0)
+
+
 class _ScoreHead(nn.Module):
-    """Dense(D -> 1) in float32; returns the per-token step-score logit [B, L]."""
+    """Dense(D -> 1) in float32; returns the per-token step-score logit [B, L].
+
+    With cfg.score_likelihood it also holds `likelihood` [2], the weights of the step's log-likelihood
+    features that `objectives.score_logits` adds at each marker.
+    """
 
     cfg: ModelConfig
 
     @nn.compact
     def __call__(self, hidden_BxLxD):
         cfg = self.cfg
+        if cfg.score_likelihood:
+            _param(self, "likelihood", _likelihood_init, (2,), (None,), cfg)
         w = _param(self, "kernel", nn.initializers.normal(cfg.init_std), (cfg.d_model, 1), ("embed", None), cfg)
         b = _param(self, "bias", nn.initializers.zeros, (1,), (None,), cfg)
         s = jnp.einsum("bld,do->blo", hidden_BxLxD.astype(jnp.float32), w.astype(jnp.float32))

@@ -21,6 +21,7 @@ MAIN = (
     "orm/last/argmax",
     "pav/min/argmax",
     "implicit/min/argmax",
+    "likelihood/min/argmax",
     "beam_bce",
     "beam_pav",
 )
@@ -129,6 +130,19 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "holds": imp_n["value"] >= bce_n["value"] - 0.03,
         },
     ]
+    if "likelihood/min/argmax" in res["curves"]:
+        lik = _ci(res, "likelihood/min/argmax", n)
+        out.append(
+            {
+                "key": "bce_beats_likelihood",
+                "claim": "step labels add to what the policy already knows: a trained PRM beats the policy's "
+                "own confidence (no paper's figure; the label-free baseline every PRM should beat)",
+                "figure": f"BCE-PRM (min) argmax best-of-{n} > the policy's likelihood (least likely token)",
+                "values": {"bce": bce_n, "likelihood": lik},
+                "measured": f"{_fmt(bce_n)} vs {_fmt(lik)}",
+                "holds": bce_n["value"] > lik["value"],
+            }
+        )
     if label_stats and label_stats.get("omega_rollouts"):
         full, om = label_stats["full_mc_rollouts_same_solutions"], label_stats["omega_rollouts"]
         match = label_stats.get("omega_first_error_matches_full_mc")
@@ -217,7 +231,10 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
         "\nVerifiers: `bce` BCE-PRM on hard MC labels (P(some of K rollouts succeeds)), `exact` BCE-PRM on "
         "the task's exact step correctness (the analogue of PRM800K's human labels), `qpi` BCE on "
         "soft MC labels (the policy's own Q^pi), `orm` outcome RM, `pav` the Best-of-K prover's Q^mu, "
-        "`implicit` beta * log pi/pi_ref from outcome labels (`last` = q_T, weighted vote on sigmoid); "
+        "`implicit` beta * log pi/pi_ref from outcome labels (`last` = q_T, weighted vote on sigmoid), "
+        "`likelihood` no labels: the policy's least likely shown token so far (sigmoid of its log-prob), "
+        "the baseline a trained verifier should beat; the score-head verifiers also read that feature "
+        "(`model.score_likelihood`) and train their head alone on the frozen policy; "
         "`oracle` picks a right answer whenever one of the N is right (pass@N, the ceiling)."
     ]
     md += [f"Beam `{k}`: ranked by {v['rank']}, answer by {v['answer']}." for k, v in res.get("beam_terms", {}).items()]

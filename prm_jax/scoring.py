@@ -99,6 +99,21 @@ def implicit_step_rewards(
     return beta * out
 
 
+def step_min_logprobs(logp_BxL: jax.Array, step_ids_BxL: jax.Array, num_steps: int) -> tuple[jax.Array, jax.Array]:
+    """Returns (m_BxT, prefix_m_BxT): the least log-prob of step t's tokens, and its running minimum
+    over steps 0..t (float32; 0 for a step with no tokens, so padding steps read 0)."""
+    B = logp_BxL.shape[0]
+    ids = jnp.where(step_ids_BxL < 0, num_steps, step_ids_BxL).astype(jnp.int32)
+    rows = jnp.broadcast_to(jnp.arange(B)[:, None], ids.shape)
+    m = (
+        jnp.full((B, num_steps), jnp.inf, jnp.float32)
+        .at[rows, ids]
+        .min(as_float(logp_BxL).astype(jnp.float32), mode="drop")
+    )
+    m = jnp.where(jnp.isinf(m), 0.0, m)
+    return m, jax.lax.cummin(m, axis=1)
+
+
 def implicit_q_values(
     logp_BxL: jax.Array, ref_logp_BxL: jax.Array, step_ids_BxL: jax.Array, num_steps: int, beta: float
 ) -> jax.Array:

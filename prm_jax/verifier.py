@@ -3,6 +3,7 @@
 * `kind='score'` (BCE-PRM, ORM, PAV): P(step correct) = sigmoid(score-head logit at the step's marker).
   A BCE-PRM trained on soft MC labels predicts Q^pi; on hard labels from K rollouts, P(any of K
   rollouts succeeds), a Best-of-K prover's Q; a PAV predicts the prover's Q^mu.
+  `likelihood_verifier` is the label-free baseline: the model's least likely shown token so far.
 * `kind='implicit'`: r_t = beta * sum over step t's tokens of log pi(y) / pi_ref(y) (step reward),
   and q_t = r_0 + ... + r_t, the implicit Q read at step t's end; q_T is the outcome reward the
   objective trains (the same step tokens, no EOS: see `prm_jax.objectives`). Log-probs go through
@@ -37,13 +38,17 @@ MIN_BATCH = 16
 MIN_STEPS = 4
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _score_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step_pos_BxT):
-    """Returns sigmoid(score logit) at each step marker, [B, T] float32."""
-    out = model_lib.forward(
-        cfg, params, tokens_BxL, segment_ids=segment_ids_BxL, positions=positions_BxL, lm_head=False
-    )
-    return jax.nn.sigmoid(scoring.gather_steps(out.score, step_pos_BxT))
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _score_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step_pos_BxT, step_ids_BxL, chunk_size):
+    """Returns sigmoid(step-score logit) at each step marker, [B, T] float32 (`objectives.score_logits`)."""
+    batch = {
+        "tokens": tokens_BxL,
+        "positions": positions_BxL,
+        "segment_ids": segment_ids_BxL,
+        "step_pos": step_pos_BxT,
+        "step_ids": step_ids_BxL,
+    }
+    return jax.nn.sigmoid(objectives.score_logits(cfg, params, batch, chunk_size))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7, 9))
@@ -140,7 +145,14 @@ class Verifier:
             model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
             if self.kind == "score":
                 out = _score_head_probs(
-                    self.cfg, self.params, batch["tokens"], batch["positions"], batch["segment_ids"], batch["step_pos"]
+                    self.cfg,
+                    self.params,
+                    batch["tokens"],
+                    batch["positions"],
+                    batch["segment_ids"],
+                    batch["step_pos"],
+                    batch["step_ids"],
+                    self.logprob_chunk,
                 )
             else:
                 out = _implicit_rewards(
@@ -241,6 +253,22 @@ def score_step_probs(
         for i, p in zip(idx, out):
             probs[i] = p.astype(np.float64)
     return probs, truncated
+
+
+def likelihood_verifier(model_cfg, params, tokenizer, *, marker: str, name: str = "likelihood", **kwargs) -> Verifier:
+    """Returns a score Verifier whose step probability is sigmoid(M_t), M_t the least log-prob the
+    model gives a token of steps 0..t: the model's own confidence, no labels (a baseline for PRMs).
+
+    Any model with an LM head will do (its score head, if any, is replaced by one that reads only the
+    likelihood feature of `objectives.score_logits`).
+    """
+    cfg = model_cfg.replace(score_head=True, score_likelihood=True)
+    head = {
+        "kernel": jnp.zeros((cfg.d_model, 1), jnp.float32),
+        "bias": jnp.zeros((1,), jnp.float32),
+        "likelihood": jnp.asarray([1.0, 0.0], jnp.float32),
+    }
+    return Verifier("score", cfg, dict(params, score_head=head), tokenizer, marker=marker, name=name, **kwargs)
 
 
 def load_verifier(

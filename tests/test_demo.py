@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from prm_jax import demo
@@ -32,7 +33,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     ):
         c = res["curves"][name]
         assert all(0.0 <= lo <= a <= hi <= 1.0 for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])), name
-    assert set(res["auroc"]) == set(VERIFIERS)
+    assert set(res["auroc"]) == set(VERIFIERS) | {"likelihood"}  # + the policy's label-free confidence
     # PAV beam: ranked by Q^pi (the soft-label verifier of the policy) + alpha * A^mu (the PAV), answered by Q^pi
     assert res["beam_terms"]["beam_pav"] == {
         "rank": f"qpi + {QUICK.search.alpha} * A(pav)",
@@ -50,6 +51,20 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
             assert ck.restore_config()["data"]["label_field"] == field, name
         finally:
             ck.close()
+    # The score-head verifiers are probes on the frozen policy (their trunk is the policy's); the
+    # implicit PRM trains the whole model.
+    import jax
+
+    from prm_jax import loop
+
+    _, pol, _ = loop.load_trained(os.path.join(workdir, "policy"))
+    trunk = lambda p: [np.asarray(x) for x in jax.tree.leaves({k: v for k, v in p.items() if k != "score_head"})]  # noqa: E731
+    for name in VERIFIERS:
+        _, p, _ = loop.load_trained(os.path.join(workdir, name))
+        same = all(np.array_equal(a, b) for a, b in zip(trunk(p), trunk(pol)))
+        assert same == (name != "implicit"), name
+        if name != "implicit":
+            assert not np.array_equal(np.asarray(p["score_head"]["kernel"]), np.asarray(pol["score_head"]["kernel"]))
     assert res["tokens"]["beam_pav_gen_per_problem"] > 0 and res["tokens"]["verifier_bce_per_problem"] > 0
     keys = [f["key"] for f in out["figures"]]
     assert keys == [
@@ -59,6 +74,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         "bce_step_auroc",
         "exact_step_auroc",
         "implicit_close_to_bce",
+        "bce_beats_likelihood",
         "omega_fewer_rollouts",
     ]
     # report.json: every figure with its claim, values and CIs, as the markdown states them

@@ -171,6 +171,35 @@ def test_load_save_load_round_trip_is_exact(tmp_path):
     assert all(x.dtype == jnp.bfloat16 for x in jax.tree.leaves(params_bf16))
 
 
+def test_likelihood_head_round_trip_and_transformers_still_loads(tmp_path):
+    """A score head with likelihood features saves its flag in config.json and its weights beside the
+    head; transformers ignores both and loads the LM."""
+    cfg = M.ModelConfig.preset("tiny", score_likelihood=True)
+    params = random_params(cfg, seed=6)
+    params["score_head"] = dict(params["score_head"], likelihood=jnp.asarray([0.8, -0.2], jnp.float32))
+    hf.save_checkpoint(str(tmp_path), cfg, params)
+    assert json.load(open(tmp_path / "config.json"))[hf.LIKELIHOOD_KEY] is True
+    cfg2, params2 = hf.load_checkpoint(str(tmp_path))
+    assert cfg2.score_likelihood and cfg2 == cfg
+    _assert_trees_equal(params, params2)
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path)).eval()
+    tokens = _tokens(seed=7)
+    assert float(np.abs(_torch_logits(model, tokens) - np.asarray(_logits(cfg, params, tokens))).max()) <= 1e-4
+    # a head file without the likelihood tensor is an error naming it
+    from safetensors.numpy import save_file
+
+    head = {
+        k: np.asarray(v)
+        for k, v in (
+            ("score_head.weight", params["score_head"]["kernel"].T),
+            ("score_head.bias", params["score_head"]["bias"]),
+        )
+    }
+    save_file(head, str(tmp_path / hf.SCORE_HEAD_FILE))
+    with pytest.raises(KeyError, match="score_head.likelihood"):
+        hf.load_checkpoint(str(tmp_path))
+
+
 def test_load_with_shardings(tmp_path):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
     import flax.linen as nn

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from prm_jax import model, objectives
+from prm_jax import model, objectives, scoring
 from prm_jax.data import tokenize
 from prm_jax.data.arith import CharTokenizer
 from prm_jax.data.records import Record
@@ -200,3 +200,95 @@ def test_training_rejects_token_ids_beyond_the_vocabulary(tmp_path):
         ValueError, match=r"token id \d+ from tokenizer 'char' is outside the model vocabulary of size 16"
     ):
         loop.run(cfg, str(tmp_path), progress=False, mesh=mesh)
+
+
+# --- likelihood features of the score head (ModelConfig.score_likelihood) ---------------------------
+
+LCFG = CFG.replace(score_likelihood=True)
+
+
+@pytest.fixture(scope="module")
+def lik_params():
+    p = jax.jit(model.init_params, static_argnums=0)(LCFG, jax.random.PRNGKey(3))
+    p["score_head"]["likelihood"] = jnp.asarray([0.7, -0.3], jnp.float32)
+    return p
+
+
+def _np_likelihood_logits(p, rec):
+    """Returns head logit + w . (running min, step min) of token log-probs, from numpy on full logits."""
+    ids = tokenize.encode_prefix(rec.problem, rec.steps, TOK, marker=MARK)
+    out = model.forward(LCFG, p, jnp.asarray(ids[None]), lm_head=True)
+    logits = np.asarray(out.logits[0], np.float64)
+    lse = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    logp = np.r_[0.0, logits[np.arange(len(ids) - 1), ids[1:]] - lse[:-1]]
+    marks = np.flatnonzero(ids == TOK.step_id)
+    starts = np.r_[len(tokenize.encode_prefix(rec.problem, [], TOK, marker=MARK)), marks[:-1] + 1]
+    m = np.array([logp[s : e + 1].min() for s, e in zip(starts, marks)])
+    w = np.asarray(p["score_head"]["likelihood"], np.float64)
+    head = np.asarray(out.score[0], np.float64)[marks]
+    return head + w[0] * np.minimum.accumulate(m) + w[1] * m
+
+
+def test_step_min_logprobs_against_a_loop():
+    logp = np.array([[-0.1, -2.0, -0.5, -0.3, -4.0, -0.2, 0.0], [-1.0, -0.2, -0.7, 0.0, 0.0, 0.0, 0.0]], np.float32)
+    ids = np.array([[-1, 0, 0, 1, 2, 2, -1], [0, 0, 2, -1, -1, -1, -1]], np.int32)  # row 1: step 1 has no tokens
+    m, pm = scoring.step_min_logprobs(jnp.asarray(logp), jnp.asarray(ids), 4)
+    want = np.zeros((2, 4))
+    for b in range(2):
+        for t in range(4):
+            sel = logp[b][ids[b] == t]
+            want[b, t] = sel.min() if sel.size else 0.0
+    np.testing.assert_allclose(np.asarray(m), want, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(pm), np.minimum.accumulate(want, axis=1), rtol=1e-6)
+    assert np.asarray(m).tolist()[1] == pytest.approx([-1.0, 0.0, -0.7, 0.0])
+
+
+def test_likelihood_logits_equal_numpy_in_training_and_in_the_verifier(lik_params):
+    recs = [
+        Record("a = 5, b = 7. c = a + b. Find c.", ["c = a + b = 5 + 7 = 12", "12"], [1.0, 1.0]),
+        Record("a = 2. b = a - 1. Find b.", ["b = a - 1 = 2 - 1 = 3"], [0.0]),
+    ]
+    want = [_np_likelihood_logits(lik_params, r) for r in recs]
+    got = np.asarray(objectives.score_logits(LCFG, lik_params, _batch(recs)))
+    ver = Verifier("score", LCFG, lik_params, TOK, marker=MARK)
+    probs = ver.step_scores([r.problem for r in recs], [r.steps for r in recs])
+    for b, w in enumerate(want):
+        np.testing.assert_allclose(got[b, : len(w)], w, rtol=1e-4, atol=1e-5)
+        assert np.all(got[b, len(w) :] == 0)
+        np.testing.assert_allclose(probs[b], 1 / (1 + np.exp(-w)), rtol=1e-4, atol=1e-6)
+    # the feature moves the logit: without it the same params give the plain head
+    plain = np.asarray(objectives.score_logits(CFG, {k: v for k, v in lik_params.items()}, _batch(recs)))
+    assert not np.allclose(plain[0, :2], got[0, :2])
+
+
+def test_likelihood_feature_passes_no_gradient_to_the_model(lik_params):
+    """The feature is the model's own log-prob of the shown tokens: BCE must not train the language
+    model through it (it lowered the likelihood of every token of a step labelled wrong)."""
+    p = dict(lik_params, score_head=dict(lik_params["score_head"]))
+    p["score_head"]["kernel"] = jnp.zeros_like(p["score_head"]["kernel"])  # only the feature reaches the loss
+    recs = [Record("a = 5. b = a + 2. Find b.", ["b = a + 2 = 5 + 2 = 7"], [0.0])]
+    grads = jax.grad(lambda q: objectives.make_loss_fn("bce", LCFG)(q, None, _batch(recs))[0])(p)
+    trunk = [g for k, g in grads.items() if k != "score_head"]
+    assert all(float(jnp.abs(x).max()) == 0.0 for x in jax.tree.leaves(trunk))
+    assert float(jnp.abs(grads["score_head"]["likelihood"]).max()) > 0
+
+
+def test_likelihood_verifier_is_the_running_least_token_probability(params):
+    from prm_jax.verifier import likelihood_verifier
+
+    p, _ = params
+    rec = Record("a = 4. b = a * 2. Find b.", ["b = a * 2 = 4 * 2 = 8", "8", "done"])
+    ver = likelihood_verifier(CFG, p, TOK, marker=MARK)
+    probe = dict(
+        p,
+        score_head={"kernel": jnp.zeros((CFG.d_model, 1)), "bias": jnp.zeros(1), "likelihood": jnp.asarray([1.0, 0.0])},
+    )
+    want = 1 / (1 + np.exp(-_np_likelihood_logits(probe, rec)))
+    got = ver.step_scores([rec.problem], [rec.steps])[0]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert np.all(np.diff(got) <= 1e-7) and np.all(got <= 0.5)  # a running minimum of log-probs <= 0
+
+
+def test_score_likelihood_needs_a_score_head():
+    with pytest.raises(ValueError, match="score_likelihood=True needs score_head=True"):
+        CFG.replace(score_head=False, score_likelihood=True)
