@@ -217,13 +217,24 @@ def run(workdir: str, config=None, log=print) -> dict:
     with open(os.path.join(workdir, "config.json"), "w") as f:
         f.write(config_lib.to_json(c))
     log(f"demo: seed {c.seed}, config written to {os.path.join(workdir, 'config.json')}")
-    wall, t_all = {}, time.perf_counter()
+    wall, t_all, skipped = {}, time.perf_counter(), set()
+    # A resumed run reports the time each stage took when it ran, not the time of skipping it.
+    wall_path = os.path.join(workdir, "wall.json")
+    ran = jsonio.load(wall_path) if os.path.exists(wall_path) else {}
 
     def timed(name, fn, *a):
         t0 = time.perf_counter()
-        out = fn(*a)
-        wall[name] = round(time.perf_counter() - t0, 1)
-        log(f"stage {name}: {wall[name]:.1f}s")
+
+        def stage_log(msg):
+            if msg.endswith("skipped"):
+                skipped.add(name)
+            log(msg)
+
+        out = fn(*a[:-1], stage_log)
+        wall[name] = ran[name] if name in skipped and name in ran else round(time.perf_counter() - t0, 1)
+        ran[name] = wall[name]
+        jsonio.dump(ran, wall_path)
+        log(f"stage {name}: {wall[name]:.1f}s" + (" (when it ran)" if name in skipped else ""))
         return out
 
     timed("policy", stage_policy, workdir, c, log)
@@ -231,7 +242,8 @@ def run(workdir: str, config=None, log=print) -> dict:
     for name in c.verifiers:
         timed(name, stage_verifier, workdir, name, c, log)
     res = timed("eval", stage_eval, workdir, c, log)
-    wall["total"] = round(time.perf_counter() - t_all, 1)
+    # a resumed run: the sum of its stages' times when they ran (start-up not counted)
+    wall["total"] = round(sum(wall.values()) if skipped else time.perf_counter() - t_all, 1)
     table = report.write_report(workdir, res, label_stats, wall)
     jsonio.dump(headline(res), os.path.join(workdir, "final.json"))  # what `prm-jax sweep` gathers
     log(table)

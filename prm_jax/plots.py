@@ -19,6 +19,10 @@ _POINT_MARKERS = ("*", "D", "P", "X", "s")
 _AGG_MARKERS = {"min": "o", "last": "s", "prod": "^", "mean": "v", "pure": "D", "softmin": "D", "sum": "<"}
 
 
+# Label-free baselines (drawn as a wide pale line under the trained verifiers).
+BASELINES = ("likelihood",)
+
+
 def plot_accuracy_vs_n(
     curves: dict,
     path: str,
@@ -39,7 +43,8 @@ def plot_accuracy_vs_n(
         raise ValueError("plot_accuracy_vs_n needs at least one curve")
     fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=120)
     all_ns, colours, points = set(), {}, 0
-    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    # grey is the oracle's: the other methods take the remaining colours
+    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if matplotlib.colors.to_hex(c) != "#7f7f7f"]
     for name, (ns, acc, lo, hi) in curves.items():
         ns, acc, lo, hi = (np.asarray(a, np.float64) for a in (ns, acc, lo, hi))
         if not (ns.shape == acc.shape == lo.shape == hi.shape):
@@ -67,7 +72,10 @@ def plot_accuracy_vs_n(
             style = ":" if family in ("majority", "oracle") else _STYLES.get(name.split("/")[-1], "-")
             parts = name.split("/")
             marker = _AGG_MARKERS.get(parts[1], "o") if len(parts) == 3 else "o"
-            ax.plot(ns, acc, marker=marker, ms=4, lw=1.6, ls=style, color=colour, label=name)
+            if family in BASELINES:  # a wide pale band under the others: curves that match it stay visible
+                ax.plot(ns, acc, lw=6, alpha=0.35, color=colour, label=name, zorder=1, solid_capstyle="round")
+            else:
+                ax.plot(ns, acc, marker=marker, ms=4, lw=1.6, ls=style, color=colour, label=name)
             if bands is None or name in bands:
                 ax.fill_between(ns, lo, hi, color=colour, alpha=0.12, lw=0)
         all_ns.update(int(n) for n in ns)

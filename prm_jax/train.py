@@ -190,9 +190,17 @@ def train_step_fn(s: Setup) -> Callable:
     k = int(config.optim.accum_steps)
     head_only = int(config.optim.head_only_steps)
     head = optim.head_mask(s.abstract_state.params) if head_only else None
+    # A head-only run (a probe on a frozen model) needs no backward pass through the model: the
+    # other parameters enter the loss as constants, so their gradients are zeros and cost nothing.
+    probe = head is not None and head_only >= int(config.train.steps)
+
+    def loss_of(params, ref_params, batch):
+        if probe:
+            params = jax.tree_util.tree_map(lambda x, h: x if h else jax.lax.stop_gradient(x), params, head)
+        return s.loss_fn(params, ref_params, batch)
 
     def grads_of(params, ref_params, batch):
-        (loss, aux), grads = jax.value_and_grad(s.loss_fn, has_aux=True)(params, ref_params, batch)
+        (loss, aux), grads = jax.value_and_grad(loss_of, has_aux=True)(params, ref_params, batch)
         return grads, loss, _float_metrics(aux["metrics"])
 
     def step(state: TrainState, batch):

@@ -21,9 +21,10 @@ def _run(config, n_steps: int, devices=None):
     s = train.setup(config, mesh=mesh)
     # One jitted init per objective (compiles are the slow part on 2 cores); other meshes get the
     # same initial state re-sharded, which is what the equality test needs.
-    if config.objective not in _INIT:
-        _INIT[config.objective] = jax.device_get(train.init_state(s))
-    state = jax.device_put(_INIT[config.objective], s.state_shardings)
+    init_key = (config.objective, config.optim.clip is None)  # no clipping: another optimizer state
+    if init_key not in _INIT:
+        _INIT[init_key] = jax.device_get(train.init_state(s))
+    state = jax.device_put(_INIT[init_key], s.state_shardings)
     kw = dict(batch_size=config.train.batch_size, seq_len=config.train.seq_len, max_steps=config.train.max_steps)
     example = synthetic_batch(0, **kw)
     step = train.make_train_step(s, example)
@@ -82,6 +83,28 @@ def test_head_only_steps_freeze_the_backbone_then_release_it():
         np.testing.assert_array_equal(p[k]["embed"]["embedding"], p[0]["embed"]["embedding"])
         assert np.abs(p[k]["score_head"]["kernel"] - p[k - 1]["score_head"]["kernel"]).max() > 1e-6
     assert np.abs(p[3]["layers"]["mlp"]["up_proj"]["kernel"] - p[2]["layers"]["mlp"]["up_proj"]["kernel"]).max() > 1e-6
+
+
+def test_a_whole_run_probe_trains_the_head_as_the_masked_path_does():
+    """head_only_steps >= steps skips the model's backward pass (its params enter as constants); the
+    head moves exactly as under the masked update, and the model does not move."""
+
+    def cfg(steps, head_only):
+        c = tiny_config("bce", steps=steps)
+        c.optim.update(head_only_steps=head_only, clip=None, warmup=0, decay="constant")
+        return c
+
+    devices = _single(cfg(3, 3))
+    _, m_probe, p_probe = _run(cfg(3, 3), 3, devices=devices)
+    _, m_mask, p_mask = _run(cfg(10, 3), 3, devices=devices)
+    for k in (1, 2, 3):
+        np.testing.assert_allclose(p_probe[k]["score_head"]["kernel"], p_mask[k]["score_head"]["kernel"], atol=1e-6)
+        np.testing.assert_array_equal(
+            p_probe[k]["layers"]["attn"]["q_proj"]["kernel"], p_probe[0]["layers"]["attn"]["q_proj"]["kernel"]
+        )
+    assert np.abs(p_probe[3]["score_head"]["kernel"] - p_probe[0]["score_head"]["kernel"]).max() > 1e-6
+    # the probe's gradient is the head's alone: smaller than the whole model's
+    assert all(float(a["grad_norm"]) < float(b["grad_norm"]) for a, b in zip(m_probe, m_mask))
 
 
 def test_bad_objective_is_named():
