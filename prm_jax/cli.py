@@ -20,6 +20,10 @@ COMMANDS = {
     "fit-check": ("prm_jax.commands.fitcheck", "compile a train step for N simulated devices; memory and FLOPs"),
     "search": ("prm_jax.commands.search", "reward-guided search (best-of-N, beam, PAV beam)"),
     "evaluate": ("prm_jax.commands.evaluate", "ProcessBench and best-of-N evaluation"),
+    "export": (
+        "prm_jax.commands.export",
+        "write a trained run as a Hugging Face folder (prm-jax or token-classification head)",
+    ),
     "demo": ("prm_jax.commands.demo", "the end-to-end arithmetic-task demo (the main job)"),
     "sweep": ("prm_jax.commands.sweep", "run or list a hyper-parameter sweep and gather its results"),
 }

@@ -142,10 +142,20 @@ def load_verifiers(workdir: str, names) -> dict:
         if config.objective in ("implicit_ce", "implicit_dpo"):
             _, ref, _ = loop.load_trained(config.init.ref_workdir)
             out[name] = Verifier(
-                "implicit", cfg, params, tok, marker=marker, ref_params=ref, beta=float(config.loss.beta), name=name
+                "implicit",
+                cfg,
+                params,
+                tok,
+                marker=marker,
+                ref_params=ref,
+                beta=float(config.loss.beta),
+                name=name,
+                logprob_chunk=int(config.loss.logprob_chunk),
             )
         else:
-            out[name] = Verifier("score", cfg, params, tok, marker=marker, name=name)
+            out[name] = Verifier(
+                "score", cfg, params, tok, marker=marker, name=name, logprob_chunk=int(config.loss.logprob_chunk)
+            )
     return out
 
 
@@ -153,7 +163,9 @@ def likelihood_baseline(workdir: str) -> Verifier:
     """Returns `verifier.likelihood_verifier` of the demo's policy (WORKDIR/policy)."""
     cfg, params, config = loop.load_trained(os.path.join(workdir, "policy"))
     tok = loop.make_tokenizer(config)
-    return likelihood_verifier(cfg, params, tok, marker=default_marker(tok))
+    return likelihood_verifier(
+        cfg, params, tok, marker=default_marker(tok), logprob_chunk=int(config.loss.logprob_chunk)
+    )
 
 
 # The two beam searches: BCE beam ranks and answers by the BCE-PRM; PAV beam (Setlur et al.) ranks by

@@ -3,14 +3,14 @@
 Loading reads one tensor at a time through `safetensors.safe_open` and writes it into the scanned
 layout (per-layer tensors stacked on a leading `layers` axis), so host memory holds the final params
 plus one parameter being assembled, never a second full copy. With `shardings` each tensor goes
-straight to its sharding with `jax.make_array_from_callback`. The step-score head is not part of the
-HF architectures; it lives beside the model in `score_head.safetensors` (`score_head.weight` [1, D],
-`score_head.bias` [1], as a torch Linear(D, 1) would store it; `score_head.likelihood` [2] when the
-config.json says `prm_jax_score_likelihood`).
+straight to its sharding with `jax.make_array_from_callback`. The step-score head is prm-jax's own
+file beside a causal-LM folder, or the `score` layer of a `*ForTokenClassification` folder (the form
+TRL's PRMs use): `prm_jax.hf_heads` reads and writes both.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -21,15 +21,15 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from prm_jax import hf_heads
 from prm_jax import model as M
+from prm_jax.hf_heads import LIKELIHOOD_KEY, SCORE_HEAD_FILE  # noqa: F401  (the folder layout's names)
 
 log = logging.getLogger(__name__)
 
-SCORE_HEAD_FILE = "score_head.safetensors"
-# config.json key of ModelConfig.score_likelihood; its weights are `score_head.likelihood` [2] in SCORE_HEAD_FILE
-LIKELIHOOD_KEY = "prm_jax_score_likelihood"
-_ARCHS = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2", "MistralForCausalLM": "mistral"}
-_ARCH_NAMES = {v: k for k, v in _ARCHS.items()}
+_ARCH_NAMES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
+# a token-classification PRM has the same decoder (hf_heads)
+_ARCHS = {**{v: k for k, v in _ARCH_NAMES.items()}, **{v: k for k, v in hf_heads.TOKEN_CLASSIFICATION.items()}}
 
 # ----------------------------------------------------------------------------------------------------
 # config.json <-> ModelConfig
@@ -164,13 +164,17 @@ def config_to_hf(cfg: M.ModelConfig, dtype: str) -> dict:
     return hf
 
 
-def load_config(path: str, **overrides) -> M.ModelConfig:
-    """Returns the ModelConfig of the HF folder at path (reads config.json only)."""
+def _config_json(path: str) -> dict:
     where = os.path.join(path, "config.json")
     if not os.path.isfile(where):
         raise FileNotFoundError(f"{where} not found (expected a Hugging Face model folder)")
     with open(where) as f:
-        return config_from_hf(json.load(f), where, **overrides)
+        return json.load(f)
+
+
+def load_config(path: str, **overrides) -> M.ModelConfig:
+    """Returns the ModelConfig of the HF folder at path (reads config.json only)."""
+    return config_from_hf(_config_json(path), os.path.join(path, "config.json"), **overrides)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -346,6 +350,9 @@ def load_checkpoint(
 ) -> tuple[M.ModelConfig, Any]:
     """Returns (cfg, params) from a local HF folder (config.json + safetensors), score head included.
 
+    A causal-LM folder's score head is prm-jax's own file; a *ForTokenClassification folder's is its
+    `score` layer (`hf_heads`), and having no LM head, its LM head is zeros (a warning says so).
+
     dtype: parameter dtype (default cfg.param_dtype, i.e. float32). shardings: a pytree of
     jax.sharding.Sharding shaped like the params, or a function cfg -> such a pytree; each tensor is
     placed directly on its sharding. overrides: ModelConfig fields (e.g. dtype='bfloat16', remat='full',
@@ -353,7 +360,9 @@ def load_checkpoint(
     """
     if dtype is not None:
         overrides["param_dtype"] = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
-    cfg = load_config(path, **overrides)
+    hf_cfg = _config_json(path)
+    cfg = config_from_hf(hf_cfg, os.path.join(path, "config.json"), **overrides)
+    token_cls = hf_heads.is_token_classification(hf_cfg)
     pdt = np.dtype(jax.numpy.dtype(cfg.param_dtype))
     stacked_cfg = cfg.replace(scan_layers=True)
     abstract = M.abstract_params(stacked_cfg)
@@ -364,6 +373,12 @@ def load_checkpoint(
     folder = _SafetensorsFolder(path)
     params: dict = {}
     top, per_layer = _top_specs(cfg), _layer_specs(cfg)
+    if token_cls and not cfg.tie_embeddings:
+        top = [t for t in top if t[0] != ("lm_head", "kernel")]
+        log.warning("%s: a token-classification model has no LM head; its LM head is zeros", path)
+        want = _get(abstract, ("lm_head", "kernel")).shape
+        sh = None if shardings is None else _get(shardings, ("lm_head", "kernel"))
+        _set(params, ("lm_head", "kernel"), _place(np.zeros(want, pdt), sh))
     bar = tqdm(
         total=len(top) + len(per_layer) * cfg.n_layers,
         desc=f"load {os.path.basename(path)}",
@@ -394,6 +409,15 @@ def load_checkpoint(
                 _set(params, layer_path, _place(buf[i], None if shardings is None else _get(shardings, layer_path)))
         del buf
     bar.close()
+    if cfg.score_head:
+        if token_cls:
+            head = hf_heads.read_token_classification_head(folder.get, hf_cfg, cfg, pdt, path)
+        else:
+            head = hf_heads.load_prm_jax_head(path, cfg, pdt)
+        for k, v in head.items():
+            _set(
+                params, ("score_head", k), _place(v, None if shardings is None else _get(shardings, ("score_head", k)))
+            )
     unused = folder.unused()
     extra_layers = sorted(
         {int(m.group(1)) for n in unused for m in [_LAYER_RE.match(n)] if m and int(m.group(1)) >= cfg.n_layers}
@@ -410,40 +434,7 @@ def load_checkpoint(
             len(unused),
             ", ".join(unused[:8]) + (" ..." if len(unused) > 8 else ""),
         )
-    if cfg.score_head:
-        head = _load_score_head(path, cfg, pdt)
-        for k, v in head.items():
-            _set(
-                params, ("score_head", k), _place(v, None if shardings is None else _get(shardings, ("score_head", k)))
-            )
     return cfg, params
-
-
-def _load_score_head(path: str, cfg: M.ModelConfig, pdt) -> dict:
-    fname = os.path.join(path, SCORE_HEAD_FILE)
-    if not os.path.isfile(fname):
-        log.warning("%s not found: the score head starts at zeros (score = 0 for every token)", fname)
-        out = dict(kernel=np.zeros((cfg.d_model, 1), pdt), bias=np.zeros((1,), pdt))
-        if cfg.score_likelihood:
-            out["likelihood"] = np.asarray([1.0, 0.0], pdt)  # the model's own initial value
-        return out
-    from safetensors import safe_open
-
-    names = ("score_head.weight", "score_head.bias") + (("score_head.likelihood",) if cfg.score_likelihood else ())
-    with safe_open(fname, "numpy") as f:
-        keys = set(f.keys())
-        for k in names:
-            if k not in keys:
-                raise KeyError(f"tensor {k!r} missing from {fname}")
-        w, b = f.get_tensor("score_head.weight"), f.get_tensor("score_head.bias")
-        lik = f.get_tensor("score_head.likelihood") if cfg.score_likelihood else None
-    _check_shape(w, (1, cfg.d_model), "score_head.weight", fname)
-    _check_shape(b, (1,), "score_head.bias", fname)
-    out = dict(kernel=np.asarray(w.T, pdt), bias=np.asarray(b, pdt))
-    if lik is not None:
-        _check_shape(lik, (2,), "score_head.likelihood", fname)
-        out["likelihood"] = np.asarray(lik, pdt)
-    return out
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -474,20 +465,40 @@ def _hf_tensors(cfg: M.ModelConfig, params: Any, dtype):
 
 
 def save_checkpoint(
-    path: str, cfg: M.ModelConfig, params: Any, *, dtype: Any = None, max_shard_bytes: int = 5 * 2**30
+    path: str,
+    cfg: M.ModelConfig,
+    params: Any,
+    *,
+    dtype: Any = None,
+    max_shard_bytes: int = 5 * 2**30,
+    head: str = "prm_jax",
+    num_labels: int = 1,
 ) -> None:
-    """Writes config.json, model.safetensors (sharded with an index above max_shard_bytes) and the score head.
+    """Writes config.json and model.safetensors (sharded with an index above max_shard_bytes), with the
+    score head in the form `head` names (`hf_heads.HEADS`).
 
+    head='prm_jax': a causal-LM folder plus `score_head.safetensors`; head='token_classification':
+    `*ForTokenClassification` with `num_labels` (1 or 2) that transformers loads natively (no LM head).
     dtype: dtype of the written tensors (default: the params' dtype).
     """
     from safetensors.numpy import save_file
 
-    os.makedirs(path, exist_ok=True)
+    if head not in hf_heads.HEADS:
+        raise ValueError(f"unknown head form {head!r}; choose one of {hf_heads.HEADS}")
+    token_cls = head == "token_classification"
+    if token_cls and not cfg.score_head:
+        raise ValueError("a token-classification export needs a model with a score head")
     first = jax.tree.leaves(params)[0]
     dt = np.dtype(jax.numpy.dtype(dtype)) if dtype is not None else np.dtype(first.dtype)
     hf_cfg = config_to_hf(cfg, dt.name)
+    extra = {}
+    if token_cls:  # checked before anything is written
+        extra = hf_heads.token_classification_tensors(cfg, params, num_labels, dt)
+        hf_cfg = hf_heads.token_classification_config(hf_cfg, cfg.architecture, num_labels)
+    os.makedirs(path, exist_ok=True)
+    tensors = ((n, a) for n, a in _hf_tensors(cfg, params, dt) if not (token_cls and n == "lm_head.weight"))
     shards, current, size = [], {}, 0
-    for name, arr in _hf_tensors(cfg, params, dt):
+    for name, arr in itertools.chain(tensors, extra.items()):
         if current and size + arr.nbytes > max_shard_bytes:
             shards.append(current)
             current, size = {}, 0
@@ -508,18 +519,9 @@ def save_checkpoint(
             json.dump({"metadata": {"total_size": total}, "weight_map": weight_map}, f, indent=2)
     with open(os.path.join(path, "config.json"), "w") as f:
         json.dump(hf_cfg, f, indent=2)
-    if cfg.score_head:
-        head = params["score_head"]
-        tensors = {
-            "score_head.weight": np.ascontiguousarray(np.asarray(jax.device_get(head["kernel"])).T.astype(dt)),
-            "score_head.bias": np.asarray(jax.device_get(head["bias"])).astype(dt),
-        }
-        if cfg.score_likelihood:
-            tensors["score_head.likelihood"] = np.asarray(jax.device_get(head["likelihood"])).astype(dt)
+    if cfg.score_head and not token_cls:
         save_file(
-            tensors,
-            os.path.join(path, SCORE_HEAD_FILE),
-            metadata=meta,
+            hf_heads.prm_jax_head_tensors(cfg, params, dt), os.path.join(path, hf_heads.SCORE_HEAD_FILE), metadata=meta
         )
 
 

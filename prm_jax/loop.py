@@ -476,10 +476,11 @@ def load_trained(workdir: str, *, mesh=None, step: int | None = None):
         ck.close()
 
 
-def export_hf(workdir: str, out_dir: str) -> str:
-    """Writes the latest params of `workdir` as a Hugging Face folder via hf.save_checkpoint."""
+def export_hf(workdir: str, out_dir: str, head: str = "prm_jax", num_labels: int = 1) -> str:
+    """Writes the latest params of `workdir` as a Hugging Face folder via hf.save_checkpoint, the score
+    head in form `head` ('prm_jax' or 'token_classification' with `num_labels`: `prm_jax.hf_heads`)."""
     from prm_jax import hf
 
     model_cfg, params, _ = load_trained(workdir)
-    hf.save_checkpoint(out_dir, model_cfg, jax.device_get(params))
+    hf.save_checkpoint(out_dir, model_cfg, jax.device_get(params), head=head, num_labels=num_labels)
     return out_dir

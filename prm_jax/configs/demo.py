@@ -60,6 +60,9 @@ def _training(objective: str) -> ml_collections.ConfigDict:
     c.data.update(tokenizer="char", add_eos=True)
     c.optim.update(lr=3e-3, warmup=10, weight_decay=0.01)
     c.train.update(seq_len=SEQ_LEN, log_every=10, keep_ckpts=2, eval_batches=2)
+    # One chunk: with a 100-symbol vocabulary the [B, L, V] logits are a few MB, and the chunked map
+    # cost a quarter of each SFT step (150 steps: 43 s -> 35 s); verifier scoring reads it too.
+    c.loss.logprob_chunk = 2**16
     return c
 
 
