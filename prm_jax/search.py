@@ -312,6 +312,7 @@ def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
 # Aggregations per verifier kind: probabilities (score heads) take PURE's min-form too; an implicit
 # PRM's signed step rewards r_t take min / mean, and `last` reads its q_T.
 AGGS = {"score": ("min", "last", "prod", "mean", "pure"), "implicit": ("min", "last", "mean")}
+AGGS["lm_pair"] = AGGS["score"]  # probabilities too (a generative PRM's P(good token))
 VOTE_AGGS = ("min", "last", "prod", "mean")  # aggregations whose score is a probability (or is mapped to one)
 
 

@@ -4,6 +4,9 @@
   A BCE-PRM trained on soft MC labels predicts Q^pi; on hard labels from K rollouts, P(any of K
   rollouts succeeds), a Best-of-K prover's Q; a PAV predicts the prover's Q^mu.
   `likelihood_verifier` is the label-free baseline: the model's least likely shown token so far.
+* `kind='lm_pair'` (generative PRMs such as Math-Shepherd's): P(step correct) = softmax over the LM's
+  logits of a good and a bad token, [good], at each step position; `prm_jax.heads` builds these with
+  the family's own rendering (`encoder`).
 * `kind='implicit'`: r_t = beta * sum over step t's tokens of log pi(y) / pi_ref(y) (step reward),
   and q_t = r_0 + ... + r_t, the implicit Q read at step t's end; q_T is the outcome reward the
   objective trains (the same step tokens, no EOS: see `prm_jax.objectives`). Log-probs go through
@@ -30,7 +33,7 @@ import numpy as np
 from prm_jax import model as model_lib
 from prm_jax import objectives, scoring, shapes
 
-KINDS = ("score", "implicit")
+KINDS = ("score", "implicit", "lm_pair")
 # Shape buckets: on a CPU a compile costs more than many padded rows, so batches round up to a power
 # of two of at least MIN_BATCH, lengths to LEN_BUCKET and step counts to a power of two of at least MIN_STEPS.
 LEN_BUCKET = 64
@@ -49,6 +52,21 @@ def _score_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, s
         "step_ids": step_ids_BxL,
     }
     return jax.nn.sigmoid(objectives.score_logits(cfg, params, batch, chunk_size))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _lm_pair_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step_pos_BxT, pair_2):
+    """Returns softmax over the LM's logits of (good, bad) tokens, [good], at each step position, [B, T]:
+    sigmoid(z_good - z_bad), from the hidden states there (the [B, L, V] logits are never formed)."""
+    out = model_lib.forward(
+        cfg, params, tokens_BxL, segment_ids=segment_ids_BxL, positions=positions_BxL, lm_head=False
+    )
+    valid = step_pos_BxT >= 0
+    idx = jnp.where(valid, step_pos_BxT, 0)
+    h_BxTxD = jnp.take_along_axis(out.hidden, idx[..., None], axis=1).astype(jnp.float32)
+    w_Dx2 = model_lib.output_embedding(cfg, params)[:, pair_2].astype(jnp.float32)
+    z_BxTx2 = jnp.einsum("btd,dk->btk", h_BxTxD, w_Dx2)
+    return jnp.where(valid, jax.nn.sigmoid(z_BxTx2[..., 0] - z_BxTx2[..., 1]), 0.0)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 7, 9))
@@ -82,6 +100,8 @@ class Verifier:
         chat_template: str | None = None,
         name: str = "",
         logprob_chunk: int = 1024,
+        encoder=None,
+        pair: tuple[int, int] | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
@@ -89,6 +109,8 @@ class Verifier:
             raise ValueError("a 'score' verifier needs a model with a score head (score_head=True)")
         if kind == "implicit" and ref_params is None:
             raise ValueError("an implicit PRM needs ref_params (the reference policy)")
+        if kind == "lm_pair" and (pair is None or len(pair) != 2):
+            raise ValueError("an 'lm_pair' verifier needs pair=(good token id, bad token id)")
         if kind == "implicit" and beta is None:
             raise ValueError("an implicit PRM needs beta (its training run's config.loss.beta)")
         if output not in ("reward", "q"):
@@ -98,10 +120,15 @@ class Verifier:
         self.beta, self.output, self.name = None if beta is None else float(beta), output, name or kind
         self.max_batch, self.max_len, self.max_steps = int(max_batch), int(max_len), int(max_steps)
         self.logprob_chunk = int(logprob_chunk)
+        # encoder(problem, steps) -> example: a public PRM's own rendering (prm_jax.heads); None: prm-jax's
+        self.encoder, self.pair = encoder, None if pair is None else np.asarray(pair, np.int32)
         self.tokens_scored = 0
 
     def _encode(self, problem: str, steps: Sequence[str]) -> dict:
         from prm_jax.data import tokenize
+
+        if self.encoder is not None:
+            return self.encoder(problem, list(steps))
         from prm_jax.data.records import Record
 
         ex = tokenize.encode_example(
@@ -154,6 +181,16 @@ class Verifier:
                     batch["step_ids"],
                     self.logprob_chunk,
                 )
+            elif self.kind == "lm_pair":
+                out = _lm_pair_probs(
+                    self.cfg,
+                    self.params,
+                    batch["tokens"],
+                    batch["positions"],
+                    batch["segment_ids"],
+                    batch["step_pos"],
+                    self.pair,
+                )
             else:
                 out = _implicit_rewards(
                     self.cfg,
@@ -178,7 +215,7 @@ class Verifier:
                 "weights are not finite"
             )
         self.tokens_scored += int(n_tok.sum())
-        if self.kind == "score":
+        if self.kind in ("score", "lm_pair"):
             return {"probs": vals, "rewards": vals, "values": vals, "tokens": n_tok}
         q = [np.cumsum(v).astype(np.float32) for v in vals]
         return {
@@ -199,7 +236,7 @@ class Verifier:
     def step_scores(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *, return_tokens: bool = False):
         """Returns per-solution step scores (list of [T_i] arrays) [and verifier tokens per solution]:
         the probabilities, or for an implicit PRM r_t (output='reward') or q_t (output='q')."""
-        key = "probs" if self.kind == "score" else {"reward": "reward", "q": "q"}[self.output]
+        key = "probs" if self.kind != "implicit" else {"reward": "reward", "q": "q"}[self.output]
         return self._pick(key, problems, steps_list, return_tokens)
 
     def values(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]], *, return_tokens: bool = False):
