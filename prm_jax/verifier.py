@@ -170,35 +170,19 @@ class Verifier:
             t = shapes.pow2(max(len(e["step_pos"]) for e in chunk), MIN_STEPS)
             batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
             model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
+            rows = (batch["tokens"], batch["positions"], batch["segment_ids"])
             if self.kind == "score":
                 out = _score_head_probs(
-                    self.cfg,
-                    self.params,
-                    batch["tokens"],
-                    batch["positions"],
-                    batch["segment_ids"],
-                    batch["step_pos"],
-                    batch["step_ids"],
-                    self.logprob_chunk,
+                    self.cfg, self.params, *rows, batch["step_pos"], batch["step_ids"], self.logprob_chunk
                 )
             elif self.kind == "lm_pair":
-                out = _lm_pair_probs(
-                    self.cfg,
-                    self.params,
-                    batch["tokens"],
-                    batch["positions"],
-                    batch["segment_ids"],
-                    batch["step_pos"],
-                    self.pair,
-                )
+                out = _lm_pair_probs(self.cfg, self.params, *rows, batch["step_pos"], self.pair)
             else:
                 out = _implicit_rewards(
                     self.cfg,
                     self.params,
                     self.ref_params,
-                    batch["tokens"],
-                    batch["positions"],
-                    batch["segment_ids"],
+                    *rows,
                     batch["step_ids"],
                     t,
                     jnp.float32(self.beta),

@@ -1,9 +1,21 @@
-"""Shared test helpers for test_model.py and test_hf.py (no jit compile needed to make parameters)."""
+"""Shared test helpers for the model and HF tests (no jit compile needed to make parameters)."""
 
 import jax
 import numpy as np
 
 from prm_jax import model as M
+
+# The tiny transformers config the HF tests build their random torch models from.
+TINY_HF = dict(
+    vocab_size=128,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    head_dim=16,
+    max_position_embeddings=64,
+)
 
 
 def random_params(cfg: M.ModelConfig, seed: int = 0, std: float = 0.1):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from prm_jax import heads
+from _hf_utils import TINY_HF  # tests/ is on sys.path under pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -40,15 +41,7 @@ def _sentencepiece_like_tokenizer(folder, corpus=tuple(CORPUS)):
 
 def _mistral(folder, vocab):
     conf = transformers.MistralConfig(
-        vocab_size=vocab,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=256,
-        sliding_window=None,
+        **dict(TINY_HF, vocab_size=vocab, max_position_embeddings=256), sliding_window=None
     )
     torch.manual_seed(0)
     model = transformers.MistralForCausalLM(conf).eval()

@@ -12,7 +12,7 @@ import pytest
 
 from prm_jax import hf
 from prm_jax import model as M
-from _hf_utils import random_params  # tests/ is on sys.path under pytest
+from _hf_utils import TINY_HF, random_params  # tests/ is on sys.path under pytest
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -37,14 +37,7 @@ def _randomize(model, seed):
 
 def _hf_model(kind, tie, seed, **extra):
     common = dict(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=64,
+        TINY_HF,
         rms_norm_eps=1e-6,
         tie_word_embeddings=tie,
         **extra,

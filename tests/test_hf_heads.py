@@ -11,7 +11,7 @@ import pytest
 
 from prm_jax import hf, hf_heads
 from prm_jax import model as M
-from _hf_utils import random_params
+from _hf_utils import TINY_HF, random_params
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -69,14 +69,7 @@ def test_a_trl_style_folder_loads_into_prm_jax(tmp_path, arch, num_labels, bias)
     scores the same in prm-jax."""
     conf_cls, model_cls = CONFIGS[arch]
     conf = conf_cls(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=96,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        head_dim=16,
-        max_position_embeddings=64,
+        **TINY_HF,
         num_labels=num_labels,
         token_classification_bias=bias,
         classifier_dropout=0.0,
