@@ -37,7 +37,8 @@ _KEY_SPECS = {  # key -> (per-row shape in terms of L / T, dtype)
 
 def abstract_batch(objective: str, batch_size: int, seq_len: int, max_steps: int) -> dict:
     """Returns the batch of `objective` as ShapeDtypeStructs (global shapes, no sharding yet)."""
-    keys = ["tokens", "segment_ids", "positions", *objectives.BATCH_KEYS[objective]]
+    # step_ids too: a score head with likelihood features reads it (the loader always makes it)
+    keys = ["tokens", "segment_ids", "positions", "step_ids", *objectives.BATCH_KEYS[objective]]
     if objective == "implicit_dpo":
         keys += ["rejected_segment_ids", "rejected_positions"]
     out = {}

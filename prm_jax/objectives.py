@@ -38,9 +38,9 @@ RECORD_TARGETS = {
 NEEDS_REF = ("implicit_ce", "implicit_dpo")
 # Batch keys each objective reads (beyond tokens / segment_ids / positions).
 BATCH_KEYS = {
-    "bce": ("step_pos", "step_ids", "step_labels", "step_mask"),
-    "orm": ("step_pos", "step_ids", "outcome", "outcome_mask"),
-    "pav": ("step_pos", "step_ids", "q_targets", "step_mask", "v0"),
+    "bce": ("step_pos", "step_labels", "step_mask"),
+    "orm": ("step_pos", "outcome", "outcome_mask"),
+    "pav": ("step_pos", "q_targets", "step_mask", "v0"),
     "implicit_ce": ("outcome", "outcome_mask", "step_ids", "step_pos", "step_mask"),
     "implicit_dpo": (
         "step_ids",
@@ -112,6 +112,8 @@ def score_logits(model_cfg, params, batch, chunk_size: int = 1024) -> jax.Array:
     logits_BxT = scoring.gather_steps(out.score.astype(jnp.float32), step_pos)
     if not model_cfg.score_likelihood:
         return logits_BxT
+    if "step_ids" not in batch:
+        raise ValueError("model.score_likelihood reads batch['step_ids'] (which step each token belongs to)")
     w_DxV = _model().output_embedding(model_cfg, params).astype(out.hidden.dtype)
     logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch["tokens"], chunk_size=chunk_size)
     # A feature, not a target: with gradients through it, BCE on noisy MC labels lowered the

@@ -292,3 +292,10 @@ def test_likelihood_verifier_is_the_running_least_token_probability(params):
 def test_score_likelihood_needs_a_score_head():
     with pytest.raises(ValueError, match="score_likelihood=True needs score_head=True"):
         CFG.replace(score_head=False, score_likelihood=True)
+
+
+def test_likelihood_head_without_step_ids_is_named(lik_params):
+    recs = [Record("a = 1. Find a.", ["a = 1"], [1.0])]
+    batch = {k: v for k, v in _batch(recs).items() if k != "step_ids"}
+    with pytest.raises(ValueError, match=r"score_likelihood reads batch\['step_ids'\]"):
+        objectives.score_logits(LCFG, lik_params, batch)
