@@ -1,8 +1,9 @@
 """The sampler at the demo's shapes on this CPU: the labelling stage's own calls, before and after.
 
 Replays what `prm-jax demo`'s labelling stage asks of the sampler with its trained policy: SAMPLES full
-solutions per problem (256 new tokens at most), then the MC rollouts of every step prefix and the V0
-rollouts from each bare question (K each, 128 new tokens at most; `labeling.label_solutions`).
+solutions per problem, then the MC rollouts of every step prefix and the V0 rollouts from each bare
+question (K each; `labeling.label_solutions`), with the token budgets and prover of this checkout's
+demo config (`labelling.solution_tokens`, `max_new_tokens`, `prover`) for both versions.
 Each code version runs in its own process with a fresh sampler, so compiles are included, as in the
 demo. `--before REV` also runs the same calls with prm_jax as it was at git revision REV (a temporary
 worktree), and the two are printed side by side: new tokens/s, decode steps and ms per step.
@@ -23,7 +24,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int, task: dict) -> dict:
+def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int, task: dict, lab: dict) -> dict:
     """Returns the labelling calls' counts and timings with the prm_jax on sys.path (the sampler and
     policy are built by hand, not with `sampling.load_policy`, so that older revisions run too)."""
     import jax
@@ -57,7 +58,7 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
 
     smp.sample = counted
     t0 = time.perf_counter()
-    sols = search.sample_solutions(pol, texts, samples, jax.random.PRNGKey(1), max_new_tokens=256)
+    sols = search.sample_solutions(pol, texts, samples, jax.random.PRNGKey(1), max_new_tokens=lab["solution_tokens"])
     items = [
         (p, x.steps, bool(x.complete and arith.is_correct(p, x.steps)))
         for p, xs in zip(texts, sols)
@@ -65,7 +66,13 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
         if x.steps
     ]
     labeling.label_solutions(
-        pol, arith.is_correct, items, jax.random.PRNGKey(2), k=k, prover="bok:4", max_new_tokens=128
+        pol,
+        arith.is_correct,
+        items,
+        jax.random.PRNGKey(2),
+        k=k,
+        prover=lab["prover"],
+        max_new_tokens=lab["max_new_tokens"],
     )
     wall = time.perf_counter() - t0
     tokens = sum(c["tokens"] for c in calls)
@@ -86,7 +93,7 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
 def _run(pythonpath: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--policy-workdir", args.policy_workdir]
     cmd += ["--problems", str(args.problems), "--samples", str(args.samples), "--k", str(args.k)]
-    cmd += ["--max-batch", str(args.max_batch), "--task", json.dumps(args.task)]
+    cmd += ["--max-batch", str(args.max_batch), "--task", json.dumps(args.task), "--lab", json.dumps(args.lab)]
     env = {**os.environ, "PYTHONPATH": pythonpath}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     if out.returncode:
@@ -108,14 +115,17 @@ def main(argv=None) -> int:
     p.add_argument("--timeout", type=int, default=1200)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--task", type=json.loads, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--lab", type=json.loads, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch, a.task)))
+        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch, a.task, a.lab)))
         return 0
     sys.path.insert(0, REPO)  # this process only: each worker imports the prm_jax of its PYTHONPATH
     from prm_jax.configs import demo
 
     a.task = demo.TASK  # the demo's arithmetic task, passed to the workers (an older prm_jax lacks it)
+    lab = demo.get_config("full").labelling  # and its budgets: both versions replay this checkout's demo
+    a.lab = dict(solution_tokens=lab.solution_tokens, max_new_tokens=lab.max_new_tokens, prover=lab.prover)
     if not os.path.isdir(a.policy_workdir):
         raise SystemExit(f"{a.policy_workdir} not found: run `make demo` (or give --policy-workdir)")
     rows = {}

@@ -29,6 +29,11 @@ from tqdm.auto import tqdm
 LEN_BUCKET = 64
 SEGMENT = 64
 MIN_BATCH = 16
+# A round may run on an already-compiled program of a larger bucket (more rows, a longer prefix or
+# new-token bucket) when that costs at most REUSE_RATIO times the exact bucket's rows x cache slots:
+# on the 2-core CPU one compile (~3 s) costs ~200 decode steps of a 256-row batch, and the demo's
+# tail rounds (a few rows still running, runaway solutions) each compiled a new shape.
+REUSE_RATIO = 16
 MAX_STOP_IDS = 4
 NUCLEUS_ITERS = 40  # bisection steps: the float32 interval is exhausted well before
 
@@ -186,6 +191,16 @@ def _generate(
 
 
 _COMPILED: dict[tuple, object] = {}
+_CALLED: dict[tuple, set[tuple[int, int, int]]] = {}  # per (model, ids): the (batch, prefix, new) buckets run
+
+
+def pick_bucket(exact: tuple[int, int, int], compiled, ratio: float = REUSE_RATIO) -> tuple[int, int, int]:
+    """Returns the (batch, prefix, new) bucket a round runs on: the cheapest compiled one that covers
+    `exact` at most `ratio` times its cost (rows x cache slots), else `exact` (a new compile)."""
+    b, p, n = exact
+    cost = lambda s: s[0] * (s[1] + s[2])  # noqa: E731
+    fits = [s for s in compiled if s[0] >= b and s[1] >= p and s[2] >= n and cost(s) <= ratio * cost(exact)]
+    return min(fits, key=lambda s: (cost(s), s)) if fits else exact
 
 
 class Sampler:
@@ -211,7 +226,9 @@ class Sampler:
         segment: int = SEGMENT,
         len_bucket: int = LEN_BUCKET,
     ):
-        self.cfg, self.params = model_cfg, params
+        # The sampler never reads step scores: without the head its programs trace and compile less.
+        self.cfg = dataclasses.replace(model_cfg, score_head=False, score_likelihood=False)
+        self.params = {k: v for k, v in params.items() if k != "score_head"}
         self.pad_id, self.eos_id, self.step_id = int(pad_id), int(eos_id), step_id
         self.max_batch, self.segment, self.len_bucket = int(max_batch), int(segment), int(len_bucket)
         self._compiled: dict[tuple, object] = {}  # the process-wide programs this sampler called
@@ -275,6 +292,9 @@ class Sampler:
             new_bucket = shapes.pow2(max(limits), 8)
             p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
+            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id), set())
+            b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), called)
+            called.add((b, p_len, new_bucket))
             fill = b - len(rows)
             rows = rows + [rows[0]] * fill  # filler rows: a real prefix, never all-invalid, limit 0
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)

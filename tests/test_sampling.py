@@ -143,21 +143,59 @@ def test_stops_at_step_marker_and_eos(tiny):
     assert no_stop.row(0) == ref and not no_stop.stopped_B.any()
 
 
+def _programs(cfg) -> int:
+    """Returns how many sampler programs this process compiled for a model of config `cfg`."""
+    return sum(f._cache_size() for k, f in sampling._COMPILED.items() if k[0] == cfg)
+
+
 def test_shape_buckets_reuse_compiled_programs(tiny):
     cfg, params = tiny
     s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
     s.sample([[1, 2, 3]] * 5, jax.random.PRNGKey(0), max_new_tokens=5)
-    before = s._fn(8)._cache_size()  # programs are shared by every sampler of this model in the process
+    before = _programs(s.cfg)  # programs are shared by every sampler of this model in the process
     s.sample([[1, 2, 3, 4, 5, 6]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.3, top_p=0.9)
-    assert len(s._compiled) == 1 and s._fn(8)._cache_size() == before
+    assert _programs(s.cfg) == before
     again = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
     again.sample([[7, 8]] * 3, jax.random.PRNGKey(2), max_new_tokens=6)
-    assert again._fn(8)._cache_size() == before  # a second sampler compiles nothing new
+    assert _programs(s.cfg) == before  # a second sampler compiles nothing new
     assert s.tokens_generated == 5 * 5 + 7 * 7
+    assert "score_head" not in s.params and not s.cfg.score_head  # the sampler never reads step scores
 
 
-def test_chunks_get_their_own_length_bucket_and_match_reference(tiny):
+def test_pick_bucket_takes_the_cheapest_covering_program_within_the_ratio():
+    exact = (16, 64, 8)  # cost 16 x 72
+    assert sampling.pick_bucket(exact, set()) == exact
+    assert sampling.pick_bucket(exact, {(16, 64, 8)}) == exact
+    assert sampling.pick_bucket(exact, {(256, 128, 64), (32, 64, 8), (16, 128, 8)}) == (16, 128, 8)  # 2176 < 2304
+    assert sampling.pick_bucket(exact, {(8, 128, 64), (16, 64, 4), (16, 32, 64)}) == exact  # none covers
+    big = (256, 256, 64)  # cost 256 x 320 = 71 x exact's
+    assert sampling.pick_bucket(exact, {big}) == exact
+    assert sampling.pick_bucket(exact, {big}, ratio=100) == big
+    brute = {(b, p, n) for b in (16, 32, 256) for p in (64, 128, 192) for n in (8, 16, 64)}
+    cost = lambda t: t[0] * (t[1] + t[2])  # noqa: E731
+    covers = [t for t in brute if t[0] >= 32 and t[1] >= 100 and t[2] >= 10 and cost(t) <= 16 * cost((32, 100, 10))]
+    want = min(covers, key=lambda t: (cost(t), t))
+    assert sampling.pick_bucket((32, 100, 10), brute) == want == (32, 128, 16)
+
+
+def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, monkeypatch):
     cfg, params = tiny
+    monkeypatch.setattr(sampling, "_CALLED", {})  # this test's record of compiled buckets only
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
+    long = [1] + [20 + i % 40 for i in range(69)]  # prefix bucket 128
+    s.sample([long] * 16, jax.random.PRNGKey(0), mode="full", max_new_tokens=8, temperature=0.0)
+    short = [[1, 10, 11], [1, 12], [1, 13, 14]]  # exact bucket (16, 64, 8): runs on (16, 128, 8)
+    out = s.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
+    assert s.shapes == {(16, 128, 8)}, s.shapes
+    for i, p in enumerate(short):
+        ref_toks, ref_logps = _greedy_reference(cfg, params, p, 6)
+        assert out.row(i) == ref_toks
+        np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
+
+
+def test_chunks_get_their_own_length_bucket_and_match_reference(tiny, monkeypatch):
+    cfg, params = tiny
+    monkeypatch.setattr(sampling, "_CALLED", {})  # no bucket of an earlier test to reuse
     s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
     short, long = [1, 10, 11], [1] + [20 + i % 40 for i in range(140)]  # two length buckets
     prefixes = [long] * 5 + [short] * 16  # sorted by length: 16 short rows, then a chunk of 5 long ones
@@ -205,15 +243,17 @@ def test_policy_decodes_steps_and_renders_like_tokenize(tiny):
         sampling.Policy(s, TOK, marker="\n\n")
 
 
-def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny):
+def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny, monkeypatch):
     """A row still running after `segment` tokens goes back to the queue with its tokens as prefix:
     greedy continuations equal those of a sampler whose segment covers the whole budget."""
     cfg, params = tiny
+    monkeypatch.setattr(sampling, "_CALLED", {})  # no larger compiled bucket to reuse
     prefixes = [[1, 10, 11], [1, 12], [1, 13, 14, 15]] * 3
     long = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, segment=64)
     short = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, segment=8)
-    a = long.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=30, temperature=0.0)
+    # short first: long's (16, 64, 32) program would otherwise also serve short's 8-token rounds
     b = short.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=30, temperature=0.0)
+    a = long.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=30, temperature=0.0)
     assert all(a.row(i) == b.row(i) for i in range(len(prefixes)))
     assert (a.lengths_B == 30).all() and (b.lengths_B == 30).all() and not b.stopped_B.any()
     np.testing.assert_allclose(a.logprobs_BxN, b.logprobs_BxN, atol=1e-4)

@@ -118,7 +118,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             k=2 if quick else 4,  # MC rollouts per step prefix (Math-Shepherd's N)
             prover="bok:4",  # the PAV's prover: 'bok:K' | 'temperature:T' | 'same'
             omega_solutions=8 if quick else 96,  # OmegaPRM runs on these first solutions (a cost comparison)
-            solution_tokens=256,  # token budget of a sampled solution
+            # Token budget of a sampled solution: the search's (search.max_new_tokens), so the verifiers
+            # learn from solutions like the ones they rank. The longest right 3-step solution is ~110
+            # tokens; at 256, 8% of solutions ran on without EOS and their long prefixes cost 4 of the
+            # labelling stage's 8 sampler compiles.
+            solution_tokens=128,
             max_new_tokens=128,  # token budget of an MC rollout
         )
     )
