@@ -295,15 +295,16 @@ if TINY:
         "code",
         """
 import json, numpy as np
-from prm_jax import evaluate, hf
+from prm_jax import evaluate, heads
 from prm_jax.verifier import score_step_probs
 from prm_jax.data import readers
 from prm_jax.data.tokenizers import HFTokenizer
-model_cfg, params = hf.load_checkpoint(CHECKPOINT)
-tokenizer = HFTokenizer(CHECKPOINT)
+# the head is told from config.json (a public family such as 'qwen_prm' renders as its authors do)
+family = heads.detect_family(CHECKPOINT)
+kw = dict(tokenizer=HFTokenizer(CHECKPOINT), marker=MARKER) if family in ("prm_jax", "token_classification") else {}
+verifier = heads.load_verifier(family, CHECKPOINT, max_batch=4, max_len=1024 if TINY else 4096, **kw)
 cases = readers.read_all("processbench", DATA)
-probs, truncated = score_step_probs(model_cfg, params, tokenizer, cases, marker=MARKER, batch_size=4,
-                                    max_len=1024 if TINY else 4096)
+probs, truncated = score_step_probs(verifier, cases, batch_size=4)
 pred = evaluate.predict_first_error(probs, THRESHOLD)
 labels = np.asarray([c.first_error() for c in cases])
 metrics = evaluate.processbench_metrics(pred, labels)

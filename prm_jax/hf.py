@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 
 _ARCH_NAMES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM", "mistral": "MistralForCausalLM"}
 # a token-classification PRM has the same decoder (hf_heads)
-_ARCHS = {**{v: k for k, v in _ARCH_NAMES.items()}, **{v: k for k, v in hf_heads.TOKEN_CLASSIFICATION.items()}}
+_ARCHS = {
+    **{v: k for k, v in _ARCH_NAMES.items()},
+    **{v: k for k, v in hf_heads.TOKEN_CLASSIFICATION.items()},
+    **{v: k for k, v in hf_heads.PROCESS_REWARD.items()},
+}
 
 # ----------------------------------------------------------------------------------------------------
 # config.json <-> ModelConfig
@@ -363,6 +367,12 @@ def load_checkpoint(
     hf_cfg = _config_json(path)
     cfg = config_from_hf(hf_cfg, os.path.join(path, "config.json"), **overrides)
     token_cls = hf_heads.is_token_classification(hf_cfg)
+    process_rm = hf_heads.is_process_reward(hf_cfg)
+    if process_rm and cfg.score_head:
+        raise ValueError(
+            f"{path}: a {hf_cfg['architectures'][0]} has a two-class MLP score head, not prm-jax's; "
+            "load it as a Verifier with prm_jax.heads.load_verifier('qwen_prm', path) (or --head qwen_prm)"
+        )
     pdt = np.dtype(jax.numpy.dtype(cfg.param_dtype))
     stacked_cfg = cfg.replace(scan_layers=True)
     abstract = M.abstract_params(stacked_cfg)
@@ -373,9 +383,9 @@ def load_checkpoint(
     folder = _SafetensorsFolder(path)
     params: dict = {}
     top, per_layer = _top_specs(cfg), _layer_specs(cfg)
-    if token_cls and not cfg.tie_embeddings:
+    if (token_cls or process_rm) and not cfg.tie_embeddings:
         top = [t for t in top if t[0] != ("lm_head", "kernel")]
-        log.warning("%s: a token-classification model has no LM head; its LM head is zeros", path)
+        log.warning("%s: a %s has no LM head; its LM head is zeros", path, hf_cfg["architectures"][0])
         want = _get(abstract, ("lm_head", "kernel")).shape
         sh = None if shardings is None else _get(shardings, ("lm_head", "kernel"))
         _set(params, ("lm_head", "kernel"), _place(np.zeros(want, pdt), sh))
@@ -418,7 +428,7 @@ def load_checkpoint(
             _set(
                 params, ("score_head", k), _place(v, None if shardings is None else _get(shardings, ("score_head", k)))
             )
-    unused = folder.unused()
+    unused = [n for n in folder.unused() if not (process_rm and n.startswith("score."))]  # heads.QwenPRM reads it
     extra_layers = sorted(
         {int(m.group(1)) for n in unused for m in [_LAYER_RE.match(n)] if m and int(m.group(1)) >= cfg.n_layers}
     )

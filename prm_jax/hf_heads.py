@@ -36,6 +36,15 @@ def _check(got: np.ndarray, want: tuple, name: str, where: str) -> None:
         raise ValueError(f"tensor {name!r} in {where} has shape {tuple(got.shape)}, config implies {tuple(want)}")
 
 
+# Qwen2.5-Math-PRM's architecture: the Qwen2 decoder and a two-layer `score` MLP (prm_jax.heads.QwenPRM)
+PROCESS_REWARD = {"qwen2": "Qwen2ForProcessRewardModel"}
+
+
+def is_process_reward(hf_cfg: dict) -> bool:
+    """Returns whether a parsed config.json describes a *ForProcessRewardModel (Qwen2.5-Math-PRM)."""
+    return any(a in PROCESS_REWARD.values() for a in hf_cfg.get("architectures") or [])
+
+
 def is_token_classification(hf_cfg: dict) -> bool:
     """Returns whether a parsed config.json describes a *ForTokenClassification model."""
     return any(a in TOKEN_CLASSIFICATION.values() for a in hf_cfg.get("architectures") or [])

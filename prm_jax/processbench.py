@@ -1,4 +1,4 @@
-"""ProcessBench with a step-score PRM: score every split, choose the threshold, predict first errors.
+"""ProcessBench with any PRM `Verifier` (prm-jax's, a public family's, an implicit PRM): score every split, choose the threshold, predict first errors.
 
 The metric itself (accuracy on erroneous / correct cases, F1; identical to the official code) is in
 `evaluate.py`; this module runs the model (`verifier.score_step_probs`), for `prm-jax evaluate
@@ -13,38 +13,23 @@ from prm_jax import evaluate, verifier
 
 
 def run_processbench(
-    model_cfg,
-    params,
-    tokenizer,
+    ver: verifier.Verifier,
     splits: dict,
     *,
-    marker: str,
     batch_size: int,
-    max_len: int,
-    chat_template: str | None = None,
     threshold: float | None = None,
     pick_threshold_on: str | None = None,
     progress: bool = True,
 ) -> dict:
-    """Returns ProcessBench results of a step-score PRM on `splits` ({name: Records}): the threshold
+    """Returns ProcessBench results of the Verifier on `splits` ({name: Records}): the threshold
     (given, default 0.5, or the best-F1 one on split `pick_threshold_on`), per-split and average
-    metrics with each split's count of cases whose trailing steps `max_len` cut (unscored steps
+    metrics with each split's count of cases whose trailing steps the verifier's max_len cut (unscored steps
     cannot be predicted wrong), and every case's prediction and step probabilities."""
     if pick_threshold_on is not None and pick_threshold_on not in splits:
         raise ValueError(f"pick_threshold_on {pick_threshold_on!r} is not one of the splits {list(splits)}")
     probs, labels, truncated = {}, {}, {}
     for name, records in splits.items():
-        probs[name], truncated[name] = verifier.score_step_probs(
-            model_cfg,
-            params,
-            tokenizer,
-            records,
-            marker=marker,
-            batch_size=batch_size,
-            max_len=max_len,
-            chat_template=chat_template,
-            progress=progress,
-        )
+        probs[name], truncated[name] = verifier.score_step_probs(ver, records, batch_size=batch_size, progress=progress)
         labels[name] = np.asarray([r.first_error() for r in records], np.int64)
     if pick_threshold_on is not None:
         s = pick_threshold_on

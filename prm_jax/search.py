@@ -313,6 +313,7 @@ def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
 # PRM's signed step rewards r_t take min / mean, and `last` reads its q_T.
 AGGS = {"score": ("min", "last", "prod", "mean", "pure"), "implicit": ("min", "last", "mean")}
 AGGS["lm_pair"] = AGGS["score"]  # probabilities too (a generative PRM's P(good token))
+AGGS["mlp_head"] = AGGS["score"]  # and a two-class head's P(step correct)
 VOTE_AGGS = ("min", "last", "prod", "mean")  # aggregations whose score is a probability (or is mapped to one)
 
 

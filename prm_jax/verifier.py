@@ -7,6 +7,9 @@
 * `kind='lm_pair'` (generative PRMs such as Math-Shepherd's): P(step correct) = softmax over the LM's
   logits of a good and a bad token, [good], at each step position; `prm_jax.heads` builds these with
   the family's own rendering (`encoder`).
+* `kind='mlp_head'` (Qwen2.5-Math-PRM's `Qwen2ForProcessRewardModel`): P(step correct) =
+  softmax(W2 relu(W1 h + b1) + b2)[1] from the hidden state h at each step position (`head=` holds
+  w1 [D, D], b1 [D], w2 [D, 2], b2 [2]; `prm_jax.heads` reads them from the checkpoint).
 * `kind='implicit'`: r_t = beta * sum over step t's tokens of log pi(y) / pi_ref(y) (step reward),
   and q_t = r_0 + ... + r_t, the implicit Q read at step t's end; q_T is the outcome reward the
   objective trains (the same step tokens, no EOS: see `prm_jax.objectives`). Log-probs go through
@@ -33,7 +36,7 @@ import numpy as np
 from prm_jax import model as model_lib
 from prm_jax import objectives, scoring, shapes
 
-KINDS = ("score", "implicit", "lm_pair")
+KINDS = ("score", "implicit", "lm_pair", "mlp_head")
 # Shape buckets: on a CPU a compile costs more than many padded rows, so batches round up to a power
 # of two of at least MIN_BATCH, lengths to LEN_BUCKET and step counts to a power of two of at least MIN_STEPS.
 LEN_BUCKET = 64
@@ -69,6 +72,20 @@ def _lm_pair_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step
     return jnp.where(valid, jax.nn.sigmoid(z_BxTx2[..., 0] - z_BxTx2[..., 1]), 0.0)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _mlp_head_probs(cfg, params, tokens_BxL, positions_BxL, segment_ids_BxL, step_pos_BxT, head):
+    """Returns softmax(W2 relu(W1 h + b1) + b2)[1] at each step position, [B, T] float32 (0 past T)."""
+    out = model_lib.forward(
+        cfg, params, tokens_BxL, segment_ids=segment_ids_BxL, positions=positions_BxL, lm_head=False
+    )
+    valid = step_pos_BxT >= 0
+    idx = jnp.where(valid, step_pos_BxT, 0)
+    h_BxTxD = jnp.take_along_axis(out.hidden, idx[..., None], axis=1).astype(jnp.float32)
+    a_BxTxD = jax.nn.relu(h_BxTxD @ head["w1"].astype(jnp.float32) + head["b1"].astype(jnp.float32))
+    z_BxTx2 = a_BxTxD @ head["w2"].astype(jnp.float32) + head["b2"].astype(jnp.float32)
+    return jnp.where(valid, jax.nn.softmax(z_BxTx2, axis=-1)[..., 1], 0.0)
+
+
 @functools.partial(jax.jit, static_argnums=(0, 7, 9))
 def _implicit_rewards(
     cfg, params, ref_params, tokens_BxL, positions_BxL, segment_ids_BxL, step_ids_BxL, num_steps, beta, chunk_size
@@ -102,6 +119,7 @@ class Verifier:
         logprob_chunk: int = 1024,
         encoder=None,
         pair: tuple[int, int] | None = None,
+        head: dict | None = None,
     ):
         if kind not in KINDS:
             raise ValueError(f"unknown verifier kind {kind!r}; expected one of {KINDS}")
@@ -111,6 +129,8 @@ class Verifier:
             raise ValueError("an implicit PRM needs ref_params (the reference policy)")
         if kind == "lm_pair" and (pair is None or len(pair) != 2):
             raise ValueError("an 'lm_pair' verifier needs pair=(good token id, bad token id)")
+        if kind == "mlp_head" and (head is None or set(head) != {"w1", "b1", "w2", "b2"}):
+            raise ValueError("an 'mlp_head' verifier needs head={w1, b1, w2, b2} (prm_jax.heads reads them)")
         if kind == "implicit" and beta is None:
             raise ValueError("an implicit PRM needs beta (its training run's config.loss.beta)")
         if output not in ("reward", "q"):
@@ -122,6 +142,7 @@ class Verifier:
         self.logprob_chunk = int(logprob_chunk)
         # encoder(problem, steps) -> example: a public PRM's own rendering (prm_jax.heads); None: prm-jax's
         self.encoder, self.pair = encoder, None if pair is None else np.asarray(pair, np.int32)
+        self.head = head
         self.tokens_scored = 0
 
     def _encode(self, problem: str, steps: Sequence[str]) -> dict:
@@ -145,6 +166,35 @@ class Verifier:
                 f"max_steps={self.max_steps} of verifier {self.name!r}"
             )
         return ex
+
+    def encode_truncated(self, problem: str, steps: Sequence[str]) -> dict:
+        """Returns the example of one solution cut to max_len: steps whose position falls past it are
+        dropped (`dropped_steps` counts them); raises tokenize.ExampleTooLong if no step fits."""
+        from prm_jax.data import tokenize
+        from prm_jax.data.records import Record
+
+        if self.encoder is None:
+            return tokenize.encode_example(
+                Record(problem, list(steps)),
+                self.tokenizer,
+                marker=self.marker,
+                max_len=self.max_len,
+                max_steps=len(steps),
+                chat_template=self.chat_template,
+            )
+        ex = self.encoder(problem, list(steps))
+        if len(ex["tokens"]) <= self.max_len:
+            return ex
+        keep = int(np.sum(ex["step_pos"] < self.max_len))
+        if keep == 0:
+            raise tokenize.ExampleTooLong(f"no step of this solution ends within max_len={self.max_len}")
+        cut = dict(ex)
+        for k in ("tokens", "segment_ids", "positions", "step_ids", "response_mask"):
+            cut[k] = ex[k][: self.max_len]
+        for k in ("step_pos", "step_labels", "step_mask", "step_segment"):
+            cut[k] = ex[k][:keep]
+        cut["dropped_steps"] = np.int32(len(ex["step_pos"]) - keep)
+        return cut
 
     def score_all(self, problems: Sequence[str], steps_list: Sequence[Sequence[str]]) -> dict:
         """Returns {'rewards', 'values', 'probs' (lists of [T_i] float arrays), 'tokens': [N] int array}
@@ -177,6 +227,8 @@ class Verifier:
                 )
             elif self.kind == "lm_pair":
                 out = _lm_pair_probs(self.cfg, self.params, *rows, batch["step_pos"], self.pair)
+            elif self.kind == "mlp_head":
+                out = _mlp_head_probs(self.cfg, self.params, *rows, batch["step_pos"], self.head)
             else:
                 out = _implicit_rewards(
                     self.cfg,
@@ -199,7 +251,7 @@ class Verifier:
                 "weights are not finite"
             )
         self.tokens_scored += int(n_tok.sum())
-        if self.kind in ("score", "lm_pair"):
+        if self.kind in ("score", "lm_pair", "mlp_head"):
             return {"probs": vals, "rewards": vals, "values": vals, "tokens": n_tok}
         q = [np.cumsum(v).astype(np.float32) for v in vals]
         return {
@@ -228,21 +280,11 @@ class Verifier:
         return self._pick("values", problems, steps_list, return_tokens)
 
 
-def score_step_probs(
-    model_cfg,
-    params,
-    tokenizer,
-    records,
-    *,
-    marker: str,
-    batch_size: int,
-    max_len: int,
-    chat_template: str | None = None,
-    progress: bool = True,
-):
-    """Returns (probs, truncated): per record, float64 [n_scored] step probabilities, and how many
-    records lost trailing steps to max_len (their unscored steps cannot be predicted wrong; a record
-    whose prompt alone exceeds max_len has no scored step)."""
+def score_step_probs(verifier: Verifier, records, *, batch_size: int, progress: bool = True):
+    """Returns (probs, truncated): per record, float64 [n_scored] step probabilities under `verifier`
+    (any kind: a score head's, a public family's, an implicit PRM's sigmoid(q_t)), and how many
+    records lost trailing steps to the verifier's max_len (their unscored steps cannot be predicted
+    wrong; a record whose prompt alone exceeds max_len has no scored step)."""
     from tqdm import tqdm
 
     from prm_jax.data import tokenize
@@ -250,24 +292,11 @@ def score_step_probs(
     examples, probs = {}, [np.zeros(0)] * len(records)
     for i, r in enumerate(records):
         try:
-            examples[i] = tokenize.encode_example(
-                r, tokenizer, marker=marker, max_len=max_len, max_steps=len(r.steps), chat_template=chat_template
-            )
+            examples[i] = verifier.encode_truncated(r.problem, r.steps)
         except tokenize.ExampleTooLong:
             pass  # no step fits: nothing scored, counted as truncated below
     truncated = sum(int(i not in examples or examples[i]["dropped_steps"] > 0) for i in range(len(records)))
     keys = sorted(examples, key=lambda i: len(examples[i]["tokens"]))  # like lengths share a batch
-    # One verifier scorer for search and evaluation: jitted per shape bucket, rows sorted by length.
-    verifier = Verifier(
-        "score",
-        model_cfg,
-        params,
-        tokenizer,
-        marker=marker,
-        max_batch=batch_size,
-        max_len=max_len,
-        chat_template=chat_template,
-    )
     for s in tqdm(range(0, len(keys), batch_size), desc="scoring", unit="batch", disable=not progress):
         idx = keys[s : s + batch_size]
         out = verifier.score_examples([examples[i] for i in idx])["probs"]

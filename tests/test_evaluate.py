@@ -319,7 +319,7 @@ def test_score_step_probs_match_unpadded_forward(tmp_path, tiny_prm):
     import jax
 
     from prm_jax import model
-    from prm_jax.verifier import score_step_probs
+    from prm_jax.verifier import Verifier, score_step_probs
     from prm_jax.data import readers, tokenize
     from prm_jax.data.records import Record
 
@@ -327,9 +327,8 @@ def test_score_step_probs_match_unpadded_forward(tmp_path, tiny_prm):
     _write_split(tmp_path / "s.jsonl", 5, np.random.default_rng(0))
     long = Record("a long one?", [f"step {j}: {j} + {j} = {2 * j}" for j in range(12)], [1.0] * 12)
     records = readers.read_all("processbench", str(tmp_path / "s.jsonl")) + [long]
-    probs, truncated = score_step_probs(
-        cfg, params, tok, records, marker="\n\n", batch_size=4, max_len=128, progress=False
-    )
+    ver = Verifier("score", cfg, params, tok, marker="\n\n", max_batch=4, max_len=128)
+    probs, truncated = score_step_probs(ver, records, batch_size=4, progress=False)
     assert truncated == 1 and 0 < len(probs[-1]) < 12  # the long record loses its trailing steps
 
     # reference: each example alone, right-padded without segment ids (causal: padding after a

@@ -89,8 +89,8 @@ def test_math_shepherd_refuses_a_miscounted_tag(tmp_path):
 
 
 def test_unknown_family_is_named(tmp_path):
-    with pytest.raises(ValueError, match="unknown PRM family 'skywork'"):
-        heads.load_verifier("skywork", str(tmp_path))
+    with pytest.raises(ValueError, match="unknown PRM family .nonsense."):
+        heads.load_verifier("nonsense", str(tmp_path))
 
 
 def test_math_shepherd_with_a_tag_merged_into_the_newline_is_an_error(tmp_path):
@@ -105,3 +105,182 @@ def test_math_shepherd_with_a_tag_merged_into_the_newline_is_an_error(tmp_path):
     ver = heads.load_verifier("math_shepherd", str(tmp_path))
     with pytest.raises(ValueError, match="merged with its neighbours"):
         ver.step_scores(["What is 2 + 3 - 1?"], [steps])
+
+
+# ---------------------------------------------------------------------------------------------------
+# qwen_prm: Qwen2ForProcessRewardModel
+# ---------------------------------------------------------------------------------------------------
+
+QWEN_TEMPLATE = (  # the Qwen2.5 chat format for given system / user / assistant turns
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<extra_0>"]
+
+
+def _qwen_like_tokenizer(folder):
+    """Returns a byte-level BPE with Qwen's chat special tokens and `<extra_0>`, saved to folder; its
+    merges join "\\n\\n" with the text around it (the step separation the model cards recommend)."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["Step 1: 2 + 3 = 5.\n\nStep 2: 5 - 1 = 4.\n\nThe answer is \\boxed{4}.", "Please reason step by step"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=200,
+        special_tokens=QWEN_SPECIAL,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus * 20, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>", "<extra_0>"],
+    )
+    fast.chat_template = QWEN_TEMPLATE
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def _qwen_prm(folder, vocab):
+    """Saves a tiny random Qwen2ForProcessRewardModel (decoder under `model.`, `score.0/2`, no LM head)."""
+    import json
+
+    from safetensors.torch import save_file
+
+    conf = transformers.Qwen2Config(**dict(TINY_HF, vocab_size=vocab, max_position_embeddings=256))
+    torch.manual_seed(1)
+    lm = transformers.Qwen2ForCausalLM(conf).eval()
+    d = conf.hidden_size
+    score = torch.nn.Sequential(torch.nn.Linear(d, d), torch.nn.ReLU(), torch.nn.Linear(d, 2)).eval()
+    with torch.no_grad():
+        for p in list(lm.parameters()) + list(score.parameters()):
+            p.add_(torch.randn(p.shape) * 0.05)
+    tensors = {k: v.contiguous() for k, v in lm.state_dict().items() if not k.startswith("lm_head")}
+    tensors.update({f"score.{k}": v.contiguous() for k, v in score.state_dict().items()})
+    save_file(tensors, str(folder / "model.safetensors"))
+    hf_cfg = dict(conf.to_dict(), architectures=["Qwen2ForProcessRewardModel"], tie_word_embeddings=False)
+    (folder / "config.json").write_text(json.dumps(hf_cfg))
+    return lm.model, score
+
+
+def _authors_qwen_prm(decoder, score, tokenizer, question, steps):
+    """The model cards' scoring, written from their example code (system prompt, `<extra_0>` joins)."""
+    messages = [
+        {"role": "system", "content": "Please reason step by step, and put your final answer within \\boxed{}."},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": "<extra_0>".join(steps) + "<extra_0>"},
+    ]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False)
+    input_ids = torch.tensor([tokenizer.encode(text)])
+    step_sep_id = tokenizer.encode("<extra_0>")[0]
+    with torch.no_grad():
+        logits = score(decoder(input_ids=input_ids).last_hidden_state)
+        probs = logits.double().softmax(dim=-1)
+    return probs[input_ids == step_sep_id][:, 1].numpy()
+
+
+def test_qwen_prm_equals_the_authors_code(tmp_path):
+    tok = _qwen_like_tokenizer(tmp_path)
+    decoder, score = _qwen_prm(tmp_path, len(tok))
+    assert heads.detect_family(str(tmp_path)) == "qwen_prm"
+    ver = heads.load_verifier("auto", str(tmp_path))
+    assert ver.kind == "mlp_head"
+    problems = ["What is 2 + 3 - 1?", "What is 2 + 3?"]
+    steps = [
+        ["Step 1: 2 + 3 = 5.\n\n", "Step 2: 5 - 1 = 4.", "The answer is \\boxed{4}."],  # a step ending in "\n\n"
+        ["Step 1: 2 + 3 = 5.", "The answer is \\boxed{5}."],
+    ]
+    got = ver.step_scores(problems, steps)
+    for p, s, g in zip(problems, steps, got):
+        want = _authors_qwen_prm(decoder, score, tok, p, s)
+        assert len(want) == len(s) == len(g)
+        np.testing.assert_allclose(g, want, atol=1e-4)
+    assert not np.allclose(got[0], got[0][0])  # the scores differ per step: the read-out is not constant
+
+
+def test_qwen_prm_errors(tmp_path):
+    tok = _qwen_like_tokenizer(tmp_path)
+    _qwen_prm(tmp_path, len(tok))
+    ver = heads.load_verifier("qwen_prm", str(tmp_path))
+    with pytest.raises(ValueError, match="is at 3 positions of a 2-step solution"):
+        ver.step_scores(["What is 2 + 3?"], [["Step 1: 2 + 3 = 5.<extra_0>", "The answer is 5."]])
+    from prm_jax import hf
+
+    with pytest.raises(ValueError, match="two-class MLP score head"):
+        hf.load_checkpoint(str(tmp_path))  # prm-jax's own head would be the wrong read-out
+
+
+def test_detect_family_without_a_head_lists_the_choices(tmp_path):
+    tok = _sentencepiece_like_tokenizer(tmp_path)
+    _mistral(tmp_path, len(tok))
+    with pytest.raises(ValueError, match="give --head, one of prm_jax, token_classification, qwen_prm"):
+        heads.detect_family(str(tmp_path))
+
+
+def test_evaluate_processbench_reads_a_qwen_prm_as_its_authors_do(tmp_path, capsys):
+    """`prm-jax evaluate processbench` on a Qwen2ForProcessRewardModel folder (--head auto): every
+    saved step probability equals the authors' read-out of that case."""
+    import json
+
+    from prm_jax import cli
+    from prm_jax.data import readers
+
+    ckpt = tmp_path / "qwen_prm"
+    ckpt.mkdir()
+    tok = _qwen_like_tokenizer(ckpt)
+    decoder, score = _qwen_prm(ckpt, len(tok))
+    cases = [
+        {
+            "id": "a",
+            "problem": "What is 2 + 3?",
+            "steps": ["Step 1: 2 + 3 = 5.", "The answer is \\boxed{5}."],
+            "label": -1,
+            "final_answer_correct": True,
+        },
+        {
+            "id": "b",
+            "problem": "What is 2 + 3 - 1?",
+            "steps": ["Step 1: 2 + 3 = 6.", "Step 2: 6 - 1 = 5."],
+            "label": 0,
+            "final_answer_correct": False,
+        },
+    ]
+    split = tmp_path / "tiny.json"
+    split.write_text(json.dumps(cases))
+    out = tmp_path / "pb.json"
+    args = ["evaluate", "processbench", "--checkpoint", str(ckpt), "--data", str(split), "--output", str(out)]
+    assert cli.main(args) == 0
+    res = json.loads(out.read_text())
+    assert res["head"] == "qwen_prm" and res["threshold"] == 0.5
+    for rec, got in zip(readers.read_all("processbench", str(split)), res["predictions"]["tiny"]):
+        want = _authors_qwen_prm(decoder, score, tok, rec.problem, rec.steps)
+        np.testing.assert_allclose(got["step_probs"], want, atol=1e-4)
+    assert cli.main(args + ["--marker", "\n\n"]) == 2  # the family renders itself: a marker is an error
+    assert "do not apply to --head qwen_prm" in capsys.readouterr().err
+
+
+def test_search_cli_ranks_with_a_public_prm(tmp_path, capsys):
+    """`prm-jax search --verifier-hf DIR --head auto` on a Qwen2ForProcessRewardModel: best-of-N runs
+    with the family's own rendering (plumbing on a random policy sharing its tokenizer)."""
+    import json
+
+    from prm_jax import cli
+
+    prm = tmp_path / "prm"
+    prm.mkdir()
+    tok = _qwen_like_tokenizer(prm)
+    _qwen_prm(prm, len(tok))
+    pol = tmp_path / "policy"
+    tok.save_pretrained(str(pol))
+    torch.manual_seed(2)
+    conf = transformers.Qwen2Config(**dict(TINY_HF, vocab_size=len(tok), max_position_embeddings=256))
+    transformers.Qwen2ForCausalLM(conf).save_pretrained(str(pol))
+    args = ["search", "--policy-hf", str(pol), "--verifier-hf", str(prm), "--head", "auto"]
+    args += ["--method", "best_of_n", "--n", "2", "--arith", "2", "--max-new-tokens", "24"]
+    assert cli.main(args) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1 and got["gen_tokens_per_problem"] > 0

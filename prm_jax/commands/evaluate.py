@@ -1,10 +1,13 @@
-"""`prm-jax evaluate processbench`: ProcessBench F1 of a step-score PRM from a local HF checkpoint.
+"""`prm-jax evaluate processbench`: ProcessBench F1 of a PRM from a local HF checkpoint.
 
-    prm-jax evaluate processbench --checkpoint DIR --data gsm8k.json math.json ... \\
+    prm-jax evaluate processbench --checkpoint DIR --data gsm8k.json math.json ... [--head auto] \\
         [--threshold 0.5 | --pick-threshold-on gsm8k] [--marker '\\n\\n'] [--batch-size 8] [--max-len 2048]
 
-Each --data file is one split (named by its file stem). A step's probability is sigmoid(score) read
-at its closing marker; a solution's prediction is the first step under the threshold, or -1. The
+Each --data file is one split (named by its file stem). `--head` says how the checkpoint reads a step
+(`prm_jax.heads.FAMILIES`; `auto` tells it from config.json and the folder's files where it can): a
+prm-jax or token-classification PRM gives sigmoid(score) at each closing marker, `qwen_prm` and
+`math_shepherd` render and read as their authors do. A solution's prediction is the first step under
+the threshold, or -1. The
 command prints per-split and average accuracy / F1 as a table and writes them, with every case's
 prediction, to --output (JSON).
 """
@@ -20,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     p = sub.add_parser("processbench", help="ProcessBench: first-error accuracy and F1 per split")
     p.add_argument("--checkpoint", required=True, help="local Hugging Face folder (model + score head)")
+    p.add_argument(
+        "--head",
+        default="auto",
+        help="how the checkpoint scores a step: auto (from config.json) or one of "
+        "prm_jax, token_classification, qwen_prm, math_shepherd (prm_jax.heads)",
+    )
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: --checkpoint)")
     p.add_argument("--data", required=True, nargs="+", help="ProcessBench split files (.json or .jsonl)")
     g = p.add_mutually_exclusive_group()
@@ -63,7 +72,7 @@ def _table(results: dict) -> str:
 def run(args) -> int:
     if args.task != "processbench":
         raise SystemExit(f"unknown evaluation task {args.task!r}")
-    from prm_jax import evaluate, hf, jsonio, processbench
+    from prm_jax import evaluate, heads, jsonio, processbench
     from prm_jax.data import readers
     from prm_jax.data.tokenizers import HFTokenizer, default_marker
 
@@ -75,8 +84,17 @@ def run(args) -> int:
     for path in args.data:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ProcessBench split not found: {path}")
-    model_cfg, params = hf.load_checkpoint(args.checkpoint)
+    family = heads.detect_family(args.checkpoint) if args.head == "auto" else args.head
     tokenizer = HFTokenizer(args.tokenizer or args.checkpoint)
+    marker = args.marker or default_marker(tokenizer)
+    own = family in ("prm_jax", "token_classification")  # rendered by prm-jax: marker and template apply
+    if not own and (args.marker or args.chat_template or args.tokenizer):
+        raise ValueError(
+            f"--marker, --chat-template and --tokenizer do not apply to --head {family}: it renders as its authors do"
+        )
+    kw = dict(tokenizer=tokenizer, marker=marker, chat_template=args.chat_template) if own else {}
+    ver = heads.load_verifier(family, args.checkpoint, max_batch=args.batch_size, max_len=args.max_len, **kw)
+    print(f"[evaluate] {args.checkpoint}: head {family}", file=sys.stderr)
 
     splits = {}
     for name, path in zip(names, args.data):
@@ -90,16 +108,10 @@ def run(args) -> int:
             subset = f" (a seeded subset of {n_all}, stratified by erroneous / correct, seed {args.seed})"
         print(f"[evaluate] {name}: {len(records)} cases from {path}{subset}", file=sys.stderr)
         splits[name] = records
-    marker = args.marker or default_marker(tokenizer)
     out = processbench.run_processbench(
-        model_cfg,
-        params,
-        tokenizer,
+        ver,
         splits,
-        marker=marker,
         batch_size=args.batch_size,
-        max_len=args.max_len,
-        chat_template=args.chat_template,
         threshold=args.threshold,
         pick_threshold_on=args.pick_threshold_on,
     )
@@ -113,7 +125,8 @@ def run(args) -> int:
         "checkpoint": os.path.abspath(args.checkpoint),
         "threshold": threshold,
         "threshold_source": source,
-        "marker": marker,
+        "head": family,
+        "marker": ver.marker,
         "max_len": args.max_len,
         "limit": args.limit,
         "subset": None if args.limit is None else f"stratified by erroneous / correct, seed {args.seed}",

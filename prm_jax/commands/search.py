@@ -24,6 +24,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verifier-workdir", help="training workdir of the verifier")
     p.add_argument("--verifier-hf", help="local Hugging Face folder of the verifier (instead)")
     p.add_argument("--verifier-kind", default="score", choices=("score", "implicit"))
+    p.add_argument(
+        "--head",
+        default="prm_jax",
+        help="with --verifier-hf: how it scores a step, auto (from config.json) or one of "
+        "prm_jax, token_classification, qwen_prm, math_shepherd (prm_jax.heads; a public family "
+        "renders each solution as its authors do)",
+    )
     p.add_argument("--ref-workdir", help="implicit PRM reference (default: the run's init.ref_workdir)")
     p.add_argument(
         "--pav-workdir",
@@ -94,7 +101,16 @@ def run(args: argparse.Namespace) -> int:
     )
     problems, gold, same = _problems(args)
     verifiers = {}
-    if args.method != "majority":
+    family = "prm_jax"
+    if args.verifier_hf and args.verifier_kind == "score":
+        from prm_jax import heads
+
+        family = heads.detect_family(args.verifier_hf) if args.head == "auto" else args.head
+    if args.method != "majority" and family not in ("prm_jax", "token_classification"):
+        from prm_jax import heads
+
+        verifiers["verifier"] = heads.load_verifier(family, args.verifier_hf)
+    elif args.method != "majority":
         verifiers["verifier"] = load_verifier(
             args.verifier_kind,
             workdir=args.verifier_workdir,
