@@ -7,7 +7,11 @@ read-out. Families so far (`FAMILIES`; `detect_family` picks one from a folder w
     `data.tokenize`; `token_classification`: the same read-out of a *ForTokenClassification folder
     (TRL's PRMTrainer format, `prm_jax.hf_heads`);
   * `qwen_prm`: Qwen2.5-Math-PRM's two-class MLP head at each `<extra_0>` in its chat (below);
-  * `math_shepherd`: a causal LM read at its step tag (below).
+  * `math_shepherd`: a causal LM read at its step tag (below);
+  * `rlhflow`: a causal LM asked for `+` / `-` after every step in a multi-turn chat (below);
+  * `skywork`: a value head (`v_head.summary`) read through a sigmoid at each step's newline (below);
+  * `implicit`: EurusPRM and any implicit PRM, q_t = beta * log pi / pi_ref summed up to step t's end
+    against a reference checkpoint folder (below).
 A solution whose step positions the authors' code would miscount (a tag merged with its neighbours
 by the tokenizer, or one inside the text) is an error naming it, never a silently shifted score.
 """
@@ -20,7 +24,8 @@ import numpy as np
 
 from prm_jax.verifier import Verifier
 
-FAMILIES = ("prm_jax", "token_classification", "qwen_prm", "math_shepherd")
+FAMILIES = ("prm_jax", "token_classification", "qwen_prm", "math_shepherd", "rlhflow", "skywork", "implicit")
+EURUS_BETA = 0.001  # the EurusPRM model cards' `coef`
 
 
 def example_from_ids(ids: Sequence[int], step_pos: Sequence[int], prompt_len: int) -> dict:
@@ -191,6 +196,184 @@ class QwenPRM:
         )
 
 
+class RLHFlow:
+    """RLHFlow/Llama3.1-8B-PRM-Mistral-Data and -Deepseek-Data (Xiong et al. 2024, "An Implementation of
+    Generative PRM"), as their evaluation code scores a solution step by step.
+
+    Source: RLHFlow/RLHF-Reward-Modeling, math-rm (the step-wise reward function): user turn k holds
+    step k (the first one `question + " " + step 0`), each followed by an assistant turn "+"; for step
+    k the chat of turns 0..k goes through the tokenizer's chat template, and P(step correct) =
+    softmax(logits[-3, [plus, minus]])[0] with plus / minus = `tokenizer.encode("+" / "-")[-1]`: the
+    position that predicts the last assistant turn's "+" (Llama 3.1's "+<|eot_id|>" ends it). Those
+    k + 1 chats are prefixes of the whole chat, so one causal pass over it gives every step's logits
+    at the same positions; a template whose rendering of a shorter chat is not a prefix is an error.
+    """
+
+    good, bad = "+", "-"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("rlhflow: the tokenizer has no chat template (tokenizer_config.json)")
+        self.pair = (int(tokenizer.encode(self.good)[-1]), int(tokenizer.encode(self.bad)[-1]))
+
+    def _chat(self, problem: str, steps: Sequence[str]) -> list[dict]:
+        conv = []
+        for k, step in enumerate(steps):
+            conv.append({"role": "user", "content": f"{problem} {step}" if k == 0 else step})
+            conv.append({"role": "assistant", "content": self.good})
+        return conv
+
+    def _ids(self, conv: list[dict]) -> list[int]:
+        text = self.tokenizer.apply_chat_template(conv, tokenize=False)
+        return list(self.tokenizer.encode(text, add_special_tokens=False))
+
+    def encode(self, problem: str, steps: Sequence[str]) -> dict:
+        """Returns the example of one solution: the whole chat, each step read at its chat's [-3]."""
+        conv = self._chat(problem, steps)
+        ids = self._ids(conv) if steps else self._ids([{"role": "user", "content": problem}])
+        pos = []
+        for k in range(len(steps)):
+            part = self._ids(conv[: 2 * k + 2])
+            if ids[: len(part)] != part:
+                raise ValueError(
+                    f"rlhflow: the chat template renders the first {k + 1} steps as other tokens than "
+                    "the start of the whole chat; the one-pass read-out would differ from the authors'"
+                )
+            pos.append(len(part) - 3)
+        return example_from_ids(ids, pos, pos[0] if pos else len(ids))
+
+    def verifier(self, model_cfg, params, **kwargs) -> Verifier:
+        """Returns the 'lm_pair' Verifier of this family's model."""
+        from prm_jax.data.tokenizers import HFTokenizer
+
+        return Verifier(
+            "lm_pair",
+            model_cfg,
+            params,
+            HFTokenizer(self.tokenizer),
+            marker=self.good,
+            encoder=self.encode,
+            pair=self.pair,
+            name=kwargs.pop("name", "rlhflow"),
+            **kwargs,
+        )
+
+
+class Skywork:
+    """Skywork-o1-Open-PRM-Qwen-2.5-1.5B / -7B (Skywork o1 Open series), as their inference code scores.
+
+    Source: SkyworkAI/skywork-o1-prm-inference (`prepare_input`, `PRM_MODEL`): the input is
+    `encode(bos_token + problem + "\\n")` followed, for every step of the response split at the step
+    token "\\n", by `encode(step)` (nothing for an empty step) and the step token's id
+    (`encode("\\n")[-1]`), whose position is flagged; the model is the causal LM plus a value head
+    `v_head.summary` = Linear(h, 1) on the last hidden states, and a step's reward is
+    sigmoid(value) at its flag (`return_probs=True`). That head is prm-jax's own score head (a
+    linear read-out through a sigmoid), so the Verifier is kind 'score' with this rendering. A step
+    holding the step token itself would be split by their code: an error here. A missing bos_token
+    counts as "".
+    """
+
+    step_token = "\n"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.step_id = int(tokenizer.encode(self.step_token)[-1])
+
+    def encode(self, problem: str, steps: Sequence[str]) -> dict:
+        """Returns the example of one solution; raises if a step holds the step token."""
+        bad = [i for i, st in enumerate(steps) if self.step_token in st]
+        if bad:
+            raise ValueError(
+                f"skywork: step {bad[0]} holds the step token {self.step_token!r}; the authors' code would "
+                "split it into more steps"
+            )
+        ids = list(self.tokenizer.encode((self.tokenizer.bos_token or "") + problem + self.step_token))
+        prompt_len, pos = len(ids), []
+        for st in steps:
+            ids += (list(self.tokenizer.encode(st)) if st else []) + [self.step_id]
+            pos.append(len(ids) - 1)
+        return example_from_ids(ids, pos, prompt_len)
+
+    @staticmethod
+    def read_head(path: str) -> dict:
+        """Returns prm-jax's score head {kernel [D, 1], bias [1]} from the checkpoint's `v_head.summary`."""
+        from prm_jax import hf
+
+        folder = hf._SafetensorsFolder(path)
+        w, b = folder.get("v_head.summary.weight"), folder.get("v_head.summary.bias")
+        if w.ndim != 2 or w.shape[0] != 1 or b.shape != (1,):
+            raise ValueError(f"{path}: v_head.summary shapes {w.shape}, {b.shape}; expected [1, D] and [1]")
+        return {"kernel": np.asarray(w, np.float32).T, "bias": np.asarray(b, np.float32)}
+
+    def verifier(self, model_cfg, params, head: dict, **kwargs) -> Verifier:
+        """Returns the 'score' Verifier of this family's model (its value head as the score head)."""
+        from prm_jax.data.tokenizers import HFTokenizer
+
+        cfg = model_cfg.replace(score_head=True, score_likelihood=False)
+        return Verifier(
+            "score",
+            cfg,
+            dict(params, score_head=head),
+            HFTokenizer(self.tokenizer),
+            marker=self.step_token,
+            encoder=self.encode,
+            name=kwargs.pop("name", "skywork"),
+            **kwargs,
+        )
+
+
+class EurusImplicit:
+    """EurusPRM-Stage1 / -Stage2 (Cui et al. 2025, "Process Reinforcement through Implicit Rewards";
+    Yuan et al. 2024, "Free Process Rewards without Process Labels"), as their model cards score.
+
+    Source: the EurusPRM-Stage2 model card's example: the chat of the question (user) and the steps
+    joined by "\\n\\n" (assistant), `add_generation_prompt=False`; step ends
+    `s_k = len(encode(chat(steps[:k]).strip() + ("\\n\\n" if 0 < k < T else ""))) - 2` for
+    k = 0..T; per-token log-ratios log pi(y_j) - log pi_ref(y_j) of the model against the reference
+    (Qwen2.5-Math-7B-Instruct for EurusPRM), masked to tokens from s_0 on, times coef = 0.001,
+    cumulated, and read at s_1 .. s_T (of the shifted sequence): q_k = beta * the sum of the log-ratios of tokens
+    s_0 .. s_k + 1. As a Verifier (kind 'implicit') step k holds tokens s_{k-1} + 2 .. s_k + 1 (the
+    first from s_0), so its q_t is that q_k; `probs` are sigmoid(q_t).
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError("implicit: the tokenizer has no chat template (tokenizer_config.json)")
+
+    def _render(self, problem: str, steps: Sequence[str]) -> str:
+        chat = [{"role": "user", "content": problem}, {"role": "assistant", "content": "\n\n".join(steps)}]
+        return self.tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=False)
+
+    def encode(self, problem: str, steps: Sequence[str]) -> dict:
+        """Returns the example of one solution, steps ending where the authors read them."""
+        enc = lambda text: list(self.tokenizer.encode(text, add_special_tokens=False))  # noqa: E731
+        ids, T = enc(self._render(problem, steps)), len(steps)
+        ends = []
+        for k in range(T + 1):
+            conv = self._render(problem, steps[:k]).strip() + ("\n\n" if 0 < k < T else "")
+            ends.append(len(enc(conv)) - 2)
+        return example_from_ids(ids, [e + 1 for e in ends[1:]], ends[0])
+
+    def verifier(self, model_cfg, params, ref_params, beta: float, **kwargs) -> Verifier:
+        """Returns the 'implicit' Verifier of this model against its reference."""
+        from prm_jax.data.tokenizers import HFTokenizer
+
+        return Verifier(
+            "implicit",
+            model_cfg,
+            params,
+            HFTokenizer(self.tokenizer),
+            marker="\n\n",
+            ref_params=ref_params,
+            beta=beta,
+            encoder=self.encode,
+            name=kwargs.pop("name", "implicit"),
+            **kwargs,
+        )
+
+
 def detect_family(path: str) -> str:
     """Returns the family of an HF folder from its config.json and files, or raises listing the choices."""
     import os
@@ -204,15 +387,18 @@ def detect_family(path: str) -> str:
         return "token_classification"
     if os.path.exists(os.path.join(path, hf_heads.SCORE_HEAD_FILE)):
         return "prm_jax"
+    if "v_head.summary.weight" in hf._SafetensorsFolder(path).where:
+        return "skywork"
     raise ValueError(
         f"{path}: cannot tell its PRM head (a causal LM without {hf_heads.SCORE_HEAD_FILE}: a generative PRM "
         f"reads its LM head); give --head, one of {', '.join(FAMILIES)}"
     )
 
 
-def load_verifier(family: str, path: str, **kwargs) -> Verifier:
+def load_verifier(family: str, path: str, *, ref: str | None = None, beta: float | None = None, **kwargs) -> Verifier:
     """Returns the Verifier of a public PRM folder (config.json, safetensors, tokenizer) read as
-    `family` ('auto': `detect_family`)."""
+    `family` ('auto': `detect_family`). An implicit PRM also needs `ref`, its reference model's
+    folder; its beta defaults to EurusPRM's (EURUS_BETA)."""
     from prm_jax import hf
 
     if family == "auto":
@@ -223,8 +409,22 @@ def load_verifier(family: str, path: str, **kwargs) -> Verifier:
         from prm_jax.verifier import load_verifier as load_prm_jax
 
         return load_prm_jax("score", hf_dir=path, **kwargs)
+    if (ref is not None or beta is not None) and family != "implicit":
+        raise ValueError(f"a reference model and beta are settings of an implicit PRM, not of --head {family}")
     cfg, params = hf.load_checkpoint(path, score_head=False)
     tok = hf.load_tokenizer(path)
+    if family == "implicit":
+        if ref is None:
+            raise ValueError(f"{path}: an implicit PRM needs its reference model's folder (--ref-checkpoint)")
+        ref_cfg, ref_params = hf.load_checkpoint(ref, score_head=False)
+        if ref_cfg.replace(max_seq_len=cfg.max_seq_len) != cfg:
+            raise ValueError(f"{ref}: the reference's architecture differs from the PRM's ({path})")
+        b = EURUS_BETA if beta is None else float(beta)
+        return EurusImplicit(tok).verifier(cfg, params, ref_params, b, **kwargs)
     if family == "qwen_prm":
         return QwenPRM(tok).verifier(cfg, params, QwenPRM.read_head(path), **kwargs)
+    if family == "rlhflow":
+        return RLHFlow(tok).verifier(cfg, params, **kwargs)
+    if family == "skywork":
+        return Skywork(tok).verifier(cfg, params, Skywork.read_head(path), **kwargs)
     return MathShepherd(tok).verifier(cfg, params, **kwargs)

@@ -428,7 +428,8 @@ def load_checkpoint(
             _set(
                 params, ("score_head", k), _place(v, None if shardings is None else _get(shardings, ("score_head", k)))
             )
-    unused = [n for n in folder.unused() if not (process_rm and n.startswith("score."))]  # heads.QwenPRM reads it
+    # a family's own head is read by prm_jax.heads (QwenPRM's `score.*`, Skywork's `v_head.*`)
+    unused = [n for n in folder.unused() if not ((process_rm and n.startswith("score.")) or n.startswith("v_head."))]
     extra_layers = sorted(
         {int(m.group(1)) for n in unused for m in [_LAYER_RE.match(n)] if m and int(m.group(1)) >= cfg.n_layers}
     )

@@ -284,3 +284,216 @@ def test_search_cli_ranks_with_a_public_prm(tmp_path, capsys):
     assert cli.main(args) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1 and got["gen_tokens_per_problem"] > 0
+
+
+# ---------------------------------------------------------------------------------------------------
+# rlhflow: a generative PRM asked for + / - after each step in a chat
+# ---------------------------------------------------------------------------------------------------
+
+LLAMA3_TEMPLATE = (  # the Llama 3 chat format's turn structure
+    "<|begin_of_text|>{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>{% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
+)
+
+
+def _llama3_like_tokenizer(folder):
+    """Returns a byte-level BPE with Llama 3's chat special tokens, saved to folder."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    special = ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+    tok = tokenizers.Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    corpus = ["What is 2 + 3? Step 1: 2 + 3 = 5.", "Step 2: 5 - 1 = 4.", "user assistant + -\n\n+"]
+    trainer = trainers.BpeTrainer(
+        vocab_size=180,
+        special_tokens=special,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(corpus * 20, trainer)
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", pad_token="<|eot_id|>"
+    )
+    fast.chat_template = LLAMA3_TEMPLATE
+    fast.save_pretrained(str(folder))
+    return fast
+
+
+def _authors_rlhflow(model, tokenizer, question, steps):
+    """RLHFlow's step-wise scoring, written from their evaluation code: one forward per step prefix."""
+    plus_tag_id, minus_tag_id = tokenizer.encode("+")[-1], tokenizer.encode("-")[-1]
+    conversation, scores = [], []
+    for k in range(len(steps)):
+        text = question + " " + steps[0] if k == 0 else steps[k]
+        conversation.append({"content": text, "role": "user"})
+        conversation.append({"content": "+", "role": "assistant"})
+        rendered = tokenizer.apply_chat_template(conversation, tokenize=False)
+        input_ids = torch.tensor([tokenizer.encode(rendered, add_special_tokens=False)])
+        with torch.no_grad():
+            logits = model(input_ids).logits[:, -3, [plus_tag_id, minus_tag_id]]
+        scores.append(logits.double().softmax(dim=-1)[0, 0].item())
+    return np.asarray(scores)
+
+
+def test_rlhflow_equals_the_authors_code(tmp_path):
+    tok = _llama3_like_tokenizer(tmp_path)
+    conf = transformers.LlamaConfig(**dict(TINY_HF, vocab_size=len(tok), max_position_embeddings=256))
+    torch.manual_seed(3)
+    model = transformers.LlamaForCausalLM(conf).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    model.save_pretrained(str(tmp_path))
+    ver = heads.load_verifier("rlhflow", str(tmp_path))
+    problems = ["What is 2 + 3 - 1?", "What is 2 + 3?"]
+    steps = [["Step 1: 2 + 3 = 5.", "Step 2: 5 - 1 = 4.", "The answer is 4."], ["Step 1: 2 + 3 = 5."]]
+    got = ver.step_scores(problems, steps)
+    for p, s, g in zip(problems, steps, got):
+        want = _authors_rlhflow(model, tok, p, s)
+        assert len(want) == len(s) == len(g)
+        np.testing.assert_allclose(g, want, atol=1e-4)
+    assert not np.allclose(got[0], got[0][0])
+
+
+def test_rlhflow_refuses_a_template_whose_prefixes_differ(tmp_path):
+    """A template that renders a shorter chat as other tokens (here: it starts with the turn count)
+    would make one causal pass read other positions than the authors' per-prefix passes."""
+    tok = _llama3_like_tokenizer(tmp_path)
+    tok.chat_template = "{{ messages|length }}" + LLAMA3_TEMPLATE
+    tok.save_pretrained(str(tmp_path))
+    conf = transformers.LlamaConfig(**dict(TINY_HF, vocab_size=len(tok), max_position_embeddings=256))
+    transformers.LlamaForCausalLM(conf).save_pretrained(str(tmp_path))
+    ver = heads.load_verifier("rlhflow", str(tmp_path))
+    with pytest.raises(ValueError, match="other tokens than the start of the whole chat"):
+        ver.step_scores(["What is 2 + 3?"], [["Step 1: 2 + 3 = 5.", "The answer is 5."]])
+
+
+# ---------------------------------------------------------------------------------------------------
+# skywork: a value head on the causal LM, read at each step's newline
+# ---------------------------------------------------------------------------------------------------
+
+
+def _authors_skywork(lm, v_w, v_b, tokenizer, problem, response):
+    """Skywork's prepare_input and PRM_MODEL read-out (sigmoid of the value head at the flags)."""
+    prompt_ids = tokenizer.encode(tokenizer.bos_token + problem + "\n")
+    response_ids, reward_flags = [], [0] * len(prompt_ids)
+    step_token_id = tokenizer.encode("\n")[-1]
+    for step in response.split("\n"):
+        step_ids = tokenizer.encode(step) if step != "" else []
+        step_ids += [step_token_id]
+        flag = [0] * len(step_ids)
+        flag[-1] = 1
+        response_ids.extend(step_ids)
+        reward_flags.extend(flag)
+    ids = torch.tensor([prompt_ids + response_ids])
+    with torch.no_grad():
+        h = lm(ids, output_hidden_states=True).hidden_states[-1][0]
+        value = torch.sigmoid((h @ v_w.T + v_b)[:, 0]).double()
+    return value[torch.tensor(reward_flags) == 1].numpy()
+
+
+def test_skywork_equals_the_authors_code(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tok = _qwen_like_tokenizer(tmp_path)
+    tok.bos_token = "<|endoftext|>"  # Skywork's code prepends tokenizer.bos_token as text
+    tok.save_pretrained(str(tmp_path))
+    conf = transformers.Qwen2Config(**dict(TINY_HF, vocab_size=len(tok), max_position_embeddings=256))
+    torch.manual_seed(4)
+    lm = transformers.Qwen2ForCausalLM(conf).eval()
+    with torch.no_grad():
+        for p in lm.parameters():
+            p.add_(torch.randn(p.shape) * 0.05)
+    lm.save_pretrained(str(tmp_path))
+    v_w, v_b = torch.randn(1, conf.hidden_size) * 0.3, torch.randn(1)
+    tensors = load_file(str(tmp_path / "model.safetensors"))
+    save_file(
+        dict(tensors, **{"v_head.summary.weight": v_w, "v_head.summary.bias": v_b}),
+        str(tmp_path / "model.safetensors"),
+        metadata={"format": "pt"},
+    )
+    assert heads.detect_family(str(tmp_path)) == "skywork"
+    ver = heads.load_verifier("auto", str(tmp_path))
+    problems = ["What is 2 + 3 - 1?", "What is 2 + 3?"]
+    steps = [["Step 1: 2 + 3 = 5.", "", "Step 2: 5 - 1 = 4."], ["The answer is \\boxed{5}."]]  # an empty step too
+    got = ver.step_scores(problems, steps)
+    for p, s, g in zip(problems, steps, got):
+        want = _authors_skywork(lm, v_w, v_b, tok, p, "\n".join(s))
+        assert len(want) == len(s) == len(g)
+        np.testing.assert_allclose(g, want, atol=1e-4)
+    with pytest.raises(ValueError, match="holds the step token"):
+        ver.step_scores(["What is 2 + 3?"], [["Step 1:\n2 + 3 = 5."]])
+
+
+# ---------------------------------------------------------------------------------------------------
+# implicit: EurusPRM's beta * log pi / pi_ref against a reference folder
+# ---------------------------------------------------------------------------------------------------
+
+
+def _authors_eurus(model, ref_model, tokenizer, problem, steps, coef=0.001):
+    """The EurusPRM-Stage2 model card's example, written from its code."""
+    chat = lambda s: [{"role": "user", "content": problem}, {"role": "assistant", "content": "\n\n".join(s)}]  # noqa: E731
+    text = tokenizer.apply_chat_template(chat(steps), tokenize=False, add_generation_prompt=False)
+    input_ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+    step_last_tokens = []
+    for step_num in range(0, len(steps) + 1):
+        conv = tokenizer.apply_chat_template(chat(steps[:step_num]), tokenize=False, add_generation_prompt=False)
+        conv = conv.strip()
+        if step_num != 0 and step_num != len(steps):
+            conv += "\n\n"
+        currect_ids = tokenizer.encode(conv, add_special_tokens=False)
+        step_last_tokens.append(len(currect_ids) - 2)
+    label_mask = torch.tensor([[0] * step_last_tokens[0] + [1] * (input_ids.shape[-1] - step_last_tokens[0])])
+    step_last_tokens = torch.tensor([step_last_tokens])
+
+    def get_logps(m):
+        logits = m(input_ids=input_ids).logits[:, :-1, :].double()
+        labels = input_ids[:, 1:]
+        return torch.gather(logits.log_softmax(-1), dim=2, index=labels.unsqueeze(2)).squeeze(2)
+
+    with torch.no_grad():
+        raw_reward = get_logps(model) - get_logps(ref_model)
+    beta_reward = (coef * raw_reward * label_mask[:, 1:]).cumsum(-1)
+    return beta_reward.gather(dim=-1, index=step_last_tokens[:, 1:])[0].numpy()
+
+
+def test_implicit_equals_the_eurus_model_card(tmp_path):
+    prm, ref = tmp_path / "prm", tmp_path / "ref"
+    tok = _qwen_like_tokenizer(prm)
+    conf = transformers.Qwen2Config(**dict(TINY_HF, vocab_size=len(tok), max_position_embeddings=256))
+    models = []
+    for seed, folder in ((5, prm), (6, ref)):
+        torch.manual_seed(seed)
+        m = transformers.Qwen2ForCausalLM(conf).eval()
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape) * 0.05)
+        m.save_pretrained(str(folder))
+        models.append(m)
+    ver = heads.load_verifier("implicit", str(prm), ref=str(ref), beta=1.0)  # beta 1: differences show
+    problems = ["What is 2 + 3 - 1?", "What is 2 + 3?"]
+    steps = [["Step 1: 2 + 3 = 5.", "Step 2: 5 - 1 = 4.", "The answer is \\boxed{4}."], ["The answer is 5."]]
+    got = ver.values(problems, steps)
+    for p, s, g in zip(problems, steps, got):
+        want = _authors_eurus(*models, tok, p, s, coef=1.0)
+        assert len(want) == len(s) == len(g)
+        np.testing.assert_allclose(g, want, atol=1e-4)
+    assert heads.load_verifier("implicit", str(prm), ref=str(ref)).beta == heads.EURUS_BETA
+    with pytest.raises(ValueError, match="needs its reference model"):
+        heads.load_verifier("implicit", str(prm))
+    # ProcessBench on it: the saved step probabilities are sigmoid(q_t) of the authors' q_t
+    import json
+
+    from prm_jax import cli
+
+    split = tmp_path / "tiny.json"
+    cases = [{"id": "a", "problem": problems[0], "steps": steps[0], "label": 1, "final_answer_correct": False}]
+    split.write_text(json.dumps(cases))
+    out = tmp_path / "pb.json"
+    args = ["evaluate", "processbench", "--checkpoint", str(prm), "--head", "implicit", "--data", str(split)]
+    assert cli.main(args + ["--ref-checkpoint", str(ref), "--beta", "1", "--output", str(out)]) == 0
+    got = json.loads(out.read_text())["predictions"]["tiny"][0]["step_probs"]
+    q = _authors_eurus(*models, tok, problems[0], steps[0], coef=1.0)
+    np.testing.assert_allclose(got, 1 / (1 + np.exp(-q)), atol=1e-4)

@@ -4,9 +4,10 @@
         [--threshold 0.5 | --pick-threshold-on gsm8k] [--marker '\\n\\n'] [--batch-size 8] [--max-len 2048]
 
 Each --data file is one split (named by its file stem). `--head` says how the checkpoint reads a step
-(`prm_jax.heads.FAMILIES`; `auto` tells it from config.json and the folder's files where it can): a
-prm-jax or token-classification PRM gives sigmoid(score) at each closing marker, `qwen_prm` and
-`math_shepherd` render and read as their authors do. A solution's prediction is the first step under
+(`prm_jax.heads.FAMILIES`; `auto` tells it from config.json and the folder's tensors where it can): a
+prm-jax or token-classification PRM gives sigmoid(score) at each closing marker; `qwen_prm`,
+`math_shepherd`, `rlhflow`, `skywork` and `implicit` (with `--ref-checkpoint`; its step probability is
+sigmoid(q_t)) render and read as their authors do. A solution's prediction is the first step under
 the threshold, or -1. The
 command prints per-split and average accuracy / F1 as a table and writes them, with every case's
 prediction, to --output (JSON).
@@ -27,8 +28,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--head",
         default="auto",
         help="how the checkpoint scores a step: auto (from config.json) or one of "
-        "prm_jax, token_classification, qwen_prm, math_shepherd (prm_jax.heads)",
+        "prm_jax, token_classification, qwen_prm, math_shepherd, rlhflow, skywork, implicit (prm_jax.heads)",
     )
+    p.add_argument("--ref-checkpoint", default=None, help="--head implicit: the reference model's HF folder")
+    p.add_argument("--beta", type=float, default=None, help="--head implicit: beta (default EurusPRM's 0.001)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: --checkpoint)")
     p.add_argument("--data", required=True, nargs="+", help="ProcessBench split files (.json or .jsonl)")
     g = p.add_mutually_exclusive_group()
@@ -93,6 +96,10 @@ def run(args) -> int:
             f"--marker, --chat-template and --tokenizer do not apply to --head {family}: it renders as its authors do"
         )
     kw = dict(tokenizer=tokenizer, marker=marker, chat_template=args.chat_template) if own else {}
+    if family == "implicit":
+        kw.update(ref=args.ref_checkpoint, beta=args.beta)
+    elif args.ref_checkpoint or args.beta is not None:
+        raise ValueError(f"--ref-checkpoint and --beta are settings of --head implicit, not of --head {family}")
     ver = heads.load_verifier(family, args.checkpoint, max_batch=args.batch_size, max_len=args.max_len, **kw)
     print(f"[evaluate] {args.checkpoint}: head {family}", file=sys.stderr)
 

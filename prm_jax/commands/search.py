@@ -28,8 +28,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--head",
         default="prm_jax",
         help="with --verifier-hf: how it scores a step, auto (from config.json) or one of "
-        "prm_jax, token_classification, qwen_prm, math_shepherd (prm_jax.heads; a public family "
-        "renders each solution as its authors do)",
+        "prm_jax, token_classification, qwen_prm, math_shepherd, rlhflow, skywork (prm_jax.heads; a "
+        "public family renders each solution as its authors do)",
     )
     p.add_argument("--ref-workdir", help="implicit PRM reference (default: the run's init.ref_workdir)")
     p.add_argument(
