@@ -395,10 +395,14 @@ def detect_family(path: str) -> str:
     )
 
 
-def load_verifier(family: str, path: str, *, ref: str | None = None, beta: float | None = None, **kwargs) -> Verifier:
+def load_verifier(
+    family: str, path: str, *, ref: str | None = None, beta: float | None = None, shardings=None, **kwargs
+) -> Verifier:
     """Returns the Verifier of a public PRM folder (config.json, safetensors, tokenizer) read as
     `family` ('auto': `detect_family`). An implicit PRM also needs `ref`, its reference model's
-    folder; its beta defaults to EurusPRM's (EURUS_BETA)."""
+    folder; its beta defaults to EurusPRM's (EURUS_BETA). `shardings` (a params-shaped pytree or a
+    function of the ModelConfig, as `hf.load_checkpoint` takes) places the decoder, and the
+    reference, tensor by tensor, for 7B-72B checkpoints; a family's own small head is replicated."""
     from prm_jax import hf
 
     if family == "auto":
@@ -408,15 +412,15 @@ def load_verifier(family: str, path: str, *, ref: str | None = None, beta: float
     if family in ("prm_jax", "token_classification"):
         from prm_jax.verifier import load_verifier as load_prm_jax
 
-        return load_prm_jax("score", hf_dir=path, **kwargs)
+        return load_prm_jax("score", hf_dir=path, shardings=shardings, **kwargs)
     if (ref is not None or beta is not None) and family != "implicit":
         raise ValueError(f"a reference model and beta are settings of an implicit PRM, not of --head {family}")
-    cfg, params = hf.load_checkpoint(path, score_head=False)
+    cfg, params = hf.load_checkpoint(path, score_head=False, shardings=shardings)
     tok = hf.load_tokenizer(path)
     if family == "implicit":
         if ref is None:
             raise ValueError(f"{path}: an implicit PRM needs its reference model's folder (--ref-checkpoint)")
-        ref_cfg, ref_params = hf.load_checkpoint(ref, score_head=False)
+        ref_cfg, ref_params = hf.load_checkpoint(ref, score_head=False, shardings=shardings)
         if ref_cfg.replace(max_seq_len=cfg.max_seq_len) != cfg:
             raise ValueError(f"{ref}: the reference's architecture differs from the PRM's ({path})")
         b = EURUS_BETA if beta is None else float(beta)

@@ -330,20 +330,22 @@ def load_verifier(
     ref_hf_dir: str | None = None,
     tokenizer=None,
     marker: str | None = None,
+    shardings=None,
     **kwargs,
 ) -> Verifier:
-    """Returns a Verifier from a training workdir (`loop.load_trained`) or a local HF folder.
+    """Returns a Verifier from a training workdir (`loop.load_trained`) or a local HF folder
+    (`shardings`, as `hf.load_checkpoint` takes, places an HF folder's tensors one by one).
 
     For an implicit PRM the reference comes from ref_workdir / ref_hf_dir, else from the run's
     `config.init.ref_workdir`; beta defaults to the run's `config.loss.beta`.
     """
-    cfg, params, config = _load_model(workdir, hf_dir)
+    cfg, params, config = _load_model(workdir, hf_dir, shardings)
     ref = None
     if kind == "implicit":
         ref_workdir = ref_workdir or (config.init.ref_workdir if config is not None else None)
         if not (ref_workdir or ref_hf_dir):
             raise ValueError("implicit verifier: give ref_workdir or ref_hf_dir (the reference policy)")
-        _, ref, _ = _load_model(ref_workdir, ref_hf_dir)
+        _, ref, _ = _load_model(ref_workdir, ref_hf_dir, shardings)
         if config is not None and "beta" not in kwargs:
             kwargs["beta"] = float(config.loss.beta)
     if tokenizer is None:
@@ -357,7 +359,7 @@ def load_verifier(
     return Verifier(kind, cfg, params, tokenizer, marker=marker, ref_params=ref, **kwargs)
 
 
-def _load_model(workdir, hf_dir):
+def _load_model(workdir, hf_dir, shardings=None):
     """Returns (model_cfg, params, config or None) from a training workdir or an HF folder."""
     if workdir:
         from prm_jax import loop
@@ -366,6 +368,6 @@ def _load_model(workdir, hf_dir):
     if hf_dir:
         from prm_jax import hf
 
-        cfg, params = hf.load_checkpoint(hf_dir)
+        cfg, params = hf.load_checkpoint(hf_dir, shardings=shardings)
         return cfg, params, None
     raise ValueError("give a training workdir or a Hugging Face folder")

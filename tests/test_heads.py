@@ -497,3 +497,26 @@ def test_implicit_equals_the_eurus_model_card(tmp_path):
     got = json.loads(out.read_text())["predictions"]["tiny"][0]["step_probs"]
     q = _authors_eurus(*models, tok, problems[0], steps[0], coef=1.0)
     np.testing.assert_allclose(got, 1 / (1 + np.exp(-q)), atol=1e-4)
+
+
+def test_a_family_loads_sharded_and_scores_the_same(tmp_path):
+    """`shardings=` places the decoder tensor by tensor (the 7B-72B path); the scores do not move."""
+    import flax.linen as nn
+    import jax
+    from jax.sharding import Mesh, NamedSharding
+
+    from prm_jax import model as M
+
+    tok = _qwen_like_tokenizer(tmp_path)
+    _qwen_prm(tmp_path, len(tok))
+    mesh = Mesh(np.array(jax.devices()[:4]).reshape(2, 2), ("fsdp", "tensor"))
+    rules = (("embed", "fsdp"), ("heads", "tensor"), ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"))
+    shard_fn = lambda cfg: nn.logical_to_mesh_sharding(M.param_logical_axes(cfg), mesh, rules)  # noqa: E731
+    sharded = heads.load_verifier("qwen_prm", str(tmp_path), shardings=shard_fn)
+    up = sharded.params["layers"]["mlp"]["up_proj"]["kernel"]
+    assert isinstance(up.sharding, NamedSharding) and len(up.addressable_shards) == 4
+    plain = heads.load_verifier("qwen_prm", str(tmp_path))
+    problems, steps = ["What is 2 + 3?"], [["Step 1: 2 + 3 = 5.", "The answer is \\boxed{5}."]]
+    np.testing.assert_allclose(
+        sharded.step_scores(problems, steps)[0], plain.step_scores(problems, steps)[0], atol=1e-5
+    )
