@@ -520,3 +520,77 @@ def test_a_family_loads_sharded_and_scores_the_same(tmp_path):
     np.testing.assert_allclose(
         sharded.step_scores(problems, steps)[0], plain.step_scores(problems, steps)[0], atol=1e-5
     )
+
+
+@pytest.mark.parametrize("family", ["math_shepherd", "rlhflow", "skywork"])
+def test_evaluate_processbench_runs_on_every_family(tmp_path, family):
+    """ProcessBench end to end on a tiny checkpoint of each remaining family: the command's saved step
+    probabilities are the family Verifier's (whose parity with the authors' code is tested above)."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from prm_jax import cli
+    from prm_jax.data import readers
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    if family == "math_shepherd":
+        _mistral(ckpt, len(_sentencepiece_like_tokenizer(ckpt)))
+    else:
+        tok = _llama3_like_tokenizer(ckpt) if family == "rlhflow" else _qwen_like_tokenizer(ckpt)
+        if family == "skywork":
+            tok.bos_token = "<|endoftext|>"
+            tok.save_pretrained(str(ckpt))
+        cls = transformers.LlamaConfig if family == "rlhflow" else transformers.Qwen2Config
+        arch = transformers.LlamaForCausalLM if family == "rlhflow" else transformers.Qwen2ForCausalLM
+        torch.manual_seed(7)
+        arch(cls(**dict(TINY_HF, vocab_size=len(tok), max_position_embeddings=256))).save_pretrained(str(ckpt))
+        if family == "skywork":
+            t = load_file(str(ckpt / "model.safetensors"))
+            t.update(
+                {"v_head.summary.weight": torch.randn(1, TINY_HF["hidden_size"]), "v_head.summary.bias": torch.zeros(1)}
+            )
+            save_file(t, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
+    cases = [
+        {
+            "id": "a",
+            "problem": "What is 2 + 3?",
+            "steps": ["Step 1: 2 + 3 = 5.", "The answer is 5."],
+            "label": -1,
+            "final_answer_correct": True,
+        },
+        {
+            "id": "b",
+            "problem": "What is 2 + 3 - 1?",
+            "steps": ["Step 1: 2 + 3 = 6.", "Step 2: 6 - 1 = 5."],
+            "label": 0,
+            "final_answer_correct": False,
+        },
+    ]
+    split = tmp_path / "tiny.json"
+    split.write_text(json.dumps(cases))
+    out = tmp_path / "pb.json"
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                "processbench",
+                "--checkpoint",
+                str(ckpt),
+                "--head",
+                family,
+                "--data",
+                str(split),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    res = json.loads(out.read_text())
+    assert res["head"] == family
+    recs = readers.read_all("processbench", str(split))
+    want = heads.load_verifier(family, str(ckpt)).step_scores([r.problem for r in recs], [r.steps for r in recs])
+    for got, w in zip(res["predictions"]["tiny"], want):
+        np.testing.assert_allclose(got["step_probs"], w, atol=1e-5)  # saved to 5 decimals
