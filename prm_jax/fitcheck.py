@@ -106,6 +106,100 @@ def fit_check(config, *, hbm_gb=(16.0, 80.0), vocab_size: int | None = None) -> 
     return result
 
 
+def _replicated(tree, mesh):
+    rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep), tree)
+
+
+def score_fit_check(
+    model_cfg,
+    family: str,
+    *,
+    batch_size: int,
+    seq_len: int,
+    max_steps: int = 64,
+    mesh_shape=None,
+    rules=None,
+    hbm_gb=(16.0, 80.0),
+) -> dict:
+    """Returns per-device memory (bytes) and a fits verdict per HBM size for scoring one batch with a
+    PRM family's read-out (`prm_jax.heads.FAMILIES`): the family's jitted Verifier kernel compiled
+    for `batch_size` x `seq_len` tokens with abstract params in the compute dtype, sharded over the
+    mesh by the logical-axis rules (an implicit PRM holds its reference too)."""
+    from prm_jax import heads, sharding, verifier
+    from prm_jax import model as M
+
+    if family not in heads.FAMILIES:
+        raise ValueError(f"unknown PRM family {family!r}; choose one of {', '.join(heads.FAMILIES)}")
+    t0 = time.perf_counter()
+    score = family in ("prm_jax", "token_classification", "skywork")
+    cfg = model_cfg.replace(param_dtype=model_cfg.dtype, score_head=score, score_likelihood=False)
+    mesh = sharding.make_mesh(mesh_shape)
+    rules = sharding.normalize_rules(rules)
+    abstract = M.abstract_params(cfg)
+    shard = sharding.param_shardings(M.param_logical_axes(cfg), abstract, mesh, rules)
+    params = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract, shard)
+    bs = lambda n: sharding.batch_sharding(mesh, n)  # noqa: E731
+    row = lambda dt: jax.ShapeDtypeStruct((batch_size, seq_len), dt, sharding=bs(2))  # noqa: E731
+    step_pos = jax.ShapeDtypeStruct((batch_size, max_steps), jnp.int32, sharding=bs(2))
+    tokens, positions, segments = row(jnp.int32), row(jnp.int32), row(jnp.int32)
+    dt, d = jnp.dtype(cfg.dtype), cfg.d_model
+    if family == "qwen_prm":
+        head = {"w1": (d, d), "b1": (d,), "w2": (d, 2), "b2": (2,)}
+        head = _replicated({k: jax.ShapeDtypeStruct(v, dt) for k, v in head.items()}, mesh)
+        fn, args = verifier._mlp_head_probs, (cfg, params, tokens, positions, segments, step_pos, head)
+    elif family in ("math_shepherd", "rlhflow"):
+        pair = _replicated(jax.ShapeDtypeStruct((2,), jnp.int32), mesh)
+        fn, args = verifier._lm_pair_probs, (cfg, params, tokens, positions, segments, step_pos, pair)
+    elif family == "implicit":
+        beta = _replicated(jax.ShapeDtypeStruct((), jnp.float32), mesh)
+        args = (cfg, params, params, tokens, positions, segments, row(jnp.int32), max_steps, beta, 1024)
+        fn = verifier._implicit_rewards
+    else:
+        fn, args = verifier._score_head_probs, (cfg, params, tokens, positions, segments, step_pos, row(jnp.int32), 1024)
+    with sharding.activation_context(mesh, rules):
+        lowered = fn.lower(*args)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+    t2 = time.perf_counter()
+    mem = compiled.memory_analysis()
+    arg, out = int(mem.argument_size_in_bytes), int(mem.output_size_in_bytes)
+    temp, alias = int(mem.temp_size_in_bytes), int(getattr(mem, "alias_size_in_bytes", 0))
+    total = arg + out - alias + temp
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(abstract))
+    return {
+        "family": family,
+        "params": n_params * (2 if family == "implicit" else 1),
+        "devices": jax.device_count(),
+        "mesh": dict(mesh.shape),
+        "batch_size": batch_size,
+        "seq_len": seq_len,
+        "dtype": cfg.dtype,
+        "argument_bytes": arg,
+        "output_bytes": out,
+        "temp_bytes": temp,
+        "total_bytes": total,
+        "fits": {f"{g:g}GB": total <= g * 1e9 for g in hbm_gb},
+        "lower_s": t1 - t0,
+        "compile_s": t2 - t1,
+    }
+
+
+def format_score_result(r: dict) -> str:
+    """Returns a human-readable summary of one score_fit_check result."""
+    g = lambda b: f"{b / GIB:.2f} GiB"  # noqa: E731
+    return "\n".join(
+        [
+            f"scoring with {r['family']} ({r['params'] / 1e9:.2f}B params, {r['dtype']}) on {r['devices']} devices, "
+            f"mesh {r['mesh']}, batch {r['batch_size']}x{r['seq_len']}",
+            f"  per device: arguments {g(r['argument_bytes'])}  outputs {g(r['output_bytes'])}  temps "
+            f"{g(r['temp_bytes'])}  total {g(r['total_bytes'])} ({r['total_bytes'] / 1e9:.2f} GB)",
+            "  " + "  ".join(f"{k}: {'fits' if v else 'does NOT fit'}" for k, v in r["fits"].items()),
+            f"  (lowered in {r['lower_s']:.1f} s, compiled in {r['compile_s']:.1f} s)",
+        ]
+    )
+
+
 def format_result(r: dict) -> str:
     """Returns a human-readable multi-line summary of one fit_check result."""
     g = lambda b: f"{b / GIB:8.2f} GiB"  # noqa: E731

@@ -206,6 +206,10 @@ PRESETS: dict[str, ModelConfig] = {
 # The Math models share their base's shapes; only RoPE's base and the context differ.
 PRESETS["qwen2.5-math-1.5b"] = dataclasses.replace(PRESETS["qwen2.5-1.5b"], rope_theta=10000.0, max_seq_len=4096)
 PRESETS["qwen2.5-7b"] = dataclasses.replace(PRESETS["qwen2.5-math-7b"], rope_theta=1e6, max_seq_len=32768)
+# Qwen2.5-Math-72B(-Instruct), the backbone of Qwen2.5-Math-PRM-72B (its config.json's sizes)
+PRESETS["qwen2.5-math-72b"] = dataclasses.replace(
+    PRESETS["qwen2.5-math-7b"], d_model=8192, n_layers=80, n_heads=64, n_kv_heads=8, mlp_dim=29568
+)
 
 
 def num_params(cfg: ModelConfig) -> int:
