@@ -156,7 +156,10 @@ def score_fit_check(
         args = (cfg, params, params, tokens, positions, segments, row(jnp.int32), max_steps, beta, 1024)
         fn = verifier._implicit_rewards
     else:
-        fn, args = verifier._score_head_probs, (cfg, params, tokens, positions, segments, step_pos, row(jnp.int32), 1024)
+        fn, args = (
+            verifier._score_head_probs,
+            (cfg, params, tokens, positions, segments, step_pos, row(jnp.int32), 1024),
+        )
     with sharding.activation_context(mesh, rules):
         lowered = fn.lower(*args)
         t1 = time.perf_counter()

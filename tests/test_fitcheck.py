@@ -96,5 +96,7 @@ def test_fit_check_cli_with_a_family():
     r = json.loads(p.stdout.strip().splitlines()[-1])
     assert r["family"] == "qwen_prm" and r["devices"] == 8 and r["dtype"] == "bfloat16"
     assert r["fits"] == {"0.0001GB": False, "16GB": True}
-    bad = subprocess.run(cmd[:7] + ["nope", "--devices", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    bad = subprocess.run(
+        cmd[:7] + ["nope", "--devices", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert bad.returncode == 2 and "unknown model preset 'nope'" in bad.stderr
