@@ -57,6 +57,16 @@ def example_from_ids(ids: Sequence[int], step_pos: Sequence[int], prompt_len: in
     }
 
 
+def _verifier(kind: str, family, model_cfg, params, *, name: str, marker: str, **kwargs) -> Verifier:
+    """Returns a Verifier of `kind` that renders with `family.encode` and its transformers tokenizer."""
+    from prm_jax.data.tokenizers import HFTokenizer
+
+    kwargs.setdefault("name", name)
+    return Verifier(
+        kind, model_cfg, params, HFTokenizer(family.tokenizer), marker=marker, encoder=family.encode, **kwargs
+    )
+
+
 class MathShepherd:
     """math-shepherd-mistral-7b-prm (Wang et al. 2024, "Math-Shepherd"), as its model card scores it.
 
@@ -97,18 +107,8 @@ class MathShepherd:
 
     def verifier(self, model_cfg, params, **kwargs) -> Verifier:
         """Returns the 'lm_pair' Verifier of this family's model."""
-        from prm_jax.data.tokenizers import HFTokenizer
-
-        return Verifier(
-            "lm_pair",
-            model_cfg,
-            params,
-            HFTokenizer(self.tokenizer),
-            marker=self.tag,
-            encoder=self.encode,
-            pair=self.pair,
-            name=kwargs.pop("name", "math_shepherd"),
-            **kwargs,
+        return _verifier(
+            "lm_pair", self, model_cfg, params, name="math_shepherd", marker=self.tag, pair=self.pair, **kwargs
         )
 
 
@@ -181,19 +181,7 @@ class QwenPRM:
 
     def verifier(self, model_cfg, params, head: dict, **kwargs) -> Verifier:
         """Returns the 'mlp_head' Verifier of this family's model."""
-        from prm_jax.data.tokenizers import HFTokenizer
-
-        return Verifier(
-            "mlp_head",
-            model_cfg,
-            params,
-            HFTokenizer(self.tokenizer),
-            marker=self.sep,
-            encoder=self.encode,
-            head=head,
-            name=kwargs.pop("name", "qwen_prm"),
-            **kwargs,
-        )
+        return _verifier("mlp_head", self, model_cfg, params, name="qwen_prm", marker=self.sep, head=head, **kwargs)
 
 
 class RLHFlow:
@@ -245,19 +233,7 @@ class RLHFlow:
 
     def verifier(self, model_cfg, params, **kwargs) -> Verifier:
         """Returns the 'lm_pair' Verifier of this family's model."""
-        from prm_jax.data.tokenizers import HFTokenizer
-
-        return Verifier(
-            "lm_pair",
-            model_cfg,
-            params,
-            HFTokenizer(self.tokenizer),
-            marker=self.good,
-            encoder=self.encode,
-            pair=self.pair,
-            name=kwargs.pop("name", "rlhflow"),
-            **kwargs,
-        )
+        return _verifier("lm_pair", self, model_cfg, params, name="rlhflow", marker=self.good, pair=self.pair, **kwargs)
 
 
 class Skywork:
@@ -308,18 +284,9 @@ class Skywork:
 
     def verifier(self, model_cfg, params, head: dict, **kwargs) -> Verifier:
         """Returns the 'score' Verifier of this family's model (its value head as the score head)."""
-        from prm_jax.data.tokenizers import HFTokenizer
-
         cfg = model_cfg.replace(score_head=True, score_likelihood=False)
-        return Verifier(
-            "score",
-            cfg,
-            dict(params, score_head=head),
-            HFTokenizer(self.tokenizer),
-            marker=self.step_token,
-            encoder=self.encode,
-            name=kwargs.pop("name", "skywork"),
-            **kwargs,
+        return _verifier(
+            "score", self, cfg, dict(params, score_head=head), name="skywork", marker=self.step_token, **kwargs
         )
 
 
@@ -358,18 +325,15 @@ class EurusImplicit:
 
     def verifier(self, model_cfg, params, ref_params, beta: float, **kwargs) -> Verifier:
         """Returns the 'implicit' Verifier of this model against its reference."""
-        from prm_jax.data.tokenizers import HFTokenizer
-
-        return Verifier(
+        return _verifier(
             "implicit",
+            self,
             model_cfg,
             params,
-            HFTokenizer(self.tokenizer),
+            name="implicit",
             marker="\n\n",
             ref_params=ref_params,
             beta=beta,
-            encoder=self.encode,
-            name=kwargs.pop("name", "implicit"),
             **kwargs,
         )
 

@@ -63,6 +63,31 @@ def _authors_math_shepherd(model, tokenizer, question, output):
     return scores[input_id == step_tag_id].numpy()
 
 
+def _processbench_split(tmp_path):
+    """Writes a two-case ProcessBench split (one correct solution, one wrong from step 0); returns its path."""
+    import json
+
+    cases = [
+        {
+            "id": "a",
+            "problem": "What is 2 + 3?",
+            "steps": ["Step 1: 2 + 3 = 5.", "The answer is \\boxed{5}."],
+            "label": -1,
+            "final_answer_correct": True,
+        },
+        {
+            "id": "b",
+            "problem": "What is 2 + 3 - 1?",
+            "steps": ["Step 1: 2 + 3 = 6.", "Step 2: 6 - 1 = 5."],
+            "label": 0,
+            "final_answer_correct": False,
+        },
+    ]
+    split = tmp_path / "tiny.json"
+    split.write_text(json.dumps(cases))
+    return split
+
+
 def test_math_shepherd_equals_the_authors_code(tmp_path):
     tok = _sentencepiece_like_tokenizer(tmp_path)
     model = _mistral(tmp_path, len(tok))
@@ -233,24 +258,7 @@ def test_evaluate_processbench_reads_a_qwen_prm_as_its_authors_do(tmp_path, caps
     ckpt.mkdir()
     tok = _qwen_like_tokenizer(ckpt)
     decoder, score = _qwen_prm(ckpt, len(tok))
-    cases = [
-        {
-            "id": "a",
-            "problem": "What is 2 + 3?",
-            "steps": ["Step 1: 2 + 3 = 5.", "The answer is \\boxed{5}."],
-            "label": -1,
-            "final_answer_correct": True,
-        },
-        {
-            "id": "b",
-            "problem": "What is 2 + 3 - 1?",
-            "steps": ["Step 1: 2 + 3 = 6.", "Step 2: 6 - 1 = 5."],
-            "label": 0,
-            "final_answer_correct": False,
-        },
-    ]
-    split = tmp_path / "tiny.json"
-    split.write_text(json.dumps(cases))
+    split = _processbench_split(tmp_path)
     out = tmp_path / "pb.json"
     args = ["evaluate", "processbench", "--checkpoint", str(ckpt), "--data", str(split), "--output", str(out)]
     assert cli.main(args) == 0
@@ -552,24 +560,7 @@ def test_evaluate_processbench_runs_on_every_family(tmp_path, family):
                 {"v_head.summary.weight": torch.randn(1, TINY_HF["hidden_size"]), "v_head.summary.bias": torch.zeros(1)}
             )
             save_file(t, str(ckpt / "model.safetensors"), metadata={"format": "pt"})
-    cases = [
-        {
-            "id": "a",
-            "problem": "What is 2 + 3?",
-            "steps": ["Step 1: 2 + 3 = 5.", "The answer is 5."],
-            "label": -1,
-            "final_answer_correct": True,
-        },
-        {
-            "id": "b",
-            "problem": "What is 2 + 3 - 1?",
-            "steps": ["Step 1: 2 + 3 = 6.", "Step 2: 6 - 1 = 5."],
-            "label": 0,
-            "final_answer_correct": False,
-        },
-    ]
-    split = tmp_path / "tiny.json"
-    split.write_text(json.dumps(cases))
+    split = _processbench_split(tmp_path)
     out = tmp_path / "pb.json"
     assert (
         cli.main(
