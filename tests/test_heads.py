@@ -585,3 +585,32 @@ def test_evaluate_processbench_runs_on_every_family(tmp_path, family):
     want = heads.load_verifier(family, str(ckpt)).step_scores([r.problem for r in recs], [r.steps for r in recs])
     for got, w in zip(res["predictions"]["tiny"], want):
         np.testing.assert_allclose(got["step_probs"], w, atol=1e-5)  # saved to 5 decimals
+
+
+def test_evaluate_processbench_on_a_token_classification_folder(tmp_path):
+    """A TRL-style *ForTokenClassification PRM (here: prm-jax's export) through `--head auto`: the
+    saved step probabilities are the score Verifier's of the same folder."""
+    import json
+
+    from prm_jax import cli, hf
+    from prm_jax import model as M
+    from prm_jax.data import readers
+    from prm_jax.data.tokenizers import HFTokenizer
+    from _hf_utils import random_params
+
+    ckpt = tmp_path / "ckpt"
+    tok = _qwen_like_tokenizer(ckpt)
+    cfg = M.ModelConfig.preset("tiny", architecture="qwen2", qkv_bias=True, vocab_size=len(tok))
+    hf.save_checkpoint(str(ckpt), cfg, random_params(cfg, seed=8), head="token_classification", num_labels=2)
+    assert heads.detect_family(str(ckpt)) == "token_classification"
+    split, out = _processbench_split(tmp_path), tmp_path / "pb.json"
+    args = ["evaluate", "processbench", "--checkpoint", str(ckpt), "--data", str(split), "--output", str(out)]
+    assert cli.main(args + ["--marker", "<extra_0>"]) == 0
+    res = json.loads(out.read_text())
+    assert res["head"] == "token_classification"
+    ver = heads.load_verifier("token_classification", str(ckpt), tokenizer=HFTokenizer(str(ckpt)), marker="<extra_0>")
+    recs = readers.read_all("processbench", str(split))
+    want = ver.step_scores([r.problem for r in recs], [r.steps for r in recs])
+    for got, w in zip(res["predictions"]["tiny"], want):
+        assert len(got["step_probs"]) == len(w) == 2
+        np.testing.assert_allclose(got["step_probs"], w, atol=1e-5)
