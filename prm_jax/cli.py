@@ -19,7 +19,7 @@ COMMANDS = {
     "train": ("prm_jax.commands.train", "train a verifier or policy from an experiment config"),
     "fit-check": ("prm_jax.commands.fitcheck", "compile a train step for N simulated devices; memory and FLOPs"),
     "search": ("prm_jax.commands.search", "reward-guided search (best-of-N, beam, PAV beam)"),
-    "evaluate": ("prm_jax.commands.evaluate", "ProcessBench and best-of-N evaluation"),
+    "evaluate": ("prm_jax.commands.evaluate", "ProcessBench evaluation of a PRM (a run folder or an HF folder)"),
     "export": (
         "prm_jax.commands.export",
         "write a trained run as a Hugging Face folder (prm-jax or token-classification head)",
@@ -31,9 +31,16 @@ COMMANDS = {
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Returns the top-level parser; only the chosen subcommand's module is imported."""
+    from prm_jax import __version__
+
     parser = argparse.ArgumentParser(
-        prog="prm-jax", description=__doc__.splitlines()[0], epilog="--debug (anywhere): show the traceback of an error"
+        prog="prm-jax",
+        description="prm-jax: process reward models in JAX. Train step-level verifiers (BCE, implicit, PAV, "
+        "ORM), label steps by Monte-Carlo rollouts, score public PRMs, search with them (best-of-N, beam, "
+        "PAV beam) and evaluate on ProcessBench.",
+        epilog="--debug (anywhere): show the traceback of an error. `prm-jax COMMAND --help` for each command.",
     )
+    parser.add_argument("--version", action="version", version=f"prm-jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():

@@ -296,8 +296,14 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
             field = "step_labels"  # OracleQ builds the PAV targets from step labels
         check_targets(source, field, config.objective)
 
+    # 0 still saves the last step (and on preemption): a finished run can always be evaluated,
+    # exported and resumed; only -1 keeps no checkpoint at all.
     ckpt_every = int(train_cfg.ckpt_every or 0)
-    ck = Checkpointer(workdir, max_to_keep=int(train_cfg.keep_ckpts)) if ckpt_every > 0 else None
+    if ckpt_every < -1:
+        raise ValueError(
+            f"train.ckpt_every={ckpt_every}: give steps between checkpoints, 0 (last step only) or -1 (none)"
+        )
+    ck = Checkpointer(workdir, max_to_keep=int(train_cfg.keep_ckpts)) if ckpt_every >= 0 else None
     start = 0
     if ck is not None and ck.latest_step() is not None:
         saved = to_dict(complete(from_json(ck.restore_config()), where=f"{workdir}'s saved config"))
@@ -408,7 +414,8 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
             data_state = it.get_state()
             read_pending()
             pending = (step, metrics, train.tokens_in(local))
-            save_now = ck is not None and (step % ckpt_every == 0 or step == total or pre.requested)
+            periodic = ckpt_every > 0 and step % ckpt_every == 0
+            save_now = ck is not None and (periodic or step == total or pre.requested)
             if save_now:
                 save(step)  # reads (and so checks) this step's metrics first
             if eval_every and step % eval_every == 0:
@@ -478,9 +485,17 @@ def load_trained(workdir: str, *, mesh=None, step: int | None = None):
 
 def export_hf(workdir: str, out_dir: str, head: str = "prm_jax", num_labels: int = 1) -> str:
     """Writes the latest params of `workdir` as a Hugging Face folder via hf.save_checkpoint, the score
-    head in form `head` ('prm_jax' or 'token_classification' with `num_labels`: `prm_jax.hf_heads`)."""
+    head in form `head` ('prm_jax' or 'token_classification' with `num_labels`: `prm_jax.hf_heads`),
+    with the run's tokenizer (the char tokenizer as an equivalent transformers one)."""
     from prm_jax import hf
+    from prm_jax.data.tokenizers import save_tokenizer
 
-    model_cfg, params, _ = load_trained(workdir)
+    model_cfg, params, config = load_trained(workdir)
     hf.save_checkpoint(out_dir, model_cfg, jax.device_get(params), head=head, num_labels=num_labels)
+    save_tokenizer(make_tokenizer(config), out_dir)
     return out_dir
+
+
+def is_run_dir(path: str) -> bool:
+    """Returns whether `path` is a prm-jax training workdir (its checkpoints and saved config)."""
+    return os.path.isdir(os.path.join(path, "ckpt"))

@@ -351,7 +351,8 @@ def load_verifier(
     if tokenizer is None:
         from prm_jax.data.tokenizers import make_tokenizer
 
-        tokenizer = make_tokenizer(hf_dir if hf_dir else None)
+        # a workdir's own tokenizer (its config.data), else the HF folder's
+        tokenizer = make_tokenizer(config.data if config is not None else hf_dir)
     if marker is None:
         from prm_jax.data.tokenizers import default_marker
 

@@ -203,3 +203,16 @@ def test_the_packaged_demo_config_is_what_experiments_documents():
     assert config_lib.to_dict(config_lib.load_config(str(EXP / "arith_demo.py:quick"))) == config_lib.to_dict(
         demo.get_config("quick")
     )
+
+
+def test_cli_version_and_top_level_help(capsys):
+    import prm_jax
+    from prm_jax import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.strip() == f"prm-jax {prm_jax.__version__}"
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "process reward models in JAX" in out and all(name in out for name in cli.COMMANDS)

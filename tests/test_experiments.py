@@ -133,7 +133,7 @@ def test_tiny_training_variant_runs(spec, tmp_path, one_device_mesh):
 
     cfg = config_lib.load_config(str(EXP / spec))
     config_lib.apply_overrides(
-        cfg, ["--config.train.steps=2", "--config.train.eval_every=0", "--config.train.ckpt_every=0"]
+        cfg, ["--config.train.steps=2", "--config.train.eval_every=0", "--config.train.ckpt_every=-1"]
     )
     t0 = time.perf_counter()
     final = loop.run(cfg, str(tmp_path / "run"), mesh=one_device_mesh, progress=False)

@@ -114,7 +114,7 @@ def test_cli_export_of_a_training_run(tmp_path, capsys):
     c = base.get_config()
     c.model.update(preset="tiny", vocab_size="tokenizer")
     c.data.update(tokenizer="char")
-    c.train.update(steps=2, batch_size=8, seq_len=128, log_every=1, ckpt_every=2)
+    c.train.update(steps=2, batch_size=8, seq_len=128, log_every=1)  # ckpt_every 0: the last step is saved
     run = str(tmp_path / "run")
     loop.run(c, run)
     assert cli.main(["export", run, str(tmp_path / "tc"), "--head", "token_classification", "--num-labels", "2"]) == 0
@@ -123,5 +123,23 @@ def test_cli_export_of_a_training_run(tmp_path, capsys):
     model = transformers.AutoModelForTokenClassification.from_pretrained(str(tmp_path / "tc")).eval()
     tokens = _tokens(6, vocab=cfg.vocab_size)
     assert float(np.abs(_torch_step_probs(model, tokens) - _jax_step_probs(cfg, params, tokens)).max()) <= 1e-5
+    # the export carries the run's tokenizer: transformers' AutoTokenizer encodes as the char tokenizer
+    from prm_jax.data.arith import CharTokenizer
+    from prm_jax.data.tokenizers import HFTokenizer
+
+    text = "a = 3. b = a + 4. Find b.<step>b = 3 + 4 = 7<step><eos> é"
+    assert HFTokenizer(str(tmp_path / "tc")).encode(text) == CharTokenizer().encode(text)
+    # ProcessBench on the run folder itself and on its export: the same step probabilities
+    split = tmp_path / "pb.json"
+    case = {"problem": "a = 3. b = a + 4. Find b.", "steps": ["b = 3 + 4 = 7", "b = 7"], "label": -1}
+    split.write_text(json.dumps([dict(case, id="x", final_answer_correct=True)]))
+    probs = {}
+    for name, ckpt in (("run", run), ("export", str(tmp_path / "tc"))):
+        out = tmp_path / f"{name}.json"
+        args = ["evaluate", "processbench", "--checkpoint", ckpt, "--data", str(split), "--output", str(out)]
+        assert cli.main(args + ["--marker", "<step>"]) == 0, capsys.readouterr().err
+        probs[name] = json.loads(out.read_text())["predictions"]["pb"][0]["step_probs"]
+    assert len(probs["run"]) == 2
+    np.testing.assert_allclose(probs["run"], probs["export"], atol=1e-5)
     assert cli.main(["export", str(tmp_path / "nope"), str(tmp_path / "x")]) == 2
     assert "run folder not found" in capsys.readouterr().err

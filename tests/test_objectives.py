@@ -193,7 +193,7 @@ def test_training_rejects_token_ids_beyond_the_vocabulary(tmp_path):
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     cfg = config_lib.load_config(str(root / "experiments" / "arith_prm.py:bce,tiny"))
     config_lib.apply_overrides(
-        cfg, ["--config.model.vocab_size=16", "--config.train.steps=1", "--config.train.ckpt_every=0"]
+        cfg, ["--config.model.vocab_size=16", "--config.train.steps=1", "--config.train.ckpt_every=-1"]
     )
     mesh = sharding.make_mesh({"data": 1}, jax.devices()[:1])
     with pytest.raises(

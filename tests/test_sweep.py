@@ -230,7 +230,7 @@ def test_real_two_point_sweep_soft_vs_hard(tmp_path):
             str(wd),
             "--config.train.steps=2",
             "--config.train.eval_every=2",
-            "--config.train.ckpt_every=0",
+            "--config.train.ckpt_every=-1",
         ],
         capture_output=True,
         text=True,

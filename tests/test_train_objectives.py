@@ -26,7 +26,7 @@ def _tiny(objective):
             f"--config.train.steps={STEPS}",
             "--config.train.batch_size=16",
             "--config.train.seq_len=160",
-            "--config.train.ckpt_every=0",
+            "--config.train.ckpt_every=-1",
             "--config.mesh.shape={'data': 2}",
             "--config.data.arith.max_steps=3",
             "--config.optim.warmup=3",

@@ -112,6 +112,24 @@ def test_sigterm_saves_a_checkpoint_and_exits_zero(tmp_path, reference):
         assert got[step] == pytest.approx(reference[step], abs=1e-6)
 
 
+def test_ckpt_every_zero_saves_the_last_step_and_minus_one_none(tmp_path, reference):
+    """The default `train.ckpt_every=0` leaves the last step's checkpoint (a finished run can be
+    evaluated and exported); a rerun finds it and trains nothing more; -1 keeps none."""
+    p = _start(tmp_path / "zero", **{"train.steps": STEPS, "train.ckpt_every": 0})
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert _ckpt_steps(tmp_path / "zero") == [STEPS]
+    assert _losses(tmp_path / "zero") == reference  # saving changes no loss
+    again = _start(tmp_path / "zero", **{"train.steps": STEPS, "train.ckpt_every": 0})
+    out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err[-3000:]
+    assert _ckpt_steps(tmp_path / "zero") == [STEPS] and _losses(tmp_path / "zero") == reference
+    p = _start(tmp_path / "none", **{"train.steps": 2, "train.ckpt_every": -1})
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+    assert _ckpt_steps(tmp_path / "none") == []
+
+
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
     p = _start(tmp_path, **{"train.steps": STEPS, "train.ckpt_every": 2, "worker.nan_step": 5})
     out, err = p.communicate(timeout=300)

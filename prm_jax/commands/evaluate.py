@@ -23,7 +23,11 @@ import sys
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="task", metavar="TASK", required=True)
     p = sub.add_parser("processbench", help="ProcessBench: first-error accuracy and F1 per split")
-    p.add_argument("--checkpoint", required=True, help="local Hugging Face folder (model + score head)")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a prm-jax training workdir (its latest checkpoint and tokenizer) or a local Hugging Face folder",
+    )
     p.add_argument(
         "--head",
         default="auto",
@@ -72,21 +76,11 @@ def _table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    if args.task != "processbench":
-        raise SystemExit(f"unknown evaluation task {args.task!r}")
-    from prm_jax import evaluate, heads, jsonio, processbench
-    from prm_jax.data import readers
+def _hf_verifier(args):
+    """Returns (Verifier, family) of an HF folder read with --head."""
+    from prm_jax import heads
     from prm_jax.data.tokenizers import HFTokenizer, default_marker
 
-    names = [os.path.splitext(os.path.basename(p))[0] for p in args.data]
-    if len(set(names)) != len(names):
-        raise SystemExit(f"--data files must have distinct names (splits are named by file stem): {names}")
-    if args.pick_threshold_on is not None and args.pick_threshold_on not in names:
-        raise SystemExit(f"--pick-threshold-on {args.pick_threshold_on!r} is not one of the splits {names}")
-    for path in args.data:
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"ProcessBench split not found: {path}")
     family = heads.detect_family(args.checkpoint) if args.head == "auto" else args.head
     tokenizer = HFTokenizer(args.tokenizer or args.checkpoint)
     marker = args.marker or default_marker(tokenizer)
@@ -101,6 +95,44 @@ def run(args) -> int:
     elif args.ref_checkpoint or args.beta is not None:
         raise ValueError(f"--ref-checkpoint and --beta are settings of --head implicit, not of --head {family}")
     ver = heads.load_verifier(family, args.checkpoint, max_batch=args.batch_size, max_len=args.max_len, **kw)
+    return ver, family
+
+
+def run(args) -> int:
+    if args.task != "processbench":
+        raise SystemExit(f"unknown evaluation task {args.task!r}")
+    from prm_jax import evaluate, jsonio, processbench
+    from prm_jax.data import readers
+    from prm_jax.data.tokenizers import HFTokenizer
+
+    names = [os.path.splitext(os.path.basename(p))[0] for p in args.data]
+    if len(set(names)) != len(names):
+        raise SystemExit(f"--data files must have distinct names (splits are named by file stem): {names}")
+    if args.pick_threshold_on is not None and args.pick_threshold_on not in names:
+        raise SystemExit(f"--pick-threshold-on {args.pick_threshold_on!r} is not one of the splits {names}")
+    for path in args.data:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"ProcessBench split not found: {path}")
+    from prm_jax import loop
+
+    if loop.is_run_dir(args.checkpoint):  # a prm-jax training workdir: its latest params and tokenizer
+        if args.head not in ("auto", "prm_jax"):
+            raise ValueError(f"{args.checkpoint} is a prm-jax training run: its head is prm_jax, not {args.head}")
+        from prm_jax import verifier
+
+        tok = HFTokenizer(args.tokenizer) if args.tokenizer else None
+        ver = verifier.load_verifier(
+            "score",
+            workdir=args.checkpoint,
+            tokenizer=tok,
+            marker=args.marker,
+            chat_template=args.chat_template,
+            max_batch=args.batch_size,
+            max_len=args.max_len,
+        )
+        family = "prm_jax"
+    else:
+        ver, family = _hf_verifier(args)
     print(f"[evaluate] {args.checkpoint}: head {family}", file=sys.stderr)
 
     splits = {}

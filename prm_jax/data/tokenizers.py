@@ -72,6 +72,28 @@ class HFTokenizer:
         )
 
 
+def char_to_transformers(tok: "CharTokenizer"):
+    """Returns a transformers PreTrainedTokenizerFast that encodes exactly as the CharTokenizer does
+    (one id per character, the special names as single ids, other characters <unk>), so an exported
+    char-tokenizer model loads with AutoTokenizer (`loop.export_hf` saves it beside the weights)."""
+    import transformers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    t = Tokenizer(models.WordLevel(vocab=dict(tok.stoi), unk_token="<unk>"))
+    t.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character alone
+    t.decoder = decoders.Fuse()
+    t.add_special_tokens([AddedToken(x, special=True, normalized=False) for x in tok.SPECIALS])
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=t, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def save_tokenizer(tok, out_dir: str) -> None:
+    """Writes `tok` (a CharTokenizer or an HFTokenizer) as a transformers tokenizer folder."""
+    hf_tok = char_to_transformers(tok) if isinstance(tok, CharTokenizer) else tok.tok
+    hf_tok.save_pretrained(out_dir)
+
+
 def default_marker(tokenizer) -> str:
     """Returns the step marker a tokenizer uses when none is given: the char tokenizer's own `<step>`
     token, else a blank line (what Qwen / PRM800K-style data split steps on)."""
