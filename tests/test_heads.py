@@ -292,6 +292,15 @@ def test_search_cli_ranks_with_a_public_prm(tmp_path, capsys):
     assert cli.main(args) == 0
     got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1 and got["gen_tokens_per_problem"] > 0
+    # real problem files (GSM8K, graded as GSM8K) with --limit
+    import os
+
+    gsm8k = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "gsm8k.jsonl")
+    i = args.index("--arith")
+    args = args[:i] + args[i + 2 :] + ["--problems", gsm8k, "--limit", "2"]
+    assert cli.main(args) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert got["problems"] == 2 and 0 <= got["accuracy"] <= 1
 
 
 # ---------------------------------------------------------------------------------------------------

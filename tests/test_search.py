@@ -316,3 +316,24 @@ def test_pool_scores_equal_per_problem_solution_scores(how):
     got = search.pool_scores(rews, vals, how)
     want = np.asarray([search.solution_scores(r, how, empty_value=0.0, step_values=q) for r, q in zip(rews, vals)])
     np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_search_command_reads_math_gsm8k_and_prompt_files(tmp_path):
+    """`prm-jax search --problems`: MATH500 / GSM8K files by their fields, gold answers as the
+    readers parse them; a file without a problem field is a one-line error naming it."""
+    import os
+
+    from prm_jax.commands.search import _read_problems
+
+    fx = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    fmt, rows = _read_problems(os.path.join(fx, "gsm8k.jsonl"), "auto")
+    assert fmt == "gsm8k" and len(rows) == 3 and rows[0][1] == "18"  # Janet's ducks: #### 18
+    fmt, rows = _read_problems(os.path.join(fx, "math500.jsonl"), "auto")
+    assert fmt == "math" and rows[0][0].startswith("Convert the point $(0,3)$")
+    assert rows[0][1] == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    p = tmp_path / "p.jsonl"
+    p.write_text('{"prompt": "1 + 1?", "answer": 2}\n')
+    assert _read_problems(str(p), "auto") == ("prompt", [("1 + 1?", "2")])
+    p.write_text('{"text": "1 + 1?"}\n')
+    with pytest.raises(ValueError, match="p.jsonl:1: no `problem`, `question` or `prompt` field"):
+        _read_problems(str(p), "auto")

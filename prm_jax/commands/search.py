@@ -51,8 +51,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--marker", help="step marker (default: <step> for the char tokenizer, else blank line)")
     p.add_argument("--arith", type=int, help="evaluate on this many held-out arithmetic problems")
     p.add_argument("--seed", type=int, default=2)
-    p.add_argument("--problems", help="jsonl with prompt and answer")
-    p.add_argument("--answer-kind", default="math", help="grading for --problems: math | gsm8k | arith")
+    p.add_argument(
+        "--problems",
+        help="problems file: MATH / MATH500 jsonl (`problem`, `solution` or `answer`), GSM8K jsonl "
+        "(`question`, `answer` with '#### N'), or jsonl of `prompt` + `answer`",
+    )
+    p.add_argument(
+        "--format",
+        default="auto",
+        choices=("auto", "math", "gsm8k", "prompt"),
+        help="--problems format (default: told from the first line's fields)",
+    )
+    p.add_argument("--limit", type=int, default=None, help="the first N problems of --problems")
+    p.add_argument(
+        "--answer-kind",
+        default=None,
+        help="grading for --problems: math | gsm8k | arith (default: the format's, math for prompt files)",
+    )
     p.add_argument("--out", help="also write the JSON result here")
 
 
@@ -65,15 +80,53 @@ def _problems(args):
         probs = [arith.sample_problem(arith.ArithConfig(), rng) for _ in range(args.arith)]
         return [p.text for p in probs], [p.answer for p in probs], lambda a, g: a == g
     if args.problems:
-        from prm_jax import evaluate, labeling
+        from prm_jax import evaluate
 
-        rows = labeling.read_jsonl(args.problems)
+        fmt, rows = _read_problems(args.problems, args.format)
+        if args.limit is not None:
+            if args.limit < 1:
+                raise ValueError(f"--limit {args.limit}: give a positive number of problems")
+            rows = rows[: args.limit]
+        kind = args.answer_kind or {"gsm8k": "gsm8k"}.get(fmt, "math")
         return (
-            [r["prompt"] for r in rows],
-            [r["answer"] for r in rows],
-            lambda a, g: a is not None and evaluate.grade_answer(a, g, args.answer_kind),
+            [p for p, _ in rows],
+            [a for _, a in rows],
+            lambda a, g: a is not None and evaluate.grade_answer(a, g, kind),
         )
     raise SystemExit("prm-jax search: give --arith K or --problems FILE")
+
+
+def _read_problems(path: str, fmt: str) -> tuple[str, list[tuple[str, str]]]:
+    """Returns (format, [(problem, gold answer)]) of a problems file (`--format auto`: by the first
+    line's fields: `question` GSM8K, `problem` MATH, `prompt` a prompt + answer jsonl)."""
+    import json
+
+    from prm_jax.data import readers
+
+    if not __import__("os").path.isfile(path):
+        raise FileNotFoundError(f"--problems file not found: {path}")
+    if fmt == "auto":
+        with open(path, encoding="utf-8") as f:
+            first = next((line for line in f if line.strip()), "")
+        try:
+            keys = set(json.loads(first)) if first else set()
+        except ValueError:
+            raise ValueError(f"{path}:1: not a JSON line") from None
+        fmt = next(
+            (f for k, f in (("prompt", "prompt"), ("question", "gsm8k"), ("problem", "math")) if k in keys), None
+        )
+        if fmt is None:
+            raise ValueError(f"{path}:1: no `problem`, `question` or `prompt` field (found {sorted(keys)})")
+    if fmt == "prompt":
+        from prm_jax import labeling
+
+        rows = []
+        for i, r in enumerate(labeling.read_jsonl(path), 1):
+            if "prompt" not in r or "answer" not in r:
+                raise ValueError(f"{path}:{i}: a prompt file's line needs `prompt` and `answer`")
+            rows.append((r["prompt"], str(r["answer"])))
+        return fmt, rows
+    return fmt, [(r.problem, r.answer) for r in readers.read_all(fmt, path)]
 
 
 # --method -> (the evaluate_methods curve it reads, the beam searches it needs)
