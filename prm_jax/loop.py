@@ -397,6 +397,8 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
                 final["preempted"] = True
                 break
             pre.in_steps = True
+            if step == start + 1:
+                _warn_unknown_chars(tokenizer)
             if step == start + 1 and pidx == 0:
                 _report_data(it)
             for key in ("tokens", "rejected_tokens"):
@@ -444,6 +446,22 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
             bar.close()
     final["tokens_per_s"] = final.get("tokens_per_s", 0.0)
     return final
+
+
+UNKNOWN_WARN = 0.01  # share of a char-tokenized text's characters that may become <unk> unannounced
+
+
+def _warn_unknown_chars(tokenizer) -> None:
+    """Warns once when the char tokenizer mapped more than UNKNOWN_WARN of the first batch's text to
+    <unk> (a dataset the char vocabulary does not cover, e.g. LaTeX): the model cannot see it."""
+    share = getattr(tokenizer, "unknown_share", 0.0)
+    if share > UNKNOWN_WARN:
+        print(
+            f"[data] warning: the char tokenizer mapped {tokenizer.unknown_seen} of {tokenizer.chars_seen} "
+            f"characters ({100 * share:.1f}%) read so far to <unk>; the model cannot see them: set "
+            "data.tokenizer to an HF tokenizer folder for this data",
+            file=sys.stderr,
+        )
 
 
 def evaluate(s: train.Setup, state, eval_fn, config, make_iterator, tokenizer, local_bs, batch_sh) -> dict:

@@ -88,3 +88,31 @@ def test_prepare_splits_and_refuses_to_overwrite(capsys, tmp_path):
     assert rc == 1 and "already prepared" in err
     rc, info, _ = _run(capsys, "prepare", "--format", "arith", "--count", "20", "--out", str(tmp_path))
     assert rc == 0 and info["train"] == 20
+
+
+def test_stats_reports_the_char_tokenizers_unknown_share(capsys, tmp_path):
+    from prm_jax.data.arith import CharTokenizer
+
+    rows = [{"prompt": "Soit π ≈ 3.14, é?", "completions": ["x = π · 2", "x ≈ 6.28"], "labels": [True, True]}]
+    path = tmp_path / "s.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    rc, s, _ = _run(capsys, "stats", "--format", "stepwise_jsonl", "--path", str(path))
+    assert rc == 0, _
+    text = rows[0]["prompt"] + "".join(rows[0]["completions"])
+    want = sum(ch not in CharTokenizer.CHARS for ch in text)  # π, ≈, é, π, ·, ≈
+    assert s["unknown_chars"] == want == 6 and 0.05 < s["unknown_char_share"] < 0.5
+    rc, s, _ = _run(capsys, "stats", "--format", "arith", "--count", "20")
+    assert s["unknown_chars"] == 0 and s["unknown_char_share"] == 0.0
+
+
+def test_training_warns_once_about_unknown_characters(capsys):
+    from prm_jax import loop
+    from prm_jax.data.arith import CharTokenizer
+
+    tok = CharTokenizer()
+    tok.encode("a = 1. b = a + 1.")
+    loop._warn_unknown_chars(tok)
+    assert capsys.readouterr().err == ""  # nothing unknown: silent
+    tok.encode("ééé")
+    loop._warn_unknown_chars(tok)
+    assert "mapped 3 of 20 characters (15.0%)" in capsys.readouterr().err

@@ -118,6 +118,9 @@ def _stats(args) -> int:
         else "char (built-in CharTokenizer: no --tokenizer given; lengths are in characters + bos)"
     )
     out["marker"] = marker
+    if hasattr(tok, "unknown_share"):  # the char tokenizer: how much of the text it could not see
+        out["unknown_chars"] = tok.unknown_seen
+        out["unknown_char_share"] = round(tok.unknown_share, 4)
     if args.format == "arith":
         out["step_error_rate"] = round(out["negative_steps"] / max(out["steps"], 1), 4)
         out["solutions_with_error_rate"] = round(out["examples_with_error"] / max(out["examples"], 1), 4)

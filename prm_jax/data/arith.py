@@ -348,6 +348,8 @@ class CharTokenizer:
         self.stoi = {s: i for i, s in enumerate(self.itos)}
         self.pad_id, self.bos_id, self.eos_id, self.step_id, self.unk_id = range(5)
         self.name = "char"
+        # characters encoded so far and how many became <unk> (`unknown_share`; training warns)
+        self.chars_seen = self.unknown_seen = 0
 
     @property
     def vocab_size(self) -> int:
@@ -360,14 +362,21 @@ class CharTokenizer:
             if piece in self.SPECIALS:
                 ids.append(self.stoi[piece])
                 continue
+            self.chars_seen += len(piece)
             for ch in piece:
                 i = self.stoi.get(ch)
                 if i is None:
                     if self.strict:
                         raise ValueError(f"character {ch!r} is not in the CharTokenizer vocabulary")
                     i = self.unk_id
+                    self.unknown_seen += 1
                 ids.append(i)
         return ids
+
+    @property
+    def unknown_share(self) -> float:
+        """Returns the share of the characters encoded so far that became <unk> (0 before any)."""
+        return self.unknown_seen / max(self.chars_seen, 1)
 
     def decode(self, ids) -> str:
         """Returns the text of `ids`; pad ids are dropped."""
