@@ -10,7 +10,7 @@
 Argument: `OBJECTIVE[,SIZE]`, OBJECTIVE in bce | orm | implicit_ce | implicit_dpo | pav | sft,
 SIZE in tiny (default, CPU) | small | qwen7b | llama8b (the last two: Qwen2.5-Math-7B / Llama-3.1-8B
 shapes at seq 4096, one sequence per device, FSDP over all devices, for the fit check:
-`prm-jax fit-check --config experiments/arith_prm.py:implicit_ce,llama8b --devices 64`).
+`prm-jax fit-check --config experiments/arith_prm.py:implicit_ce,llama8b --devices 64 --mesh data=1,fsdp=8,tensor=8`).
 
 Every key and its default is in prm_jax/configs/base.py (one line of comment each); this file
 changes only what differs. `prm-jax train ... --config.a.b=v` overrides any of them; a key the base

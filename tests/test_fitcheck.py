@@ -100,3 +100,17 @@ def test_fit_check_cli_with_a_family():
         cmd[:7] + ["nope", "--devices", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "unknown model preset 'nope'" in bad.stderr
+
+
+def test_fit_check_of_a_cudnn_config_on_the_cpu_uses_xla_and_says_so():
+    """A GPU config (cuDNN attention) is checked on the CPU with XLA attention, noted as an upper
+    bound, instead of failing with 'cuDNN is not detected'."""
+    from prm_jax import config as cfg_lib
+
+    c = cfg_lib.load_config("experiments/arith_prm.py:bce,tiny")
+    c.model.attention_impl = "cudnn"
+    c.train.update(batch_size=8, seq_len=64)
+    r = fitcheck.fit_check(c, hbm_gb=(16.0,), vocab_size=84)  # the char tokenizer's
+    assert "cuDNN cannot compile on the CPU" in r["note"] and r["fits"] == {"16GB": True}
+    assert "note: attention checked as XLA" in fitcheck.format_result(r)
+    assert c.model.attention_impl == "cudnn"  # the caller's config is not changed
