@@ -293,7 +293,9 @@ class Sampler:
             p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
             called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id), set())
-            b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), called)
+            # never more rows than this sampler's max_batch (its caller's memory bound)
+            mine = {c for c in called if c[0] <= self.max_batch}
+            b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), mine)
             called.add((b, p_len, new_bucket))
             fill = b - len(rows)
             rows = rows + [rows[0]] * fill  # filler rows: a real prefix, never all-invalid, limit 0

@@ -191,6 +191,12 @@ def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, 
         ref_toks, ref_logps = _greedy_reference(cfg, params, p, 6)
         assert out.row(i) == ref_toks
         np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
+    # a sampler with a smaller max_batch never takes a larger compiled batch (its memory bound)
+    sampling._CALLED.clear()
+    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id)] = {(64, 64, 8)}  # the only bucket on record: 64 rows
+    small = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
+    small.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
+    assert small.shapes == {(16, 64, 8)}, small.shapes
 
 
 def test_chunks_get_their_own_length_bucket_and_match_reference(tiny, monkeypatch):
