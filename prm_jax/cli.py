@@ -12,6 +12,26 @@ import sys
 
 from prm_jax.config import UnknownKeyError
 
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the module docstrings' layout and appends each option's default to its help."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        d = action.default
+        if "default" in text or d in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose help shows defaults (nested subcommands inherit it)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Formatter)
+        super().__init__(*args, **kwargs)
+
+
 # name -> (module, one-line help)
 COMMANDS = {
     "info": ("prm_jax.commands.info", "versions, devices and backend"),
@@ -19,7 +39,10 @@ COMMANDS = {
     "train": ("prm_jax.commands.train", "train a verifier or policy from an experiment config"),
     "fit-check": ("prm_jax.commands.fitcheck", "compile a train step for N simulated devices; memory and FLOPs"),
     "search": ("prm_jax.commands.search", "reward-guided search (best-of-N, beam, PAV beam)"),
-    "evaluate": ("prm_jax.commands.evaluate", "ProcessBench evaluation of a PRM (a run folder or an HF folder)"),
+    "evaluate": (
+        "prm_jax.commands.evaluate",
+        "evaluate a PRM: ProcessBench F1 (processbench) or best-of-N accuracy with a policy (best-of-n)",
+    ),
     "export": (
         "prm_jax.commands.export",
         "write a trained run as a Hugging Face folder (prm-jax or token-classification head)",
@@ -29,24 +52,31 @@ COMMANDS = {
 }
 
 
-def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> Parser:
     """Returns the top-level parser; only the chosen subcommand's module is imported."""
     from prm_jax import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="prm-jax",
-        description="prm-jax: process reward models in JAX. Train step-level verifiers (BCE, implicit, PAV, "
-        "ORM), label steps by Monte-Carlo rollouts, score public PRMs, search with them (best-of-N, beam, "
-        "PAV beam) and evaluate on ProcessBench.",
+        description="prm-jax: process reward models (PRMs) in JAX: verifiers that score every step of a\n"
+        "model's reasoning. Train step-level verifiers (BCE, implicit, PAV, ORM) on a sharded mesh, label\n"
+        "steps by Monte-Carlo rollouts, read the public PRMs' checkpoints, search with them (best-of-N, beam,\n"
+        "PAV beam) and evaluate on ProcessBench.\n\n"
+        "A first run: `prm-jax demo` (the arithmetic task end to end); `prm-jax train --config\n"
+        "experiments/arith_prm.py:bce,tiny --workdir runs/bce` then `prm-jax evaluate processbench\n"
+        "--checkpoint runs/bce --data FILE.jsonl`.",
         epilog="--debug (anywhere): show the traceback of an error. `prm-jax COMMAND --help` for each command.",
     )
     parser.add_argument("--version", action="version", version=f"prm-jax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_)
         if name == chosen:
-            importlib.import_module(module).add_arguments(p)
+            mod = importlib.import_module(module)
+            p = sub.add_parser(name, help=help_, description=f"{help_}.\n\n{mod.__doc__ or ''}".rstrip())
+            mod.add_arguments(p)
+        else:
+            sub.add_parser(name, help=help_)
     return parser
 
 

@@ -164,7 +164,7 @@ def apply_overrides(config, overrides: Sequence[str]):
         try:
             node[last] = value
         except TypeError as e:
-            raise TypeError(
+            raise ValueError(
                 f"override {item!r}: {value!r} does not fit the type of the current value {old!r} ({e})"
             ) from None
     return config

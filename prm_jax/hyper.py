@@ -80,7 +80,7 @@ def validate(points: Sequence[Point]) -> list[Point]:
     seen = set()
     for i, p in enumerate(points):
         if not isinstance(p, dict):
-            raise TypeError(f"sweep point {i} is {type(p).__name__}, expected a dict of overrides")
+            raise ValueError(f"sweep point {i} is {type(p).__name__}, expected a dict of overrides")
         for k in p:
             _key(k)
         frozen = tuple(sorted((k, repr(v)) for k, v in p.items()))

@@ -309,7 +309,13 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
         saved = to_dict(complete(from_json(ck.restore_config()), where=f"{workdir}'s saved config"))
         check_resume(saved, config_dict, workdir, allow_config_change)
         state, data_state, _ = ck.restore(s.abstract_state, set_aside=True)
-        it.set_state(data_state)
+        try:
+            it.set_state(data_state)
+        except ValueError as e:
+            raise ValueError(
+                f"cannot resume {workdir}: the training data is not the one its checkpoint read ({e}); "
+                f"restore that data, or start afresh in a new --workdir (or delete {os.path.join(workdir, 'ckpt')})"
+            ) from None
         start = int(jax.device_get(state.step))
     else:
         params, ref = _init_params(s, config)

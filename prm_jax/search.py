@@ -367,6 +367,7 @@ def evaluate_methods(
     top_p: float = 1.0,
     grade: Callable = _same,
     step_truth: Callable | None = None,
+    per_problem: bool = False,
 ) -> dict:
     """Returns the comparison of search methods on `problems`: accuracy-vs-N curves with bootstrap CIs,
     step AUROC, token counts and timings (a JSON-able dict).
@@ -379,6 +380,9 @@ def evaluate_methods(
     answer by the `answer` verifier; its CI through the same bootstrap. Sampling at `temperature`,
     `top_p`. `grade(answer, gold)` decides correctness; `step_truth(problem, steps)` (exact per-step
     correctness) adds step AUROC and one solution with an error and its step scores (`example`).
+    `per_problem` adds `per_problem`: per problem its gold answer, every sample's answer, correctness,
+    tokens and scores, and each curve's pick from all n samples (what the curve's value at N = n
+    averages) or each beam search's answer.
     """
     import time
 
@@ -427,10 +431,36 @@ def evaluate_methods(
             [[val.get(id(x), np.zeros(0)) for x in xs] for xs in sols],
         )
     ns = [2**i for i in range(int(np.log2(n)) + 1)]
+    rows = None
+    if per_problem:
+        rows = [
+            {
+                "index": i,
+                "problem": problems[i],
+                "gold": gold[i],
+                "samples": [
+                    {"answer": x.answer, "correct": bool(c), "gen_tokens": int(x.gen_tokens), "scores": {}}
+                    for x, c in zip(xs, correct[i])
+                ],
+                "picks": {},
+            }
+            for i, xs in enumerate(sols)
+        ]
+    ids_PxM = selection.answer_ids(answers)
 
     def curve(label, sc, method, correct_PxM=correct, answers_PxM=answers, at=ns):
         c = evaluate.best_of_n_curve(sc, correct_PxM, answers_PxM, ns=at, method=method, n_boot=n_boot, seed=seed)
         res["curves"][label] = {"ns": list(at), "acc": c.acc.tolist(), "lo": c.lo.tolist(), "hi": c.hi.tolist()}
+        if rows is not None and answers_PxM is not None:  # the rule on the whole pool: the curve at N = n
+            full = np.broadcast_to(np.arange(n), (1, len(problems), n))
+            pick = selection.choose(method, full, ids_PxM, sc)[0]
+            for r, j in zip(rows, pick):
+                ok = bool(j >= 0 and correct_PxM[r["index"], j])
+                r["picks"][label] = {
+                    "sample": int(j),
+                    "answer": r["samples"][j]["answer"] if j >= 0 else None,
+                    "correct": ok,
+                }
 
     curve("majority", None, "majority")
     # The ceiling: an oracle verifier (scores = correctness) picks a right answer whenever one is drawn.
@@ -441,6 +471,9 @@ def evaluate_methods(
         for agg in AGGS[v.kind]:
             # A solution without steps has no answer, so it never wins whatever it scores.
             sc = pooled[name, agg] = pool_scores(rews, vals, agg)
+            for r in rows or ():
+                for smp, v_ in zip(r["samples"], sc[r["index"]]):
+                    smp["scores"][f"{name}/{agg}"] = float(v_)
             curve(f"{name}/{agg}/argmax", sc, "argmax")
             if agg in VOTE_AGGS:  # weighted vote sums probabilities: an implicit PRM's through a sigmoid
                 curve(f"{name}/{agg}/weighted_vote", vote_weights(sc, v.kind == "implicit"), "weighted_vote")
@@ -480,12 +513,16 @@ def evaluate_methods(
             top_p=top_p,
         )
         hit = np.asarray([[grade(r.answer, g)] for r, g in zip(out, gold)])
+        for r, o, h in zip(rows or (), out, hit[:, 0]):
+            r["picks"][label] = {"answer": o.answer, "correct": bool(h), "gen_tokens": int(o.gen_tokens)}
         curve(label, np.zeros(hit.shape), "argmax", hit, None, [1])
         res["curves"][label]["ns"] = [n]  # one search with n beams
         res["tokens"][f"{label}_gen_per_problem"] = float(np.mean([r.gen_tokens for r in out]))
         res["tokens"][f"{label}_verifier_per_problem"] = float(np.mean([r.verifier_tokens for r in out]))
         res[f"{label}_seconds"] = time.perf_counter() - t0
     res["sampler_tokens_per_s"] = policy.sampler.tokens_per_second
+    if rows is not None:
+        res["per_problem"] = rows
     if truth is not None and ok:
         # One solution with an error (else the first) and every verifier's step scores on it.
         j = next((j for j, t in enumerate(truth) if not all(t)), 0)

@@ -42,7 +42,7 @@ def test_stats_bad_input_and_skip_bad(capsys, tmp_path):
     p = tmp_path / "bad.jsonl"
     p.write_text('{"question": "q", "answer": "x\\n#### 4"}\n{"question": "q2", "answer": "no answer"}\n{oops\n')
     rc, _, err = _run(capsys, "stats", "--format", "gsm8k", "--path", str(p))
-    assert rc == 1 and f"{p}:2:" in err and "####" in err
+    assert rc == 2 and f"{p}:2:" in err and "####" in err
     rc, s, _ = _run(capsys, "stats", "--format", "gsm8k", "--path", str(p), "--skip-bad")
     assert rc == 0 and s["examples"] == 1 and s["skipped"]["total"] == 2
     assert any(f"{p}:3: malformed JSON" in m for m in s["skipped"]["first"])
@@ -85,7 +85,7 @@ def test_prepare_splits_and_refuses_to_overwrite(capsys, tmp_path):
     )
     assert rc == 0 and (info["gsm8k"], info["other"]) == (3, 3)
     rc, _, err = _run(capsys, "prepare", "--format", "processbench", "--path", pb, "--out", str(tmp_path))
-    assert rc == 1 and "already prepared" in err
+    assert rc == 2 and "already prepared" in err
     rc, info, _ = _run(capsys, "prepare", "--format", "arith", "--count", "20", "--out", str(tmp_path))
     assert rc == 0 and info["train"] == 20
 

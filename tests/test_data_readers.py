@@ -302,3 +302,92 @@ def test_truncated_json_line_reports_its_real_column(tmp_path):
     with pytest.raises(DataError) as e:
         R.read_all("stepwise_jsonl", str(path))
     assert "cut.jsonl:2:" in str(e.value) and f"(column {len(cut) + 1})" in str(e.value), str(e.value)
+
+
+def _write_tables(rows, tmp_path, stem):
+    """Writes `rows` as parquet, an Arrow stream (.arrow, as `datasets` saves), an Arrow IPC file and
+    feather; returns their paths."""
+    import pyarrow as pa
+    import pyarrow.feather as feather
+    import pyarrow.parquet as pq
+
+    t = pa.Table.from_pylist(rows)
+    out = {k: str(tmp_path / f"{stem}.{k}") for k in ("parquet", "arrow", "ipc", "feather")}
+    pq.write_table(t, out["parquet"])
+    with pa.ipc.new_stream(out["arrow"], t.schema) as w:
+        w.write_table(t, max_chunksize=2)  # several record batches
+    with pa.ipc.new_file(out["ipc"], t.schema) as w:
+        w.write_table(t, max_chunksize=2)
+    feather.write_feather(t, out["feather"])
+    return out
+
+
+@pytest.mark.parametrize(
+    "fmt,name", [("gsm8k", "gsm8k.jsonl"), ("math", "math500.jsonl"), ("math_shepherd", "math_shepherd.jsonl")]
+)
+def test_parquet_and_arrow_files_read_as_their_jsonl(tmp_path, fmt, name):
+    rows = [obj for _, obj in R.iter_json_items(fx(name))]
+    want = R.read_all(fmt, fx(name))
+    for kind, path in _write_tables(rows, tmp_path, "d").items():
+        assert R.read_all(fmt, path) == want, kind
+
+
+def test_prm800k_stepwise_train_parquet_fixture_reads_as_its_rows_in_jsonl(tmp_path):
+    """The shared PRM800K train split is parquet (the issue's `'utf-8' codec can't decode`): its first
+    problem's 11 rows read as the same records as those rows written as jsonl."""
+    import pyarrow.parquet as pq
+
+    path = fx("prm800k_stepwise_train.parquet")
+    rows = pq.read_table(path).to_pylist()
+    assert len(rows) == 11 and rows[0]["instruction"] == "How many seconds are in 7.8 minutes?"
+    j = tmp_path / "rows.jsonl"
+    j.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recs = R.read_all("prm800k_stepwise", path)
+    assert recs == R.read_all("prm800k_stepwise", str(j)) and len(recs) == 7
+
+
+def test_table_files_bad_input_names_the_file_and_row(tmp_path):
+    bad = tmp_path / "notes.parquet"
+    bad.write_text("not parquet")
+    with pytest.raises(DataError, match=r"notes.parquet: not a readable .parquet file"):
+        R.read_all("gsm8k", str(bad))
+    rows = [obj for _, obj in R.iter_json_items(fx("gsm8k.jsonl"))]
+    rows[1] = {**rows[1], "answer": "no final answer line"}
+    path = _write_tables(rows, tmp_path, "g")["parquet"]
+    with pytest.raises(DataError, match=r"g.parquet:2: .*####"):
+        R.read_all("gsm8k", path)
+    with pytest.raises(FileNotFoundError, match="missing.arrow"):
+        R.read_all("gsm8k", str(tmp_path / "missing.arrow"))
+
+
+def test_hub_datasets_go_through_load_dataset(monkeypatch):
+    """`hub:ID[:CONFIG]:SPLIT` calls datasets.load_dataset(ID, CONFIG, split=SPLIT) (faked: no network)."""
+    import sys
+    import types
+
+    rows = [obj for _, obj in R.iter_json_items(fx("gsm8k.jsonl"))]
+    calls = []
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = lambda *a, **kw: calls.append((a, kw)) or list(rows)
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    assert R.read_all("gsm8k", "hub:openai/gsm8k:main:test") == R.read_all("gsm8k", fx("gsm8k.jsonl"))
+    assert calls == [(("openai/gsm8k", "main"), {"split": "test"})]
+    with pytest.raises(ValueError, match="hub:ID:SPLIT or hub:ID:CONFIG:SPLIT"):
+        R.read_all("gsm8k", "hub:openai/gsm8k")
+    monkeypatch.setitem(sys.modules, "datasets", None)  # not installed
+    with pytest.raises(ValueError, match="pip install datasets"):
+        R.read_all("gsm8k", "hub:openai/gsm8k:test")
+
+
+def test_data_formats_examples_read_as_records(tmp_path):
+    """Every reader format is documented in `prm-jax data formats`, and its example row reads."""
+    from prm_jax.data import formats
+
+    assert set(formats.FORMATS) == set(R.FORMATS)
+    for name, (_, example) in formats.FORMATS.items():
+        p = tmp_path / f"{name}.jsonl"
+        p.write_text(json.dumps(example) + "\n")
+        recs = R.read_all(name, str(p))
+        assert recs and all(r.steps for r in recs), name
+    text = formats.describe()
+    assert all(f"\n{name}\n  fields:" in text for name in R.FORMATS)

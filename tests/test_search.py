@@ -337,3 +337,64 @@ def test_search_command_reads_math_gsm8k_and_prompt_files(tmp_path):
     p.write_text('{"text": "1 + 1?"}\n')
     with pytest.raises(ValueError, match="p.jsonl:1: no `problem`, `question` or `prompt` field"):
         _read_problems(str(p), "auto")
+
+
+class RandomPolicy:
+    """Full solutions of 1-3 random digit steps (seeded per call); the answer is the last digit mod 3."""
+
+    class sampler:
+        tokens_per_second = 0.0
+
+    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0, max_new_tokens=64, desc=None):
+        g = np.random.default_rng(int(jax.random.randint(rng, (), 0, 2**30)))
+        out = []
+        for _ in problems:
+            k = int(g.integers(0, 4))  # 0 steps: a solution that never ended, with no answer
+            out.append(Continuation([str(d) for d in g.integers(0, 10, k)], k > 0, 2 * k + 1))
+        return out
+
+    def answer(self, steps):
+        return int(steps[-1]) % 3 if steps else None
+
+
+class ScoreAllVerifier(DigitVerifier):
+    kind = "score"
+
+    def score_all(self, problems, steps_list):
+        s = self.step_scores(problems, steps_list)
+        return {"rewards": s, "values": s, "probs": s}
+
+
+def test_evaluate_methods_per_problem_picks_are_the_curves_at_full_n_and_match_brute_force():
+    """Each per-problem pick is what the curve's value at N = n averages (every draw is the whole
+    pool there), and agrees with brute force: majority = the most frequent answer (first seen on
+    ties), oracle = any sample right, argmax of min = the first sample with the highest min score."""
+    gold = [0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]
+    problems = [f"p{i}" for i in range(len(gold))]
+    res = search.evaluate_methods(
+        RandomPolicy(),
+        {"verifier": ScoreAllVerifier()},
+        problems,
+        gold,
+        jax.random.PRNGKey(3),
+        n=8,
+        n_boot=20,
+        per_problem=True,
+    )
+    rows = res["per_problem"]
+    assert [r["gold"] for r in rows] == gold and all(len(r["samples"]) == 8 for r in rows)
+    for label, c in res["curves"].items():
+        assert np.mean([r["picks"][label]["correct"] for r in rows]) == pytest.approx(c["acc"][-1], abs=1e-12), label
+    for r in rows:
+        answers = [s["answer"] for s in r["samples"]]
+        seen = [a for a in answers if a is not None]
+        if seen:
+            top = max(collections.Counter(seen).values())
+            want = next(a for a in seen if seen.count(a) == top)
+            assert r["picks"]["majority"]["answer"] == want
+        assert r["picks"]["oracle"]["correct"] == any(s["correct"] for s in r["samples"])
+        mins = [s["scores"]["verifier/min"] if s["answer"] is not None else -np.inf for s in r["samples"]]
+        j = r["picks"]["verifier/min/argmax"]["sample"]
+        assert j == (int(np.argmax(mins)) if seen else -1)
+    # the brute-force checks above were not vacuous
+    assert 0 < np.mean([r["picks"]["majority"]["correct"] for r in rows]) < 1

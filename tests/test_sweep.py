@@ -68,7 +68,7 @@ def test_sweep_bad_input():
         hyper.sweep("a", [])
     with pytest.raises(ValueError, match="appears twice"):
         hyper.validate([{"a": 1}, {"a": 1}])
-    with pytest.raises(TypeError, match="point 0"):
+    with pytest.raises(ValueError, match="point 0"):
         hyper.validate([("a", 1)])
     with pytest.raises(ValueError, match="no points"):
         hyper.validate([])

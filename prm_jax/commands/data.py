@@ -1,4 +1,10 @@
-"""`prm-jax data stats|prepare`: statistics of a data file as one JSON object; TFDS array_record preparation."""
+"""`prm-jax data formats|stats|prepare`: the formats' fields, a data file's statistics as one JSON object, or
+TFDS array_record preparation.
+
+    prm-jax data formats
+    prm-jax data stats --format math --path math500.jsonl
+    prm-jax data stats --format prm800k_stepwise --path phase1_train.parquet
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,7 @@ FORMATS_HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("formats", help="each format's fields and an example row; the file containers read")
     for name, help_ in (
         ("stats", "print one JSON object of dataset statistics"),
         ("prepare", "build a TFDS array_record dataset from files"),
@@ -25,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--path",
             action="append",
             default=[],
-            help="data file (repeatable); for prepare, NAME=PATH puts the file in split NAME",
+            help="data file: .jsonl, .json, .parquet, .arrow or hub:ID[:CONFIG]:SPLIT (repeatable); for "
+            "prepare, NAME=PATH puts the file in split NAME",
         )
         p.add_argument("--skip-bad", action="store_true", help="skip and count malformed records")
         p.add_argument(
@@ -69,7 +77,7 @@ def _records(args, skipped):
     if args.format == "arith":
         return (arith.make_record(arith.ArithConfig(), args.seed, i) for i in range(args.count))
     if not args.path:
-        raise SystemExit(f"--path is required for format {args.format}")
+        raise ValueError(f"--path is required for format {args.format}")
     return readers.read(
         args.format,
         args.path,
@@ -83,13 +91,12 @@ def _records(args, skipped):
 
 
 def run(args: argparse.Namespace) -> int:
-    from prm_jax.data.records import DataError
+    if args.action == "formats":
+        from prm_jax.data import formats
 
-    try:
-        return _stats(args) if args.action == "stats" else _prepare(args)
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(formats.describe())
+        return 0
+    return _stats(args) if args.action == "stats" else _prepare(args)
 
 
 def _stats(args) -> int:
@@ -135,7 +142,7 @@ def _prepare(args) -> int:
     if args.format == "arith":
         splits = {args.split: (args.seed, args.count)}
     elif not args.path:
-        raise SystemExit(f"--path is required for format {args.format}")
+        raise ValueError(f"--path is required for format {args.format}")
     else:
         splits = {}
         for p in args.path:  # "NAME=PATH" puts PATH in split NAME, else --split

@@ -1,4 +1,11 @@
-"""`prm-jax evaluate processbench`: ProcessBench F1 of a PRM from a local HF checkpoint.
+"""`prm-jax evaluate processbench | best-of-n`: a PRM's ProcessBench F1, or best-of-N accuracy with it.
+
+    prm-jax evaluate best-of-n --policy-workdir runs/demo/policy --verifier-workdir runs/demo/bce \
+        --problems math500.jsonl --limit 64 --n 16 [--per-problem picks.jsonl] [--table results.md]
+
+best-of-n samples --n solutions per problem once and reads every curve from that pool: majority vote,
+the oracle (pass@N), the verifier's argmax and weighted vote, each at N = 1, 2, 4, ..., n with
+bootstrap 95% CIs over problems (`search.evaluate_methods`, as the demo).
 
     prm-jax evaluate processbench --checkpoint DIR --data gsm8k.json math.json ... [--head auto] \\
         [--threshold 0.5 | --pick-threshold-on gsm8k] [--marker '\\n\\n'] [--batch-size 8] [--max-len 2048]
@@ -62,6 +69,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the --limit subset")
     p.add_argument("--output", default="processbench.json", help="JSON file for metrics and predictions")
+    p.add_argument(
+        "--table", metavar="results.md", help="append a row (F1 per split) to this table (.md, .csv and .tex)"
+    )
+
+    from prm_jax.commands import search
+
+    b = sub.add_parser("best-of-n", help="best-of-N accuracy-vs-N curves with a policy and a verifier")
+    search.add_model_arguments(b)
+    b.add_argument("--output", default=None, help="JSON file for every curve (default: print only)")
 
 
 def _table(results: dict) -> str:
@@ -98,18 +114,78 @@ def _hf_verifier(args):
     return ver, family
 
 
+def best_of_n(args) -> int:
+    """`evaluate best-of-n`: prints the curves as a table; writes JSON, per-problem JSONL, table rows."""
+    import jax
+
+    from prm_jax import jsonio, search, tables
+    from prm_jax.commands import search as search_cmd
+
+    if args.agg not in search.AGGS["score"]:
+        raise ValueError(f"--agg {args.agg!r}: give one of {', '.join(search.AGGS['score'])}")
+    if args.n < 1 or args.n & (args.n - 1):
+        raise ValueError(f"--n {args.n}: give a power of two (the curves are read at N = 1, 2, 4, ..., n)")
+    pol, verifiers, problems, gold, grade = search_cmd.load(args, need_verifier=True)
+    res = search.evaluate_methods(
+        pol,
+        verifiers,
+        problems,
+        gold,
+        jax.random.PRNGKey(args.seed),
+        n=args.n,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        grade=grade,
+        per_problem=bool(args.per_problem),
+    )
+    wanted = ["majority", "oracle", f"verifier/{args.agg}/argmax", f"verifier/{args.agg}/weighted_vote"]
+    curves = {k: res["curves"][k] for k in wanted if k in res["curves"]}
+    ns = res["curves"]["majority"]["ns"]
+    w = max(len(k) for k in curves) + 2
+    print(f"{len(problems)} problems, accuracy % [bootstrap 95% CI over problems] at N samples")
+    print(f"{'method':<{w}}" + "".join(f"{'N=' + str(k):>20}" for k in ns))
+    for k, c in curves.items():
+        cells = [f"{100 * a:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]" for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])]
+        print(f"{k:<{w}}" + "".join(f"{x:>20}" for x in cells))
+    summary = {
+        "problems": len(problems),
+        "n": args.n,
+        "policy_accuracy": res["policy_accuracy"],
+        "curves": curves,
+        "gen_tokens_per_problem_at_N": res["tokens"]["best_of_n_gen_per_problem_at_N"],
+        "verifier_tokens_per_problem": res["tokens"].get("verifier_verifier_per_problem", 0.0),
+        "sampler_tokens_per_s": res["sampler_tokens_per_s"],
+        "seed": args.seed,
+    }
+    if args.output:
+        jsonio.dump(summary, args.output)
+        print(f"wrote {args.output}", file=sys.stderr)
+    if args.per_problem:
+        search_cmd.write_per_problem(args.per_problem, res)
+    if args.table:
+        for k, c in curves.items():
+            row = {"task": "best_of_n", **search_cmd.source(args), "method": k, "n": args.n}
+            row["n_problems"] = len(problems)
+            row.update({"accuracy %": 100 * c["acc"][-1], "ci95 lo": 100 * c["lo"][-1], "ci95 hi": 100 * c["hi"][-1]})
+            row["gen_tokens_per_problem"] = summary["gen_tokens_per_problem_at_N"][str(args.n)]
+            files = tables.append(args.table, row, key=("task", "policy", "verifier", "problems", "method", "n"))
+        print(f"table: {files['md']} (+ .csv, .tex)", file=sys.stderr)
+    return 0
+
+
 def run(args) -> int:
-    if args.task != "processbench":
-        raise SystemExit(f"unknown evaluation task {args.task!r}")
-    from prm_jax import evaluate, jsonio, processbench
+    if args.task == "best-of-n":
+        return best_of_n(args)
+    from prm_jax import evaluate, jsonio, processbench, tables
     from prm_jax.data import readers
     from prm_jax.data.tokenizers import HFTokenizer
 
     names = [os.path.splitext(os.path.basename(p))[0] for p in args.data]
     if len(set(names)) != len(names):
-        raise SystemExit(f"--data files must have distinct names (splits are named by file stem): {names}")
+        raise ValueError(f"--data files must have distinct names (splits are named by file stem): {names}")
     if args.pick_threshold_on is not None and args.pick_threshold_on not in names:
-        raise SystemExit(f"--pick-threshold-on {args.pick_threshold_on!r} is not one of the splits {names}")
+        raise ValueError(f"--pick-threshold-on {args.pick_threshold_on!r} is not one of the splits {names}")
     for path in args.data:
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ProcessBench split not found: {path}")
@@ -139,7 +215,7 @@ def run(args) -> int:
     for name, path in zip(names, args.data):
         records = readers.read_all("processbench", path)
         if not records:
-            raise SystemExit(f"{path}: no ProcessBench cases")
+            raise ValueError(f"{path}: no ProcessBench cases")
         subset = ""
         if args.limit is not None and args.limit < len(records):
             n_all = len(records)
@@ -174,4 +250,11 @@ def run(args) -> int:
     }
     jsonio.dump(out, args.output)
     print(f"wrote {args.output}", file=sys.stderr)
+    if args.table:
+        row = {"task": "processbench", "checkpoint": args.checkpoint, "head": family, "limit": args.limit or ""}
+        row["threshold"] = threshold
+        for name, m in results.items():
+            row[f"{name} F1 %"] = 100 * m["f1"]
+        files = tables.append(args.table, row, key=("task", "checkpoint", "head", "limit"))
+        print(f"table: {files['md']} (+ .csv, .tex)", file=sys.stderr)
     return 0

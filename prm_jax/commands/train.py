@@ -1,5 +1,12 @@
 """`prm-jax train --config PATH[:ARG] --workdir DIR [--config.key=value ...]`: train from a config.
 
+Any config key is set from the command line after the options, `--config.SECTION.KEY=VALUE`:
+
+    prm-jax train --config experiments/arith_prm.py:bce,tiny --workdir runs/bce \
+        --config.train.steps=200 --config.optim.lr=3e-4 --config.train.seed=1
+
+(`--print-config` shows every key; a misspelled key is an error naming the nearest one.)
+A checkpoint is written at the end of the run (and every `train.ckpt_every` steps when > 0).
 Resumes from the latest checkpoint in DIR. Exit code 0 on success and on SIGTERM (after saving);
 1 with an error naming the step when a loss goes NaN / inf.
 """

@@ -454,7 +454,8 @@ class TrainIterator:
             ("source_len", self.n),
         ):
             if state.get(key) != mine:
-                raise ValueError(f"iterator state has {key}={state.get(key)!r}, this loader has {mine!r}")
+                what = {"source_len": "records", "process_count": "processes"}.get(key, key)
+                raise ValueError(f"{what}: saved {state.get(key)!r}, now {mine!r}")
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self.counts = {**{k: 0 for k in self.counts}, **state.get("counts", {})}
         self._long_ids = set(state.get("too_long_ids", []))

@@ -30,6 +30,10 @@ reports `whitespace_only_steps`, the training loader's counts too.
   gsm8k              `question`, `answer` ending in `#### N`; steps = solution lines, unlabelled.
   math               `problem`, `solution` (answer = `answer` field or the last \\boxed{}); steps =
                      paragraphs, unlabelled.
+
+Every format is read from .jsonl, .json (an array), .parquet or Arrow (.arrow, .feather) files, or
+from a Hub dataset `hub:ID[:CONFIG]:SPLIT` (`iter_items`); the fields are the same in each container.
+Row numbers stand in for line numbers in the messages of parquet / Arrow / Hub rows.
 """
 
 from __future__ import annotations
@@ -53,6 +57,76 @@ FORMATS = (
     "math",
 )
 MS_TAG = "ки"
+
+
+TABLE_EXTS = (".parquet", ".arrow", ".feather", ".ipc")
+HUB_PREFIX = "hub:"
+
+
+def iter_items(path: str) -> Iterator[tuple[int, object]]:
+    """Yields (line / item / row number, record dict) of a data file of any supported container.
+
+    .jsonl and .json (an array) files are read as JSON (`iter_json_items`); .parquet, .arrow,
+    .feather and .ipc files through pyarrow (rows numbered from 1, in file order; `.arrow` as the
+    `datasets` library saves it, an Arrow stream, or an Arrow IPC file); `hub:ID[:CONFIG]:SPLIT` loads a
+    Hugging Face Hub dataset with `datasets.load_dataset` (needs the network and `pip install datasets`).
+    """
+    path = str(path)
+    if path.startswith(HUB_PREFIX):
+        yield from _iter_hub(path)
+    elif path.lower().endswith(TABLE_EXTS):
+        yield from _iter_table(path)
+    else:
+        yield from iter_json_items(path)
+
+
+def _iter_table(path: str) -> Iterator[tuple[int, object]]:
+    """Yields (row number, row dict) of a parquet or Arrow file, one record batch at a time."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"data file not found: {path}")
+    if os.path.isdir(path):
+        raise DataError("is a directory, not a data file", path=path)
+    try:
+        if path.lower().endswith(".parquet"):
+            batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
+        else:
+            try:
+                batches = iter(pa.ipc.open_stream(pa.memory_map(path)))
+            except pa.ArrowInvalid:
+                batches = (
+                    b
+                    for f in [pa.ipc.open_file(pa.memory_map(path))]
+                    for b in map(f.get_batch, range(f.num_record_batches))
+                )
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"not a readable {os.path.splitext(path)[1]} file ({e})", path=path) from None
+    n = 0
+    for batch in batches:
+        for row in batch.to_pylist():
+            n += 1
+            yield n, row
+    if n == 0:
+        raise DataError("the file has no rows: no records", path=path)
+
+
+def _iter_hub(spec: str) -> Iterator[tuple[int, object]]:
+    """Yields (row number, row dict) of `hub:ID[:CONFIG]:SPLIT` through datasets.load_dataset."""
+    parts = spec[len(HUB_PREFIX) :].split(":")
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ValueError(
+            f"{spec!r}: a Hub dataset is hub:ID:SPLIT or hub:ID:CONFIG:SPLIT, e.g. hub:openai/gsm8k:main:test"
+        )
+    try:
+        import datasets
+    except ImportError:
+        raise ValueError(f"{spec}: reading a Hub dataset needs the datasets library (pip install datasets)") from None
+    name, *config, split = parts
+    ds = datasets.load_dataset(name, *config, split=split)
+    for n, row in enumerate(ds, start=1):
+        yield n, dict(row)
 
 
 def iter_json_items(path: str) -> Iterator[tuple[int, object]]:
@@ -504,7 +578,7 @@ def read(
     for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths):
         path = str(path)
         grouper = _StepwiseGrouper(neutral, after_first_error, group) if fmt == "prm800k_stepwise" else None
-        items = iter_json_items(path)
+        items = iter_items(path)
         n = 0
         while True:
             try:
