@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from prm_jax.config import UnknownKeyError
@@ -75,9 +76,20 @@ def build_parser(argv: list[str]) -> Parser:
             mod = importlib.import_module(module)
             p = sub.add_parser(name, help=help_, description=f"{help_}.\n\n{mod.__doc__ or ''}".rstrip())
             mod.add_arguments(p)
+            _describe_nested(p)
         else:
             sub.add_parser(name, help=help_)
     return parser
+
+
+def _describe_nested(parser: argparse.ArgumentParser) -> None:
+    """Gives each nested subcommand (evaluate processbench, data stats, ...) its one-line help as description."""
+    for a in parser._actions:
+        if isinstance(a, argparse._SubParsersAction):
+            for choice in a._choices_actions:
+                p = a.choices[choice.dest]
+                p.description = p.description or f"{choice.help}."
+                _describe_nested(p)
 
 
 # What a user's mistake raises (a missing file, bad data, a bad setting, a NaN checkpoint): one line
@@ -88,7 +100,9 @@ USER_ERRORS = (ValueError, OSError, FloatingPointError, UnknownKeyError)
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand and returns its exit code (2 with a one-line message on a user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
+    debug = "--debug" in argv or os.environ.get("PRM_JAX_DEBUG") == "1"
+    if "--debug" in argv:
+        os.environ["PRM_JAX_DEBUG"] = "1"  # a command's child processes (fit-check) inherit it
     argv = [a for a in argv if a != "--debug"]
     try:
         return _run(argv)

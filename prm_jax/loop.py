@@ -510,13 +510,17 @@ def load_trained(workdir: str, *, mesh=None, step: int | None = None):
 def export_hf(workdir: str, out_dir: str, head: str = "prm_jax", num_labels: int = 1) -> str:
     """Writes the latest params of `workdir` as a Hugging Face folder via hf.save_checkpoint, the score
     head in form `head` ('prm_jax' or 'token_classification' with `num_labels`: `prm_jax.hf_heads`),
-    with the run's tokenizer (the char tokenizer as an equivalent transformers one)."""
+    with the run's tokenizer (the char tokenizer as an equivalent transformers one) and its rendering
+    (step marker, chat template: `tokenizers.RENDERING_FILE`), which loading the folder defaults to."""
     from prm_jax import hf
-    from prm_jax.data.tokenizers import save_tokenizer
+    from prm_jax.data.tokenizers import run_marker, save_rendering, save_tokenizer
 
     model_cfg, params, config = load_trained(workdir)
     hf.save_checkpoint(out_dir, model_cfg, jax.device_get(params), head=head, num_labels=num_labels)
-    save_tokenizer(make_tokenizer(config), out_dir)
+    tok = make_tokenizer(config)
+    save_tokenizer(tok, out_dir)
+    # the marker and template it was trained with, so the folder scores as the run does
+    save_rendering(out_dir, run_marker(config.data, tok), config.data.chat_template)
     return out_dir
 
 

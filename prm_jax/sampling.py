@@ -439,23 +439,26 @@ def load_policy(
     """Returns the Policy of a training workdir (its parameters only) or of a local HF folder.
 
     The tokenizer is the run's (`config.data.tokenizer`) or the folder's; the marker defaults to the
+    one the run trained with (`data.marker`, or an exported folder's rendering file), else the
     tokenizer's (`tokenizers.default_marker`) and must be one token, the sampler's step stop. The
     answer parser defaults to the arithmetic task's for the char tokenizer, else
     `evaluate.extract_answer(steps joined by blank lines, answer_kind)`.
     """
     from prm_jax.data import arith
-    from prm_jax.data.tokenizers import HFTokenizer, default_marker, make_tokenizer
+    from prm_jax.data import tokenizers
 
     if workdir:
         from prm_jax import loop
 
         cfg, params, config = loop.load_trained(workdir)
-        tok = make_tokenizer(config.data)
+        tok = tokenizers.make_tokenizer(config.data)
+        trained_marker = tokenizers.run_marker(config.data, tok)
     elif hf_dir:
         from prm_jax import hf
 
         cfg, params = hf.load_checkpoint(hf_dir)
-        tok = HFTokenizer(hf_dir)
+        tok = tokenizers.HFTokenizer(hf_dir)
+        trained_marker = tokenizers.load_rendering(hf_dir).get("marker")
     else:
         raise ValueError("load_policy: give a training workdir or an HF folder (hf_dir)")
     if answer_fn is None:
@@ -465,7 +468,7 @@ def load_policy(
             from prm_jax import evaluate
 
             answer_fn = lambda steps: evaluate.extract_answer("\n\n".join(steps), answer_kind)  # noqa: E731
-    marker = marker or default_marker(tok)
+    marker = marker or trained_marker or tokenizers.default_marker(tok)
     step_ids = tok.marker_ids(marker)
     smp = Sampler(
         cfg,

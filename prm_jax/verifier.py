@@ -348,15 +348,19 @@ def load_verifier(
         _, ref, _ = _load_model(ref_workdir, ref_hf_dir, shardings)
         if config is not None and "beta" not in kwargs:
             kwargs["beta"] = float(config.loss.beta)
-    if tokenizer is None:
-        from prm_jax.data.tokenizers import make_tokenizer
+    from prm_jax.data import tokenizers
 
-        # a workdir's own tokenizer (its config.data), else the HF folder's
-        tokenizer = make_tokenizer(config.data if config is not None else hf_dir)
+    if tokenizer is None:  # a workdir's own tokenizer (its config.data), else the HF folder's
+        tokenizer = tokenizers.make_tokenizer(config.data if config is not None else hf_dir)
+    # Render as the run trained: its data.marker / chat_template, or what its export recorded.
+    if config is not None:
+        trained = {"marker": tokenizers.run_marker(config.data, tokenizer), "chat_template": config.data.chat_template}
+    else:
+        trained = tokenizers.load_rendering(hf_dir)
+    if kwargs.get("chat_template") is None and trained.get("chat_template") is not None:
+        kwargs["chat_template"] = trained["chat_template"]
     if marker is None:
-        from prm_jax.data.tokenizers import default_marker
-
-        marker = default_marker(tokenizer)
+        marker = trained.get("marker") or tokenizers.default_marker(tokenizer)
     return Verifier(kind, cfg, params, tokenizer, marker=marker, ref_params=ref, **kwargs)
 
 

@@ -215,4 +215,4 @@ def test_cli_version_and_top_level_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert "process reward models in JAX" in out and all(name in out for name in cli.COMMANDS)
+    assert "process reward models (PRMs) in JAX" in out and all(name in out for name in cli.COMMANDS)

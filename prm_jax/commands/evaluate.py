@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="step-end marker the PRM was trained with (default: the tokenizer's, a blank line)",
     )
     p.add_argument("--chat-template", default=None, help="'hf' or a string with {problem}; as in training")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="solutions scored per forward pass")
     p.add_argument("--max-len", type=int, default=2048, help="tokens per solution; later steps are unscored")
     p.add_argument(
         "--limit",
@@ -95,11 +95,11 @@ def _table(results: dict) -> str:
 def _hf_verifier(args):
     """Returns (Verifier, family) of an HF folder read with --head."""
     from prm_jax import heads
-    from prm_jax.data.tokenizers import HFTokenizer, default_marker
+    from prm_jax.data.tokenizers import HFTokenizer
 
     family = heads.detect_family(args.checkpoint) if args.head == "auto" else args.head
     tokenizer = HFTokenizer(args.tokenizer or args.checkpoint)
-    marker = args.marker or default_marker(tokenizer)
+    marker = args.marker  # None: what the folder was exported with (its rendering file), else the default
     own = family in ("prm_jax", "token_classification")  # rendered by prm-jax: marker and template apply
     if not own and (args.marker or args.chat_template or args.tokenizer):
         raise ValueError(

@@ -94,6 +94,33 @@ def save_tokenizer(tok, out_dir: str) -> None:
     hf_tok.save_pretrained(out_dir)
 
 
+RENDERING_FILE = "prm_jax_rendering.json"  # an exported folder's step marker and chat template
+
+
+def save_rendering(out_dir: str, marker: str, chat_template) -> None:
+    """Writes how the run rendered a solution (its step marker, chat template) beside its weights."""
+    import json
+
+    with open(os.path.join(out_dir, RENDERING_FILE), "w", encoding="utf-8") as f:
+        json.dump({"marker": marker, "chat_template": chat_template}, f, indent=1)
+
+
+def load_rendering(folder: str | None) -> dict:
+    """Returns {'marker', 'chat_template'} an export wrote into `folder` ({} when it has none)."""
+    import json
+
+    path = os.path.join(folder, RENDERING_FILE) if folder else ""
+    if not path or not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def run_marker(data_cfg, tokenizer) -> str:
+    """Returns the step marker a run trained with: its `data.marker`, else the tokenizer's default."""
+    return data_cfg.marker or default_marker(tokenizer)
+
+
 def default_marker(tokenizer) -> str:
     """Returns the step marker a tokenizer uses when none is given: the char tokenizer's own `<step>`
     token, else a blank line (what Qwen / PRM800K-style data split steps on)."""
