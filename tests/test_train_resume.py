@@ -189,3 +189,38 @@ def test_fault_injection_script_resumes_match():
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     summary = json.loads(p.stdout.split("SUMMARY ", 1)[1])
     assert summary["matched_uninterrupted_losses"] == 3
+
+
+def test_resume_with_changed_data_says_what_changed_and_how_to_start_afresh(tmp_path):
+    """A resume whose data file lost records is one line naming the saved and current record
+    counts and the two ways on; no traceback."""
+    data = tmp_path / "labels.jsonl"
+    lines = open(os.path.join(ROOT, "experiments", "fixtures", "mc_labels_tiny.jsonl")).read().splitlines(True)
+    data.write_text("".join(lines))
+    wd = tmp_path / "run"
+
+    def train(steps):
+        argv = [
+            "train",
+            "--config",
+            "experiments/math_shepherd_bce.py:tiny_soft",
+            "--workdir",
+            str(wd),
+            "--no-progress",
+        ]
+        argv += [f"--config.data.path={data}", f"--config.train.steps={steps}"]
+        return subprocess.run(
+            [sys.executable, "-m", "prm_jax.cli", *argv], cwd=ROOT, env=_env(), capture_output=True, text=True
+        )
+
+    p = train(2)
+    assert p.returncode == 0, p.stderr[-3000:]
+    data.write_text("".join(lines[:8]))
+    p = train(4)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and err[-1].startswith("error: cannot resume"), p.stderr[-3000:]
+    import re
+
+    m = re.search(r"training records: saved (\d+), now (\d+)\)", err[-1])
+    assert m and int(m.group(1)) > int(m.group(2)) > 0 and "new --workdir" in err[-1], err[-1]
+    assert "Traceback" not in p.stderr

@@ -454,7 +454,7 @@ class TrainIterator:
             ("source_len", self.n),
         ):
             if state.get(key) != mine:
-                what = {"source_len": "records", "process_count": "processes"}.get(key, key)
+                what = {"source_len": "training records", "process_count": "processes"}.get(key, key)
                 raise ValueError(f"{what}: saved {state.get(key)!r}, now {mine!r}")
         self.epoch, self.pos = int(state["epoch"]), int(state["pos"])
         self.counts = {**{k: 0 for k in self.counts}, **state.get("counts", {})}
