@@ -324,7 +324,7 @@ def _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_chang
     total = int(train_cfg.steps)
     if pidx == 0:
         truncate_metrics(os.path.join(workdir, "metrics.jsonl"), start)  # rows past the restored step replay
-    writer = MetricsWriter(workdir, enabled=pidx == 0)
+    writer = MetricsWriter(workdir, enabled=pidx == 0, wandb_project=train_cfg.wandb_project, config=config_dict)
     eval_every = int(train_cfg.eval_every or 0)
     if eval_every:
         from prm_jax.data.pipeline import split_description

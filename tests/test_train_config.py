@@ -95,3 +95,58 @@ def test_metrics_writer_jsonl_and_tensorboard(tmp_path):
     rows = metrics.read_jsonl(str(tmp_path / "metrics.jsonl"))
     assert rows == [{"step": 1, "loss": 0.5, "lr": 1e-3}, {"step": 2, "loss": None}]
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path / "tb"))
+    # what `tensorboard --logdir RUN/tb` shows (the [tb] extra): the finite scalars at their steps
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert sorted(acc.Tags()["scalars"]) == ["loss", "lr"]
+    assert [(e.step, e.value) for e in acc.Scalars("loss")] == [(1, 0.5)]
+    assert acc.Scalars("lr")[0].value == pytest.approx(1e-3)
+
+
+def test_wandb_writer_logs_every_row_and_resumes_the_same_run(tmp_path, monkeypatch):
+    """train.wandb_project: each metrics row goes to wandb.log at its step (non-finite values left
+    out, as the jsonl writes null), the config to wandb.init, and a reopened workdir reuses its id.
+    Then once through the real library in offline mode."""
+    import sys
+    import types
+
+    calls = []
+
+    class Run:
+        def log(self, row, step):
+            calls.append(("log", row, step))
+
+        def finish(self):
+            calls.append(("finish",))
+
+    fake = types.ModuleType("wandb")
+    fake.init = lambda **kw: calls.append(("init", kw)) or Run()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    wd = str(tmp_path / "run")
+    w = metrics.MetricsWriter(wd, tensorboard=False, wandb_project="prm", config={"seed": 3})
+    w.write(1, {"loss": 0.5, "bad": float("nan"), "vec": [1, 2]})
+    w.close()
+    metrics.MetricsWriter(wd, tensorboard=False, wandb_project="prm").close()
+    inits = [c[1] for c in calls if c[0] == "init"]
+    run_id = open(os.path.join(wd, metrics.WANDB_ID_FILE)).read()
+    want = {"project": "prm", "name": "run", "id": run_id, "resume": "allow", "dir": wd, "config": {"seed": 3}}
+    assert inits[0] == want and len(run_id) == 8
+    assert inits[1]["id"] == run_id  # the id kept in the workdir
+    assert ("log", {"loss": 0.5}, 1) in calls and calls.count(("finish",)) == 2
+
+    monkeypatch.delitem(sys.modules, "wandb")
+    pytest.importorskip("wandb")  # the test extra installs it
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    wd = str(tmp_path / "real")
+    w = metrics.MetricsWriter(wd, tensorboard=False, wandb_project="prm", config={"seed": 3})
+    for step in (1, 2):
+        w.write(step, {"loss": 1.0 / step})
+    w.close()
+    run_id = open(os.path.join(wd, metrics.WANDB_ID_FILE)).read().strip()
+    runs = [d for d in os.listdir(os.path.join(wd, "wandb")) if d.startswith("offline-run-")]
+    assert len(runs) == 1 and runs[0].endswith(run_id)
+    assert os.path.getsize(os.path.join(wd, "wandb", runs[0], f"run-{run_id}.wandb")) > 0

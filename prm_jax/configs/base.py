@@ -109,6 +109,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             ckpt_every=0,  # steps between checkpoints; 0: the last step only (and on preemption); -1: none
             keep_ckpts=3,  # checkpoints kept
             eval_every=0,  # steps between in-training evaluations; 0: none
+            # Weights & Biases project (pip install 'prm-jax[wandb]'; WANDB_MODE=offline logs locally);
+            # None: off. metrics.jsonl and TensorBoard (RUN/tb) are always written.
+            wandb_project=None,
             eval_batches=4,  # batches of the held-out split per evaluation
             compiler_options=None,  # XLA options for the jitted steps (a dict)
         )
