@@ -6,12 +6,12 @@
     # our own MC labels (prm_jax.labeling output: `labels` = soft fraction, `hard_labels` = any success):
     prm-jax train --config experiments/math_shepherd_bce.py:soft --workdir runs/ms_soft \
         --config.init.hf_path=/ckpt/Qwen2.5-Math-7B --config.data.path=gs://BUCKET/mc_labels.jsonl
-    # soft vs hard ablation (2 runs, then a table):
-    prm-jax sweep --config experiments/math_shepherd_bce.py:soft --workdir runs/ms_sweep
+    # soft vs hard ablation (2 settings x 3 seeds, then a table and a plot):
+    prm-jax sweep --config experiments/math_shepherd_bce.py:soft --workdir runs/ms_sweep --seeds 3
     prm-jax fit-check --config experiments/math_shepherd_bce.py:soft --devices 8 --config.init.hf_path=
     # this CPU (tiny random model, char tokenizer, the Math-Shepherd fixture / synthetic MC labels):
     prm-jax train --config experiments/math_shepherd_bce.py:tiny --workdir /tmp/ms_tiny
-    prm-jax sweep --config experiments/math_shepherd_bce.py:tiny_soft --workdir /tmp/ms_sweep
+    prm-jax sweep --config experiments/math_shepherd_bce.py:tiny_soft --workdir /tmp/ms_sweep --seeds 3
 
 Soft labels stay floats end to end (a 0.625 label is trained as 0.625; PAPERS.md's pitfall of a soft
 label cast to int cannot happen: the reader keeps float32). Variants: hard, soft, tiny, tiny_soft.
@@ -43,6 +43,8 @@ def get_config(arg=None):
         source="stepwise_jsonl" if soft else "math_shepherd",
         path="/path/to/mc_labels.jsonl" if soft else "/path/to/math-shepherd.jsonl",
         label_field="labels",  # soft MC fraction; 'hard_labels' = any rollout succeeded
+        # the soft-vs-hard sweep scores both arms on the same held-out labels (the tiny fixture has exact ones)
+        eval_label_field=("exact_labels" if tiny else "hard_labels") if soft else None,
         marker="ки",
         pack=True,
         eval_frac=0.05,
@@ -74,8 +76,10 @@ def get_config(arg=None):
 
 
 def get_hyper(h):
-    """Soft (fraction of successful rollouts) vs hard (any success) MC labels, same data and seed."""
+    """Soft (fraction of successful rollouts) vs hard (any success) MC labels, same data; seeds by
+    `prm-jax sweep --seeds K`."""
     return h.sweep("data.label_field", ["labels", "hard_labels"])
 
 
-SWEEP_METRICS = ("eval/loss", "eval/step_auroc", "eval/step_acc")
+# against one reference label field (eval_label_field) for both arms; the losses are not comparable
+SWEEP_METRICS = ("eval/step_auroc", "eval/step_acc")

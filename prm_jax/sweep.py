@@ -63,6 +63,23 @@ def get_points(path: str, *, once: bool = False, arg: str | None = None) -> list
     return hyper.validate(fn(hyper, arg) if takes_arg else fn(hyper))
 
 
+def seed_key(spec: str) -> str:
+    """Returns the key that seeds a run of `spec`'s config: `train.seed` (training) or `seed` (stages)."""
+    from prm_jax import config as config_lib
+
+    c = config_lib.load_config(spec)
+    if "train" in c and "seed" in c.train:
+        return "train.seed"
+    if "seed" in c:
+        return "seed"
+    raise ValueError(f"{spec}: its config has no train.seed or seed key to repeat over")
+
+
+def is_seed(setting: str) -> bool:
+    """Returns whether a sweep setting is a seed (aggregated over in the plot, not an axis)."""
+    return setting == "seed" or setting.endswith(".seed")
+
+
 def get_command(path: str) -> list[str]:
     """Returns the `prm-jax` subcommand words that run this experiment (`COMMAND`, default train)."""
     module = load_module(path)
@@ -135,11 +152,20 @@ def plan(
     base: Sequence[str] = DEFAULT_BASE,
     extra: Sequence[str] = (),
     once: bool = False,
+    seeds: int = 1,
 ) -> list[Run]:
     """Returns one Run per sweep point: its folder and command line. With `once`, one run of the config
-    as it is, in `workdir` itself (so a stage's output lands where the next stage's config expects it)."""
+    as it is, in `workdir` itself (so a stage's output lands where the next stage's config expects it).
+    `seeds` > 1 repeats every point with the config's seed (`seed_key`) set to 0 .. seeds - 1."""
     path, arg = split_spec(spec)
     points = get_points(path, once=once, arg=arg)
+    if seeds < 1:
+        raise ValueError(f"--seeds {seeds}: give 1 or more")
+    if seeds > 1:
+        key = seed_key(spec)
+        if any(key in p for p in points):
+            raise ValueError(f"{path}'s sweep sets {key} itself; drop --seeds")
+        points = [{**p, key: s} for p in points for s in range(seeds)]
     module = load_module(path)
     results = tuple(getattr(module, "RESULT_FILES", ())) + FINAL_FILES
     runs = []
@@ -331,6 +357,18 @@ def pick_metrics(
     return (chosen + ranked)[:limit]
 
 
+def seed_groups(columns: Sequence[str], rows: Sequence[dict]) -> tuple[list[str], list[str], dict]:
+    """Returns (settings, seed settings, {setting values: rows}): the rows grouped by every setting
+    except the seeds, in first-seen order."""
+    settings_all = list(columns)[1 : list(columns).index("status")]
+    seeds = [c for c in settings_all if is_seed(c)]
+    settings = [c for c in settings_all if not is_seed(c)]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(tuple(_fmt(r.get(c)) for c in settings), []).append(r)
+    return settings, seeds, groups
+
+
 def plot(
     columns: Sequence[str],
     rows: Sequence[dict],
@@ -339,42 +377,57 @@ def plot(
     metrics: Sequence[str] = (),
     title: str = "",
 ) -> Path | None:
-    """Writes a PNG with one panel per metric against the sweep points; returns its path (None: nothing to plot).
+    """Writes a PNG with one panel per metric against the sweep's settings; returns its path (None:
+    nothing to plot).
 
-    With a single numeric setting the x axis is that setting (log scale when it spans > 20x); otherwise
-    the points are bars labelled by their settings.
+    Runs that differ only in a seed setting (`is_seed`) are one point: the mean over seeds with a
+    +-1 sd error bar, each seed a small dot, the seed count in the caption. With a single numeric
+    setting the x axis is that setting (log scale when it spans > 20x); otherwise one bar per setting
+    combination, labelled by its values.
     """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import numpy as np
 
     metrics = list(metrics) or pick_metrics(columns, rows)
     if not metrics or not rows:
         return None
-    settings = list(columns)[1 : list(columns).index("status")]
-    numeric_x = len(settings) == 1 and all(_is_number(r.get(settings[0])) for r in rows)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    settings, seeds, groups = seed_groups(columns, rows)
+    keys = list(groups)
+    numeric_x = len(settings) == 1 and all(_is_number(groups[k][0].get(settings[0])) for k in keys)
+    n_seeds = sorted({len(v) for v in groups.values()})
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), squeeze=False)
     for ax, m in zip(axes[0], metrics):
-        ys = [r.get(m) if _is_number(r.get(m)) else math.nan for r in rows]
+        vals = [[float(r[m]) for r in groups[k] if _is_number(r.get(m))] for k in keys]
+        mean = [float(np.mean(v)) if v else math.nan for v in vals]
+        sd = [float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for v in vals]
         if numeric_x:
-            xs = [r[settings[0]] for r in rows]
+            xs = [float(groups[k][0][settings[0]]) for k in keys]
             order = sorted(range(len(xs)), key=lambda i: xs[i])
-            ax.plot([xs[i] for i in order], [ys[i] for i in order], "o-")
-            ax.set_xlabel(settings[0])
+            xs, mean, sd, vals = ([seq[i] for i in order] for seq in (xs, mean, sd, vals))
+            ax.errorbar(xs, mean, yerr=sd, fmt="o-", capsize=3, lw=1.4, color="C0", zorder=2)
             pos = [x for x in xs if x > 0]
             if pos and len(pos) == len(xs) and max(pos) / min(pos) > 20:
                 ax.set_xscale("log")
+            ax.set_xlabel(settings[0])
         else:
-            labels = [",".join(_fmt(r.get(s)) for s in settings) or r["run"] for r in rows]
-            ax.bar(range(len(rows)), ys)
-            ax.set_xticks(range(len(rows)))
-            ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
-            ax.set_xlabel(",".join(settings))
+            xs = list(range(len(keys)))
+            ax.bar(xs, mean, yerr=sd, capsize=4, color="C0", alpha=0.75, zorder=2)
+            ax.set_xticks(xs)
+            ax.set_xticklabels([", ".join(k) or "(config)" for k in keys], rotation=20, ha="right", fontsize=8)
+            ax.set_xlabel(", ".join(settings) or "run")
+        for x, v in zip(xs, vals):  # each seed's value
+            ax.plot([x] * len(v), v, ".", color="k", ms=4, alpha=0.6, zorder=3)
+        ax.set_ylabel(m)
         ax.set_title(m, fontsize=10)
         ax.grid(alpha=0.3)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if seeds and max(n_seeds) > 1:
+        how = f"mean +- 1 sd over {'/'.join(map(str, n_seeds))} seeds ({', '.join(seeds)}); dots: single seeds"
+    else:
+        how = "one run per point (a single seed: no error bars; `prm-jax sweep --seeds K` repeats each point)"
+    fig.suptitle(f"{title}\n{how}" if title else how, fontsize=9)
     fig.tight_layout()
     out_path = Path(out_path)
     fig.savefig(out_path, dpi=110)

@@ -262,3 +262,28 @@ def test_shell_line_round_trips_through_bash():
         check=True,
     ).stdout
     assert json.loads(out) == args
+
+
+def test_seeds_repeat_every_point_and_the_plot_groups_them(tmp_path):
+    """`--seeds K` sets the config's seed key to 0..K-1 on every point; seed_groups (the plot's points)
+    pools the seeds of each setting, whose mean and sd the bars show."""
+    spec = str(Path(__file__).resolve().parents[1] / "experiments" / "math_shepherd_bce.py:tiny_soft")
+    assert sweep.seed_key(spec) == "train.seed"
+    runs = sweep.plan(spec, tmp_path, seeds=3)
+    assert [(r.point["data.label_field"], r.point["train.seed"]) for r in runs] == [
+        (f, s) for f in ("labels", "hard_labels") for s in range(3)
+    ]
+    assert all(f"--config.train.seed={r.point['train.seed']}" in r.argv for r in runs)
+    with pytest.raises(ValueError, match="--seeds 0"):
+        sweep.plan(spec, tmp_path, seeds=0)
+    rows = [
+        {"run": r.name, **r.point, "status": "ok", "eval/step_auroc": v}
+        for r, v in zip(runs, [0.5, 0.7, 0.9, 0.2, 0.4, 0.6])
+    ]
+    columns = ["run", "data.label_field", "train.seed", "status", "eval/step_auroc"]
+    settings, seeds, groups = sweep.seed_groups(columns, rows)
+    assert settings == ["data.label_field"] and seeds == ["train.seed"]
+    vals = {k: [r["eval/step_auroc"] for r in g] for k, g in groups.items()}
+    assert vals == {("labels",): [0.5, 0.7, 0.9], ("hard_labels",): [0.2, 0.4, 0.6]}
+    png = sweep.plot(columns, rows, tmp_path / "sweep.png", title="soft vs hard")
+    assert png.stat().st_size > 1000

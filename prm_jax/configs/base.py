@@ -76,6 +76,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             after_first_error="keep",  # PRM800K steps after the first -1: 'keep' (as negatives) or 'drop'
             group="solution",  # outcome jsonl: one record per 'solution'
             label_field="labels",  # step-wise jsonl: 'labels' (soft MC) or 'hard_labels'
+            # the held-out split's step labels; None: label_field. A fixed reference (e.g. 'exact_labels',
+            # 'hard_labels') makes runs that train on different label fields comparable.
+            eval_label_field=None,
             split_on="\n\n",  # outcome jsonl: the text between steps of a `response`
             arith=arith_section(),
             oracle_q=False,  # PAV targets from exact arith labels (the tiny PAV run only)

@@ -200,7 +200,7 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
         after_first_error=data_cfg.after_first_error,
         group=data_cfg.group,
         split=data_cfg.split_on,
-        label_field=data_cfg.label_field,
+        label_field=(data_cfg.eval_label_field if role == "eval" else None) or data_cfg.label_field,
     )
     if not eval_path and eval_frac > 0:
         records = [r for r in records if in_eval_split(r.problem, eval_frac) == (role == "eval")]
@@ -478,7 +478,7 @@ def make_train_iterator(
 
     Keys: source ('arith' | readers.FORMATS | 'tfds'), path / paths (tfds: path = prepare's out_dir,
     plus format and split), marker (default: '<step>' for the char tokenizer), chat_template, pack,
-    skip_bad, neutral, after_first_error, group, label_field, split_on, shuffle, repeat, add_eos,
+    skip_bad, neutral, after_first_error, group, label_field, eval_label_field, split_on, shuffle, repeat, add_eos,
     add_bos, pair, arith (ArithConfig fields), eval_path / eval_frac (the held-out split that
     role='eval' reads; see build_source).
     """
