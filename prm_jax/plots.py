@@ -1,4 +1,5 @@
-"""Matplotlib figures (Agg backend, PNG): accuracy against N per method, and one solution's step scores."""
+"""Matplotlib figures (Agg backend, PNG): accuracy against N and against compute per method, and one
+solution's step scores."""
 
 from __future__ import annotations
 
@@ -9,18 +10,86 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402,F401
 import numpy as np  # noqa: E402
 
 
-# Line style by selection rule (the name's last part), colour by verifier (its first part).
+# Line style by selection rule (the name's last part), colour and marker by verifier (its first part).
 _STYLES = {"argmax": "-", "weighted_vote": "--", "majority": ":"}
 _POINT_MARKERS = ("*", "D", "P", "X", "s")
-# Marker by aggregation (the middle part), so two aggregations of one verifier stay apart.
-_AGG_MARKERS = {"min": "o", "last": "s", "prod": "^", "mean": "v", "pure": "D", "softmin": "D", "sum": "<"}
-
+_FAMILY_MARKERS = ("o", "s", "^", "v", "D", "<", ">", "p", "h")
 
 # Label-free baselines (drawn as a wide pale line under the trained verifiers).
 BASELINES = ("likelihood",)
+
+
+_COLOURS = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if matplotlib.colors.to_hex(c) != "#7f7f7f"]
+_FIXED = {"majority": ("k", "s"), "oracle": ("0.55", "o")}  # grey is the oracle's alone
+_FAMILIES: list[str] = []  # families in first-seen order, process-wide: one colour per verifier in every figure
+
+
+def _family_style(family: str) -> tuple:
+    """Returns (colour, marker) of a verifier family, the same in every figure of the process."""
+    if family in _FIXED:
+        return _FIXED[family]
+    if family not in _FAMILIES:
+        _FAMILIES.append(family)
+    i = _FAMILIES.index(family)
+    return _COLOURS[i % len(_COLOURS)], _FAMILY_MARKERS[i % len(_FAMILY_MARKERS)]
+
+
+def _draw(ax, curves: dict, bands, dodge: float) -> list:
+    """Draws curves (lines) and one-point methods (markers with error bars) on ax; returns the x values.
+
+    Line series are spread sideways by `dodge` octaves each around their x (a log2 axis), so methods
+    whose accuracies coincide stay visible side by side instead of hiding each other.
+    """
+    xs_all, points = [], 0
+    lines = [k for k, c in curves.items() if np.size(c[0]) > 1]
+    singles = [k for k in curves if k not in lines]
+    for name, (ns, acc, lo, hi) in curves.items():
+        ns, acc, lo, hi = (np.asarray(a, np.float64) for a in (ns, acc, lo, hi))
+        if not (ns.shape == acc.shape == lo.shape == hi.shape):
+            raise ValueError(f"curve {name!r}: ns, acc, lo, hi must have the same length")
+        family = name.split("/")[0]
+        colour, marker = _family_style(family.removeprefix("beam_"))  # a beam search: its ranker's colour
+        xs_all += ns.tolist()
+        if ns.size == 1:
+            # searches measured at the same budget are nudged apart a little (dodge octaves)
+            ax.errorbar(
+                ns * 2.0 ** (dodge * (singles.index(name) - (len(singles) - 1) / 2)),
+                acc,
+                yerr=[acc - lo, hi - acc],
+                fmt=_POINT_MARKERS[points % len(_POINT_MARKERS)],
+                ms=9,
+                color=colour,
+                capsize=3,
+                lw=1.2,
+                label=name,
+                zorder=4,
+            )
+            points += 1
+            continue
+        x = ns * 2.0 ** (dodge * (lines.index(name) - (len(lines) - 1) / 2))
+        style = ":" if family in ("majority", "oracle") else _STYLES.get(name.split("/")[-1], "-")
+        if family in BASELINES:  # a wide pale band under the others: curves that match it stay visible
+            ax.plot(x, acc, lw=6, alpha=0.35, color=colour, label=name, zorder=1, solid_capstyle="round")
+        else:
+            ax.plot(x, acc, marker=marker, ms=4.5, lw=1.5, ls=style, color=colour, label=name, zorder=3)
+        if bands is None or name in bands:
+            ax.fill_between(x, lo, hi, color=colour, alpha=0.12, lw=0)
+    return xs_all
+
+
+def _finish(fig, ax, path, title, caption, xlabel, ylabel) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    text = title if caption is None else title + "\n" + "\n".join(textwrap.wrap(caption, 95))
+    ax.set_title(text, fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    fig.tight_layout()
+    _save(fig, path)
 
 
 def plot_accuracy_vs_n(
@@ -30,66 +99,53 @@ def plot_accuracy_vs_n(
     ylabel: str = "accuracy",
     caption: str | None = None,
     bands=None,
+    xlabel: str = "N (solutions per problem)",
+    dodge: float = 0.03,
 ) -> str:
     """Returns path after writing a PNG: accuracy against N (log2 axis) per method, with CI bands.
 
     curves maps a method name (`verifier/aggregation/rule`, or one word such as `majority`) to
-    (ns, acc, lo, hi) (an `evaluate.Curve` works). A method measured at one N only (beam search) is a
-    marker with an error bar, not a line; the legend sits outside the axes; `caption` (e.g. the CI
-    level and the number of problems) is written under the title. `bands` names the curves that get
-    a CI band (default: all); more than three overlapping bands hide each other.
+    (ns, acc, lo, hi) (an `evaluate.Curve` works). A method measured once (beam search) is a marker
+    with an error bar at the x it is given (e.g. the N whose best-of-N generates as many tokens, which
+    need not be a power of two); line series are dodged sideways (`dodge` octaves apart) so equal
+    curves stay visible; colour and marker by verifier, line style by selection rule; the legend
+    sits outside the axes; `caption` (the CI level, the number of problems) goes under the title.
+    `bands` names the curves that get a CI band (default: all).
     """
     if not curves:
         raise ValueError("plot_accuracy_vs_n needs at least one curve")
-    fig, ax = plt.subplots(figsize=(8.6, 4.6), dpi=120)
-    all_ns, colours, points = set(), {}, 0
-    # grey is the oracle's: the other methods take the remaining colours
-    cycle = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if matplotlib.colors.to_hex(c) != "#7f7f7f"]
-    for name, (ns, acc, lo, hi) in curves.items():
-        ns, acc, lo, hi = (np.asarray(a, np.float64) for a in (ns, acc, lo, hi))
-        if not (ns.shape == acc.shape == lo.shape == hi.shape):
-            raise ValueError(f"curve {name!r}: ns, acc, lo, hi must have the same length")
-        family = name.split("/")[0]
-        colour = {"majority": "k", "oracle": "0.55"}.get(family) or colours.setdefault(
-            family, cycle[len(colours) % len(cycle)]
-        )
-        if ns.size == 1:
-            # nudged right of the curves' last point (log axis: a factor), one step per method
-            ax.errorbar(
-                ns * 1.07 ** (points + 1),
-                acc,
-                yerr=[acc - lo, hi - acc],
-                fmt=_POINT_MARKERS[points % len(_POINT_MARKERS)],
-                ms=9,
-                color=colour,
-                capsize=3,
-                lw=1.2,
-                label=name,
-                zorder=3,
-            )
-            points += 1
-        else:
-            style = ":" if family in ("majority", "oracle") else _STYLES.get(name.split("/")[-1], "-")
-            parts = name.split("/")
-            marker = _AGG_MARKERS.get(parts[1], "o") if len(parts) == 3 else "o"
-            if family in BASELINES:  # a wide pale band under the others: curves that match it stay visible
-                ax.plot(ns, acc, lw=6, alpha=0.35, color=colour, label=name, zorder=1, solid_capstyle="round")
-            else:
-                ax.plot(ns, acc, marker=marker, ms=4, lw=1.6, ls=style, color=colour, label=name)
-            if bands is None or name in bands:
-                ax.fill_between(ns, lo, hi, color=colour, alpha=0.12, lw=0)
-        all_ns.update(int(n) for n in ns)
+    fig, ax = plt.subplots(figsize=(8.8, 4.8), dpi=120)
+    xs = _draw(ax, curves, bands, dodge)
     ax.set_xscale("log", base=2)
-    ticks = sorted(all_ns)
+    ticks = sorted({int(round(x)) for x in xs if abs(x - round(x)) < 1e-9})
     ax.set_xticks(ticks)
     ax.set_xticklabels([str(t) for t in ticks])
-    ax.set_xlabel("N (solutions per problem; beams: N beams)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title if caption is None else f"{title}\n{caption}", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
-    fig.tight_layout()
-    _save(fig, path)
+    ax.minorticks_off()
+    _finish(fig, ax, path, title, caption, xlabel, ylabel)
+    return path
+
+
+def plot_accuracy_vs_compute(
+    curves: dict,
+    path: str,
+    title: str = "Accuracy at equal compute",
+    ylabel: str = "accuracy",
+    caption: str | None = None,
+    bands=None,
+    xlabel: str = "tokens per problem (generated + verifier)",
+) -> str:
+    """Returns path after writing a PNG: accuracy against compute per problem (log2 axis).
+
+    curves: {name: (tokens, acc, lo, hi)}, a best-of-N curve at each N's tokens, a search at its
+    measured tokens (one point); drawn as `plot_accuracy_vs_n` draws them, without dodging.
+    """
+    if not curves:
+        raise ValueError("plot_accuracy_vs_compute needs at least one curve")
+    fig, ax = plt.subplots(figsize=(8.8, 4.8), dpi=120)
+    _draw(ax, curves, bands, 0.0)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    _finish(fig, ax, path, title, caption, xlabel, ylabel)
     return path
 
 
@@ -125,12 +181,13 @@ def plot_step_scores(
     from matplotlib.patches import Patch
 
     handles = []
-    if labels is not None:
-        handles += [
-            Patch(color="#55A868", label="step correct (exact)"),
-            Patch(color="#C44E52", label="step wrong (exact)"),
-            Patch(color="#999999", label="no label"),
-        ]
+    if labels is not None:  # only the classes this solution has
+        kinds = {
+            "#55A868": "step correct (ground truth)",
+            "#C44E52": "step wrong (ground truth)",
+            "#999999": "no label",
+        }
+        handles += [Patch(color=c, label=t) for c, t in kinds.items() if c in colors]
     if threshold is not None:
         ax.axvline(threshold, color="k", ls="--", lw=0.8)
         handles.append(
@@ -145,7 +202,7 @@ def plot_step_scores(
     ax.set_ylim(n - 0.5, -0.5)
     if handles:
         ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
-    ax.set_title(title, fontsize=10)
+    ax.set_title("\n".join(textwrap.wrap(title, int(8 * fig.get_figwidth()))), fontsize=9, loc="left")
     fig.tight_layout()
     _save(fig, path)
     return path

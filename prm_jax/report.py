@@ -166,18 +166,54 @@ def _num(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
+def plot_curves(res: dict) -> tuple[dict, dict]:
+    """Returns the MAIN curves as (ns, acc, lo, hi) against N and against tokens per problem.
+
+    Against N a beam search sits at the N whose best-of-N generates as many tokens as it did. Against
+    compute every method's x is its generated plus verifier tokens per problem: best-of-N at N pays N
+    solutions and the verifier's tokens for N of them; the oracle (not a method) is left out.
+    """
+    per, n, tok = res["mean_gen_tokens_per_solution"], res["n"], res["tokens"]
+    by_n, by_tokens = {}, {}
+    for k in MAIN:
+        c = res["curves"][k]
+        acc = (c["acc"], c["lo"], c["hi"])
+        if f"{k}_gen_per_problem" in tok:  # a search, measured once
+            gen, ver = tok[f"{k}_gen_per_problem"], tok[f"{k}_verifier_per_problem"]
+            by_n[k] = ([gen / per], *acc)
+            by_tokens[k] = ([gen + ver], *acc)
+            continue
+        by_n[k] = (c["ns"], *acc)
+        if k != "oracle":
+            ver = tok.get(f"verifier_{k.split('/')[0]}_per_problem", 0.0) / n  # per scored solution
+            by_tokens[k] = ([(per + ver) * m for m in c["ns"]], *acc)
+    return by_n, by_tokens
+
+
 def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     """Writes report.md and the PNGs; returns the markdown table printed to the console."""
     from prm_jax import plots
 
     n = res["n"]
 
+    by_n, by_tokens = plot_curves(res)
+    caption = (
+        f"{res['problems']} held-out problems, seed {res.get('seed')}; bands (majority, BCE-PRM vote) and bars: "
+        "bootstrap 95% CI over problems; oracle = pass@N"
+    )
     plots.plot_accuracy_vs_n(
-        {k: tuple(res["curves"][k][f] for f in ("ns", "acc", "lo", "hi")) for k in MAIN},
+        by_n,
         os.path.join(workdir, "accuracy_vs_n.png"),
         title="Arithmetic task: accuracy vs N",
-        caption=f"{res['problems']} held-out problems; bands (majority, BCE-PRM vote) and bars: bootstrap 95% CI; "
-        "oracle = pass@N",
+        caption=caption,
+        bands=("majority", "bce/min/weighted_vote"),
+        xlabel="N (solutions per problem); beam searches at the N of best-of-N with as many generated tokens",
+    )
+    plots.plot_accuracy_vs_compute(
+        by_tokens,
+        os.path.join(workdir, "accuracy_vs_compute.png"),
+        title="Arithmetic task: accuracy at equal compute",
+        caption=caption.replace("; oracle = pass@N", ""),
         bands=("majority", "bce/min/weighted_vote"),
     )
     ex = res["example"]
@@ -186,7 +222,7 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
         ex["scores"]["bce"],
         [int(t) for t in ex["truth"]],
         os.path.join(workdir, "solution_steps.png"),
-        title="BCE-PRM step scores",
+        title=f"BCE-PRM step scores on a held-out solution with an error: {ex['problem']}",
     )
     rows = [
         "| method | " + " | ".join(f"N={k}" for k in res["curves"]["majority"]["ns"]) + " | gen tok/problem at max N |",
@@ -271,7 +307,8 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     md += [
         "\n## Accuracy vs N (bootstrap 95% CI)\n",
         table,
-        "\n![accuracy vs N](accuracy_vs_n.png)\n\n![one solution](solution_steps.png)\n",
+        "\n![accuracy vs N](accuracy_vs_n.png)\n\n![accuracy at equal compute](accuracy_vs_compute.png)\n\n"
+        "![one solution](solution_steps.png)\n",
         "## Compute\n",
         "```",
         json.dumps(res["tokens"], indent=1),

@@ -236,6 +236,38 @@ def test_plots_write_pngs(tmp_path):
         plots.plot_step_scores(["a"], [0.1, 0.2], None, str(tmp_path / "x.png"))
     with pytest.raises(ValueError):
         plots.plot_accuracy_vs_n({}, str(tmp_path / "y.png"))
+    # a one-point method at a non-power-of-two N (a search at its token budget), and the compute plot
+    p3 = plots.plot_accuracy_vs_n(
+        {"bce/min/argmax": c1, "beam_bce": ([9.5], [0.6], [0.5], [0.7])}, str(tmp_path / "b.png")
+    )
+    p4 = plots.plot_accuracy_vs_compute({"bce/min/argmax": (c1.ns * 80.0, *c1[1:])}, str(tmp_path / "c.png"))
+    assert all(open(f, "rb").read(8) == b"\x89PNG\r\n\x1a\n" for f in (p3, p4))
+    # one colour per verifier across figures, a beam search in its ranker's
+    assert plots._family_style("bce") == plots._family_style("bce") != plots._family_style("pav")
+
+
+def test_report_places_each_method_at_its_measured_compute():
+    """plot_curves: a search at the N of best-of-N with its generated tokens, and every method at its
+    generated + verifier tokens per problem (hand-computed from the token counts)."""
+    from prm_jax import report
+
+    ns = [1, 2, 4]
+    curve = {"ns": ns, "acc": [0.1, 0.2, 0.3], "lo": [0.0] * 3, "hi": [0.5] * 3}
+    one = {"ns": [4], "acc": [0.4], "lo": [0.3], "hi": [0.5]}
+    curves = {k: curve for k in report.MAIN if not k.startswith("beam")}
+    curves.update(beam_bce=one, beam_pav=one)
+    tokens = {f"verifier_{v}_per_problem": 400.0 for v in ("bce", "exact", "orm", "pav", "likelihood")}
+    tokens["verifier_implicit_per_problem"] = 800.0  # policy + reference forward
+    tokens.update(beam_bce_gen_per_problem=250.0, beam_bce_verifier_per_problem=500.0)
+    tokens.update(beam_pav_gen_per_problem=300.0, beam_pav_verifier_per_problem=900.0)
+    res = {"mean_gen_tokens_per_solution": 50.0, "n": 4, "tokens": tokens, "curves": curves}
+    by_n, by_tokens = report.plot_curves(res)
+    assert by_n["beam_bce"][0] == [5.0] and by_n["beam_pav"][0] == [6.0]  # 250 / 50, 300 / 50
+    assert by_n["bce/min/argmax"][0] == ns and "oracle" in by_n and "oracle" not in by_tokens
+    assert by_tokens["majority"][0] == [50.0, 100.0, 200.0]
+    assert by_tokens["bce/min/argmax"][0] == [150.0, 300.0, 600.0]  # (50 + 400 / 4) * N
+    assert by_tokens["implicit/min/argmax"][0] == [250.0, 500.0, 1000.0]
+    assert by_tokens["beam_pav"][0] == [1200.0] and by_tokens["beam_pav"][1] == [0.4]
 
 
 # ------------------------------------------------------------------ `prm-jax evaluate processbench`
