@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/demo
 DEMO_ARGS ?=
 
-.PHONY: venv install install-run demo test test-all clean
+.PHONY: venv install install-run demo test test-all notebooks clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ test: install
 # Also the slow end-to-end tests (demo quick, notebooks, experiment smoke runs, real sweeps).
 test-all: install
 	$(PY) -m pytest -n 2 --durations=25 -q tests
+
+# Regenerates colab/*.ipynb from colab/make_notebooks.py and saves each with its outputs (TINY mode, this CPU).
+notebooks: install
+	$(PY) colab/make_notebooks.py --execute
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,7 +1,9 @@
 """Builds the Colab notebooks in this folder from the cell sources below (run it after editing them).
 
-    python colab/make_notebooks.py            # writes colab/*.ipynb
-    python colab/make_notebooks.py --check    # exits 1 if a notebook differs from its source here
+    python colab/make_notebooks.py            # writes colab/*.ipynb (keeps saved outputs of unchanged notebooks)
+    python colab/make_notebooks.py --execute  # also runs each in TINY mode on this CPU and saves its outputs
+    python colab/make_notebooks.py --check    # exits 1 if a notebook's cells differ from their source here
+                                              # (`make notebooks` runs --execute)
 
 Each notebook opens with the Colab install cell (skipped when `prm_jax` is already importable, e.g.
 in a local checkout or under the test), then a parameter cell with `TINY = True`: tiny mode runs top
@@ -23,11 +25,13 @@ REPO_URL = "https://github.com/prm-jax/prm-jax.git"
 
 INSTALL = f'''\
 # Colab set-up (GPU or TPU runtime). Skipped when prm_jax is already importable (local checkout, tests).
+PRM_JAX_SOURCE = "{REPO_URL}"  # where prm-jax is installed from: a git URL (your fork) or a local folder
+PRM_JAX_REF = "main"  # the branch or tag of a git source
 import importlib.util, os, shutil, subprocess, sys
 if importlib.util.find_spec("prm_jax") is None:
-    REPO_URL = "{REPO_URL}"  # or your fork
-    if not os.path.isdir("prm-jax"):
-        subprocess.run(["git", "clone", "--depth", "1", REPO_URL, "prm-jax"], check=True)
+    src = PRM_JAX_SOURCE if os.path.isdir(PRM_JAX_SOURCE) else "prm-jax"
+    if src == "prm-jax" and not os.path.isdir(src):
+        subprocess.run(["git", "clone", "--depth", "1", "--branch", PRM_JAX_REF, PRM_JAX_SOURCE, src], check=True)
     if shutil.which("nvidia-smi"):
         accel = "jax[cuda12]"
     elif os.path.exists("/dev/accel0") or "COLAB_TPU_ADDR" in os.environ or "TPU_NAME" in os.environ:
@@ -35,8 +39,8 @@ if importlib.util.find_spec("prm_jax") is None:
     else:
         accel = "jax"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-U", accel], check=True)
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", "prm-jax"], check=True)
-    sys.path.insert(0, os.path.abspath("prm-jax"))  # editable installs are not seen until a restart
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-e", src], check=True)
+    sys.path.insert(0, os.path.abspath(src))  # editable installs are not seen until a restart
 '''
 
 LOCATE = """\
@@ -80,7 +84,14 @@ QUICKSTART = [
 
 Train a small BCE process reward model (PRM) on the synthetic arithmetic task, whose step labels are exact,
 then read its per-step scores on a correct solution and on one with an injected error.
-In a Colab GPU/TPU runtime set `TINY = False` for a bigger model and a longer run.
+
+- `TINY = True` (this CPU, about a minute; the saved outputs below are this run): a 2-layer model trained
+  for 12 steps. It shows the plumbing (the loss falls, scores are read at each step marker), not a good
+  PRM: its scores barely separate the right step from the wrong one.
+- `TINY = False` (a Colab GPU/TPU runtime): the `small` model for the config's full schedule (not the
+  saved outputs), where the scores are meant to separate the injected error from the correct steps.
+
+**Set-up:** the first cell installs prm-jax in a Colab runtime from `PRM_JAX_SOURCE` (a git URL, this repository by default: set your fork or a local folder) at `PRM_JAX_REF`, with `jax[cuda12]` or `jax[tpu]` for the runtime's accelerator; it does nothing where prm-jax is already importable.
 """,
     ),
     ("code", INSTALL),
@@ -157,8 +168,10 @@ SEARCH = [
 
 A small policy samples arithmetic solutions; verifiers pick among them (best-of-N), or guide a beam search
 step by step (BCE-PRM ranking; PAV ranking by Q + alpha * A). Every method counts its generated tokens.
-Tiny mode trains everything for a few steps, so the numbers only show the plumbing; `TINY = False`
-trains the demo's sizes (`prm-jax demo` runs the full comparison and writes report.md).
+Tiny mode (the saved outputs) trains everything for a few steps, so the numbers only show the plumbing;
+`TINY = False` trains the demo's sizes (`prm-jax demo` runs the full comparison and writes report.md).
+
+**Set-up:** the first cell installs prm-jax in a Colab runtime from `PRM_JAX_SOURCE` (a git URL, this repository by default: set your fork or a local folder) at `PRM_JAX_REF`, with `jax[cuda12]` or `jax[tpu]` for the runtime's accelerator; it does nothing where prm-jax is already importable.
 """,
     ),
     ("code", INSTALL),
@@ -210,17 +223,20 @@ texts, gold = [p.text for p in problems], [p.answer for p in problems]
     ),
     (
         "md",
-        "## Best-of-N against majority vote, and the two beam searches\n`search.evaluate_methods` is the comparison `prm-jax demo` and `prm-jax search` run.",
+        "## Best-of-N against majority vote, and the two beam searches\n`search.evaluate_methods` is the comparison `prm-jax demo` and `prm-jax search` run. "
+        "In TINY mode the policy has trained for a few steps and reaches no right answer, so every method is at 0 "
+        "(the saved outputs): the cells show the calls, the token counts and the plot; `report.md` of `prm-jax demo` "
+        "has the real comparison.",
     ),
     (
         "code",
         """
 res = search.evaluate_methods(
     policy, {"bce": bce, "pav": pav}, texts, gold, jax.random.PRNGKey(0), n=N, beam_width=2, beam_max_steps=4,
-    alpha=ALPHA, beams={"beam (BCE)": {"rank": "bce", "advantage": None, "answer": "bce"},
-                        "PAV beam": {"rank": "bce", "advantage": "pav", "answer": "bce"}})
+    alpha=ALPHA, beams={"beam_bce": {"rank": "bce", "advantage": None, "answer": "bce"},
+                        "beam_pav": {"rank": "bce", "advantage": "pav", "answer": "bce"}})
 per = res["mean_gen_tokens_per_solution"]
-shown = ["majority", "bce/min/argmax", "bce/min/weighted_vote", "beam (BCE)", "PAV beam"]
+shown = ["majority", "bce/min/argmax", "bce/min/weighted_vote", "beam_bce", "beam_pav"]
 tokens = {k: res["tokens"].get(f"{k}_gen_per_problem", per * N) for k in shown}
 for k in shown:
     c = res["curves"][k]
@@ -230,15 +246,12 @@ for k in shown:
     (
         "code",
         """
-import matplotlib.pyplot as plt
-fig, ax = plt.subplots(figsize=(6, 3.5))
-for k in shown:
-    c = res["curves"][k]
-    ax.errorbar(tokens[k], c["acc"][-1], yerr=[[c["acc"][-1] - c["lo"][-1]], [c["hi"][-1] - c["acc"][-1]]],
-                fmt="o", capsize=3, label=k)
-ax.set_xlabel("generated tokens per problem"); ax.set_ylabel("accuracy"); ax.set_ylim(-0.05, 1.05)
-ax.set_title(f"search at N = {N} ({PROBLEMS} problems; bars: bootstrap 95% CI)"); ax.legend(fontsize=8); ax.grid(alpha=0.3)
-fig.tight_layout(); fig.savefig("search_accuracy.png", dpi=110); plt.show()
+from IPython.display import Image, display
+from prm_jax import plots, report
+by_n, by_tokens = report.plot_curves(res, shown)  # searches at their measured token budgets
+png = plots.plot_accuracy_vs_compute(by_tokens, "search_accuracy.png", title="Search at equal compute",
+                                     caption=f"{PROBLEMS} problems, N up to {N}; bands and bars: bootstrap 95% CI over problems")
+display(Image(png))
 """,
     ),
 ]
@@ -252,7 +265,10 @@ HF_CHECKPOINT = [
 Load a local Hugging Face folder (a Qwen2.5-Math-PRM-style model with a score head, or any Llama/Qwen2
 checkpoint saved by prm-jax), score step-wise solutions, predict the first wrong step, and compute
 ProcessBench's accuracy on erroneous and correct cases and their F1. In tiny mode the notebook first
-writes a random tiny checkpoint and a character tokenizer, so the numbers are chance level.
+writes a random tiny checkpoint and a character tokenizer, so the numbers are chance level (the saved
+outputs); `TINY = False` reads your checkpoint and a real ProcessBench split.
+
+**Set-up:** the first cell installs prm-jax in a Colab runtime from `PRM_JAX_SOURCE` (a git URL, this repository by default: set your fork or a local folder) at `PRM_JAX_REF`, with `jax[cuda12]` or `jax[tpu]` for the runtime's accelerator; it does nothing where prm-jax is already importable.
 """,
     ),
     ("code", INSTALL),
@@ -285,9 +301,9 @@ if TINY:
     tk.pre_tokenizer = pre_tokenizers.Split(Regex("[\\\\s\\\\S]"), behavior="isolated")
     PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>",
                             eos_token="<eos>").save_pretrained(CHECKPOINT)
-    cfg = model.ModelConfig.preset("tiny", vocab_size=len(vocab), max_seq_len=1024)
+    cfg = model.ModelConfig.preset("tiny", vocab_size=len(vocab), max_seq_len=4096)
     hf.save_checkpoint(CHECKPOINT, cfg, model.init_params(cfg, jax.random.PRNGKey(0)))
-    DATA = str(ROOT / "tests" / "fixtures" / "processbench_gsm8k.json")  # 3 real ProcessBench cases
+    DATA = str(ROOT / "experiments" / "fixtures" / "processbench_gsm8k.json")  # 3 real ProcessBench cases
 """,
     ),
     ("md", "## Load, score, evaluate"),
@@ -302,13 +318,13 @@ from prm_jax.data.tokenizers import HFTokenizer
 # the head is told from config.json (a public family such as 'qwen_prm' renders as its authors do)
 family = heads.detect_family(CHECKPOINT)
 kw = dict(tokenizer=HFTokenizer(CHECKPOINT), marker=MARKER) if family in ("prm_jax", "token_classification") else {}
-verifier = heads.load_verifier(family, CHECKPOINT, max_batch=4, max_len=1024 if TINY else 4096, **kw)
+verifier = heads.load_verifier(family, CHECKPOINT, max_batch=4, max_len=4096, **kw)
 cases = readers.read_all("processbench", DATA)
 probs, truncated = score_step_probs(verifier, cases, batch_size=4)
 pred = evaluate.predict_first_error(probs, THRESHOLD)
 labels = np.asarray([c.first_error() for c in cases])
 metrics = evaluate.processbench_metrics(pred, labels)
-print(f"{len(cases)} cases, truncated {truncated}"); print(metrics)
+print(f"{len(cases)} cases ({truncated} with steps cut by max_len)"); print(metrics)
 json.dump({"checkpoint": CHECKPOINT, "threshold": THRESHOLD, "metrics": metrics,
            "pred": pred.tolist(), "label": labels.tolist()}, open("processbench.json", "w"), indent=1)
 """,
@@ -319,7 +335,8 @@ json.dump({"checkpoint": CHECKPOINT, "threshold": THRESHOLD, "metrics": metrics,
 from IPython.display import Image, display
 from prm_jax import plots
 i = int(np.argmax(labels >= 0)) if (labels >= 0).any() else 0
-truth = [None if labels[i] < 0 else float(t < labels[i]) for t in range(len(probs[i]))]
+# ProcessBench labels the steps up to the first error; the ones after it are unlabelled
+truth = [1.0 if labels[i] < 0 or t < labels[i] else (0.0 if t == labels[i] else None) for t in range(len(probs[i]))]
 png = plots.plot_step_scores(cases[i].steps[:len(probs[i])], probs[i], labels=truth, path="case_steps.png",
                              threshold=THRESHOLD, title=f"case {cases[i].id}: first error {labels[i]}, predicted {pred[i]}")
 display(Image(png))
@@ -334,23 +351,89 @@ NOTEBOOKS: dict[str, list] = {
 }
 
 
-def write_all(check: bool = False) -> int:
-    """Writes (or, with check, compares) every notebook; returns the number that differ."""
+def _sources(nb) -> list:
+    """Returns what --check compares: each cell's type, source and tags (not outputs or counts)."""
+    return [(c.cell_type, c.source, c.metadata.get("tags", [])) for c in nb.cells]
+
+
+def execute(nb, workdir: str) -> None:
+    """Runs `nb` top to bottom in `workdir` with its TINY setting (nbclient; this interpreter's kernel)."""
+    import os
+
+    from nbclient import NotebookClient
+
+    env = os.environ
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env["PATH"]  # the kernel runs `python`
+    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=1"
+    env["MPLBACKEND"] = "Agg"
+    NotebookClient(nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": workdir}}).execute()
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = _tidy(cell.outputs)
+
+
+def _tidy(outputs: list) -> list:
+    """Returns a cell's outputs as a reader wants them saved: each stream in one block, a progress
+    bar by its last state only, without the warning that Jupyter has no widget for tqdm."""
+    import re
+
+    from nbformat.v4 import new_output
+
+    out, streams = [], {}
+    for o in outputs:
+        if o.output_type != "stream":
+            out.append(o)
+            continue
+        if o.name not in streams:
+            streams[o.name] = new_output("stream", name=o.name, text="")
+            out.append(streams[o.name])
+        streams[o.name].text += o.text
+    for st in streams.values():
+        lines, bars = [], {}
+        for line in re.split(r"[\r\n]+", st.text):
+            if not line.strip() or "TqdmWarning" in line or "from .autonotebook import" in line:
+                continue
+            m = re.match(r"([^:|]{1,40}):\s+\d+%\|", line)  # a tqdm bar: keep its last state in place
+            if m:
+                if m.group(1) not in bars:
+                    bars[m.group(1)] = len(lines)
+                    lines.append(line)
+                lines[bars[m.group(1)]] = line
+                continue
+            lines.append(line)
+        st.text = "\n".join(lines) + "\n"
+    return [o for o in out if o.output_type != "stream" or o.text.strip()]
+
+
+def write_all(check: bool = False, run: bool = False) -> int:
+    """Writes (or, with check, compares) every notebook; returns the number that differ. `run`
+    executes each in TINY mode first and saves it with its outputs."""
+    import tempfile
+
     differ = 0
     for name, spec in NOTEBOOKS.items():
         path = HERE / name
-        text = nbformat.writes(build(spec)) + "\n"
+        nb = build(spec)
+        old = nbformat.read(path, as_version=4) if path.exists() else None
         if check:
-            if not path.exists() or path.read_text() != text:
+            if old is None or _sources(old) != _sources(nb):
                 print(f"{path} is out of date; run python colab/make_notebooks.py", file=sys.stderr)
                 differ += 1
-        else:
-            path.write_text(text)
-            print(f"wrote {path}")
+            continue
+        if run:
+            with tempfile.TemporaryDirectory() as tmp:
+                execute(nb, tmp)
+        elif old is not None and _sources(old) == _sources(nb):
+            print(f"{path} unchanged (outputs kept)")
+            continue
+        path.write_text(nbformat.writes(nb) + "\n")
+        print(f"wrote {path}" + (" with its TINY outputs" if run else ""))
     return differ
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--check", action="store_true")
-    sys.exit(1 if write_all(ap.parse_args().check) else 0)
+    ap.add_argument("--check", action="store_true", help="compare the notebooks' cells with their sources here")
+    ap.add_argument("--execute", action="store_true", help="run each notebook in TINY mode and save its outputs")
+    args = ap.parse_args()
+    sys.exit(1 if write_all(args.check, args.execute) else 0)

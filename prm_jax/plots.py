@@ -84,6 +84,10 @@ def _draw(ax, curves: dict, bands, dodge: float) -> list:
 def _finish(fig, ax, path, title, caption, xlabel, ylabel) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    lo, hi = ax.get_ylim()
+    if hi - lo < 0.1:  # all methods (nearly) equal: a readable range around them, not a zoom into noise
+        mid = (lo + hi) / 2
+        ax.set_ylim(mid - 0.1, mid + 0.1)
     text = title if caption is None else title + "\n" + "\n".join(textwrap.wrap(caption, 95))
     ax.set_title(text, fontsize=9)
     ax.grid(True, alpha=0.3)

@@ -166,8 +166,9 @@ def _num(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
-def plot_curves(res: dict) -> tuple[dict, dict]:
-    """Returns the MAIN curves as (ns, acc, lo, hi) against N and against tokens per problem.
+def plot_curves(res: dict, names=MAIN) -> tuple[dict, dict]:
+    """Returns the curves `names` of `search.evaluate_methods`'s result as (ns, acc, lo, hi) against N
+    and against tokens per problem.
 
     Against N a beam search sits at the N whose best-of-N generates as many tokens as it did. Against
     compute every method's x is its generated plus verifier tokens per problem: best-of-N at N pays N
@@ -175,7 +176,7 @@ def plot_curves(res: dict) -> tuple[dict, dict]:
     """
     per, n, tok = res["mean_gen_tokens_per_solution"], res["n"], res["tokens"]
     by_n, by_tokens = {}, {}
-    for k in MAIN:
+    for k in names:
         c = res["curves"][k]
         acc = (c["acc"], c["lo"], c["hi"])
         if f"{k}_gen_per_problem" in tok:  # a search, measured once

@@ -27,6 +27,19 @@ def test_notebooks_exist_and_match_generator():
 
 
 @pytest.mark.parametrize("name", NOTEBOOKS)
+def test_notebooks_are_saved_with_their_tiny_outputs(name):
+    """`make notebooks` saved each with its TINY run's outputs (a figure among them), without errors
+    or tqdm's widget warning."""
+    import nbformat
+
+    nb = nbformat.read(COLAB / name, as_version=4)
+    outs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert any("image/png" in o.get("data", {}) for o in outs), f"{name} has no saved figure: run make notebooks"
+    assert not [o for o in outs if o.output_type == "error"]
+    assert not any("TqdmWarning" in o.get("text", "") for o in outs)
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_opens_with_guarded_install_and_tiny_flag(name):
     import nbformat
 
