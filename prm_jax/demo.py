@@ -12,7 +12,7 @@ each stage is one library call:
   4. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
                  and aggregation, the policy's own likelihood as a label-free baseline, BCE beam and PAV beam search) and `evaluate.step_validation`;
   5. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
-     accuracy_vs_n.png, solution_steps.png (`report.write_report`); the table is printed.
+     accuracy_vs_n.png, accuracy_vs_compute.png, solution_steps.png (`report.write_report`); the table is printed.
 Each stage is skipped when its output exists, so an interrupted run resumes.
 """
 
