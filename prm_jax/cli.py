@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand and returns its exit code (2 with a one-line message on a user error)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("PRM_JAX_DEBUG") == "1"
+    before = os.environ.get("PRM_JAX_DEBUG")
     if "--debug" in argv:
         os.environ["PRM_JAX_DEBUG"] = "1"  # a command's child processes (fit-check) inherit it
     argv = [a for a in argv if a != "--debug"]
@@ -114,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
             msg = f"{msg} ({e.filename})"
         print(f"error: {msg}  [--debug shows the traceback]", file=sys.stderr)
         return 2
+    finally:  # the setting lasts this command only (main may be called again in one process)
+        if before is None:
+            os.environ.pop("PRM_JAX_DEBUG", None)
+        else:
+            os.environ["PRM_JAX_DEBUG"] = before
 
 
 def _run(argv: list[str]) -> int:

@@ -87,6 +87,5 @@ def test_user_errors_are_one_line_with_exit_2(argv, where, capfd, tmp_path, monk
         cli.main(argv + ["--debug"])
     except Exception:
         raised = True
-    finally:
-        os.environ.pop("PRM_JAX_DEBUG", None)
     assert raised or "Traceback" in capfd.readouterr().err
+    assert "PRM_JAX_DEBUG" not in os.environ  # --debug lasts one command
