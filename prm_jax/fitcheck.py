@@ -25,6 +25,8 @@ _KEY_SPECS = {  # key -> (per-row shape in terms of L / T, dtype)
     "positions": ("L", jnp.int32),
     "step_ids": ("L", jnp.int32),
     "response_mask": ("L", jnp.bool_),
+    "advantages": ("L", jnp.float32),
+    "old_logprobs": ("L", jnp.float32),
     "step_pos": ("T", jnp.int32),
     "step_labels": ("T", jnp.float32),
     "step_mask": ("T", jnp.bool_),

@@ -15,6 +15,7 @@ OBJECTIVE_KIND = {
     "implicit_ce": "implicit",
     "implicit_dpo": "implicit",
     "sft": "lm",
+    "pg": "implicit",  # policy fwd+bwd through the vocabulary + the reference forward of the KL term
 }
 
 

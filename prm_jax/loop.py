@@ -230,6 +230,11 @@ def run(
     module's iterator (tests, notebooks). The returned dict has the last step's metrics, `step`,
     `tokens_per_s`, `preempted`, and the last eval's metrics prefixed `eval_`.
     """
+    if config.get("objective") == "pg" and make_iterator is None:
+        raise ValueError(
+            "objective 'pg' learns from the policy's own rollouts (advantages, old log-probs): an RL loop "
+            "builds its batches; no data file holds them"
+        )
     with _Preemption() as pre:
         try:
             return _run(config, workdir, make_iterator, progress, mesh, pre, allow_config_change)

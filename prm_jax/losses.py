@@ -190,3 +190,43 @@ def sft_loss(logits_or_logp, tokens_BxL, response_mask_BxL):
         hit = jnp.pad(pred == tokens_BxL[:, 1:], ((0, 0), (1, 0))).astype(jnp.float32)
         metrics["token_acc"] = _masked_mean(hit, mf)
     return loss, metrics
+
+
+def policy_gradient_loss(
+    logp_BxL,
+    old_logp_BxL,
+    advantages_BxL,
+    response_mask_BxL,
+    *,
+    clip_eps: float = 0.2,
+    ref_logp_BxL=None,
+    kl_coef: float = 0.0,
+):
+    """Returns (loss, metrics): PPO's clipped surrogate over the response tokens, plus kl_coef times
+    the k3 estimate of KL(pi || pi_ref) (exp(d) - d - 1 with d = log pi_ref - log pi).
+
+    ratio_t = exp(logp_t - old_logp_t); the token loss is -min(ratio_t * A_t, clip(ratio_t, 1 - eps,
+    1 + eps) * A_t), averaged over response tokens (position 0 never counts). metrics: loss, pg_loss,
+    kl, clip_frac (tokens whose ratio left the clip range), ratio (mean), num_tokens.
+    """
+    logp = scoring.as_float(logp_BxL)
+    m = jnp.asarray(response_mask_BxL, bool).at[:, 0].set(False)
+    mf = m.astype(jnp.float32)
+    adv = jnp.asarray(advantages_BxL, jnp.float32)
+    ratio = jnp.exp(jnp.where(m, logp - jnp.asarray(old_logp_BxL, jnp.float32), 0.0))
+    surr = jnp.minimum(ratio * adv, jnp.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv)
+    pg = _masked_mean(-surr, mf)
+    metrics = {
+        "pg_loss": pg,
+        "ratio": _masked_mean(ratio, mf),
+        "clip_frac": _masked_mean((jnp.abs(ratio - 1.0) > clip_eps).astype(jnp.float32), mf),
+        "num_tokens": jnp.sum(mf),
+    }
+    loss = pg
+    if ref_logp_BxL is not None:
+        d = jnp.where(m, jnp.asarray(ref_logp_BxL, jnp.float32) - logp, 0.0)
+        kl = _masked_mean(jnp.exp(d) - d - 1.0, mf)
+        metrics["kl"] = kl
+        loss = loss + kl_coef * kl
+    metrics["loss"] = loss
+    return loss, metrics

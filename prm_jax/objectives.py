@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from prm_jax.config import complete_section
 from prm_jax import losses, scoring
 
-OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft")
+OBJECTIVES = ("bce", "orm", "implicit_ce", "implicit_dpo", "pav", "sft", "pg")
 # The Record field each objective learns from (None: the text itself); checked before training.
 RECORD_TARGETS = {
     "bce": "step_labels",
@@ -33,9 +33,10 @@ RECORD_TARGETS = {
     "implicit_dpo": "outcome",
     "pav": "q_values",
     "sft": None,
+    "pg": None,  # RL: its batches come from rollouts (advantages, old log-probs), not from records
 }
-# Objectives that need a frozen reference model in the train state.
-NEEDS_REF = ("implicit_ce", "implicit_dpo")
+# Objectives that need a frozen reference model in the train state (pg: the KL term's pi_ref).
+NEEDS_REF = ("implicit_ce", "implicit_dpo", "pg")
 # Batch keys each objective reads (beyond tokens / segment_ids / positions).
 BATCH_KEYS = {
     "bce": ("step_pos", "step_labels", "step_mask"),
@@ -52,6 +53,7 @@ BATCH_KEYS = {
         "rejected_outcome_mask",
     ),
     "sft": ("response_mask",),
+    "pg": ("response_mask", "advantages", "old_logprobs"),
 }
 
 
@@ -196,6 +198,26 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
             aux["step_labels"] = batch["step_labels"]
         return loss, aux
 
+    def policy_gradient(params, ref_params, batch):
+        logp, _ = token_logprobs(model_cfg, params, batch, "", chunk)
+        ref_logp = None
+        if float(loss_cfg.kl_coef) > 0:
+            if ref_params is None:
+                raise ValueError("objective 'pg' with loss.kl_coef > 0 needs reference params in the train state")
+            ref_logp = jax.lax.stop_gradient(
+                token_logprobs(model_cfg, jax.lax.stop_gradient(ref_params), batch, "", chunk)[0]
+            )
+        loss, metrics = losses.policy_gradient_loss(
+            logp,
+            batch["old_logprobs"],
+            batch["advantages"],
+            batch["response_mask"],
+            clip_eps=float(loss_cfg.clip_eps),
+            ref_logp_BxL=ref_logp,
+            kl_coef=float(loss_cfg.kl_coef),
+        )
+        return loss, {"metrics": metrics}
+
     def sft(params, ref_params, batch):
         logp, _ = token_logprobs(model_cfg, params, batch, "", chunk)
         loss, metrics = losses.sft_loss(logp, batch["tokens"], batch["response_mask"])
@@ -203,6 +225,8 @@ def make_loss_fn(objective: str, model_cfg, loss_cfg: Mapping[str, Any] | None =
 
     if objective in ("bce", "orm", "pav"):
         return step_head
+    if objective == "pg":
+        return policy_gradient
     if objective in NEEDS_REF:
         return implicit
     return sft

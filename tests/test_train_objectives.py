@@ -60,3 +60,48 @@ def test_objective_lowers_its_loss(objective, tmp_path):
     if objective == "bce":
         assert 0.0 <= final["eval_step_auroc"] <= 1.0 and 0.0 <= final["eval_step_acc"] <= 1.0
         assert np.isfinite(final["eval_loss"])
+
+
+@pytest.mark.parametrize("kl_coef", [0.0, 0.5])
+def test_pg_objective_raises_the_likelihood_of_positive_advantage_tokens(kl_coef):
+    """Objective 'pg' through the sharded, donated train step: on-policy steps with advantage +1 on
+    one response and -1 on another move their log-probs apart (and the KL term compiles and is
+    reported when kl_coef > 0). loop.run refuses it: its batches come from rollouts."""
+    from prm_jax import objectives, train
+
+    c = _tiny("sft")
+    c.objective = "pg"
+    c.loss.kl_coef = kl_coef
+    c.optim.update(lr=1e-2, warmup=1)
+    mesh = sharding.make_mesh({"data": 2}, jax.devices()[:2])
+    s = train.setup(c, mesh=mesh, vocab_size=32)
+    state = train.init_state(s)
+    rng = np.random.default_rng(0)
+    good, bad = rng.integers(3, 32, 12), rng.integers(3, 32, 12)
+    tokens = np.stack([good, good, bad, bad]).astype(np.int32)
+    mask = np.zeros((4, 12), bool)
+    mask[:, 6:] = True
+    adv = np.where(mask, np.array([1.0, 1.0, -1.0, -1.0])[:, None], 0.0).astype(np.float32)
+    batch = {
+        "tokens": tokens,
+        "positions": np.tile(np.arange(12, dtype=np.int32), (4, 1)),
+        "segment_ids": np.ones((4, 12), np.int32),
+        "response_mask": mask,
+        "advantages": adv,
+        "old_logprobs": np.zeros((4, 12), np.float32),
+    }
+    logp_fn = jax.jit(lambda p, b: objectives.token_logprobs(s.model_cfg, p, b)[0])
+
+    def response_logp(params):
+        return np.asarray(logp_fn(params, batch))[:, 6:].sum(1)
+
+    before = response_logp(state.params)
+    step = train.make_train_step(s, batch)
+    for _ in range(5):
+        batch["old_logprobs"] = np.asarray(logp_fn(state.params, batch), np.float32)  # on-policy
+        state, m = step(state, batch)
+    after = response_logp(state.params)
+    assert after[0] > before[0] + 0.5 and after[2] < before[2] - 0.5, (before, after)
+    assert ("kl" in m) == (kl_coef > 0) and np.isfinite(float(m["loss"]))
+    with pytest.raises(ValueError, match="rollouts"):
+        loop.run(c, "/nonexistent", progress=False)

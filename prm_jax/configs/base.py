@@ -53,6 +53,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             beta=0.05,  # implicit PRM: reward = beta * log pi / pi_ref (the paper's 0.05)
             pav_mode="bce",  # PAV: 'bce' on Q targets, or 'mse_adv' on advantages
             logprob_chunk=1024,  # tokens per chunk of the chunked log-prob (implicit PRM, SFT)
+            clip_eps=0.2,  # RL (objective 'pg'): PPO's ratio clip range
+            kl_coef=0.0,  # RL: weight of the k3 KL(pi || pi_ref) term; 0: none (clipping only)
         )
     )
     c.data = ml_collections.ConfigDict(
