@@ -350,12 +350,14 @@ class Continuation:
       marker counts as a step, a piece cut by `max_new_tokens` does not.
     ended: the continuation ended at EOS (the solution is complete).
     num_tokens: generated tokens (stop token included); logprob: their summed model log-prob.
+    ids: the generated token ids themselves (stop token included): what RL scores the policy on.
     """
 
     steps: list[str]
     ended: bool
     num_tokens: int
     logprob: float = 0.0
+    ids: tuple = ()
 
 
 class Policy:
@@ -423,7 +425,10 @@ class Policy:
         conts = []
         for i in range(len(ids)):
             steps, ended = self.decode(out.row(i), bool(out.stopped_B[i]))
-            conts.append(Continuation(steps, ended, int(out.lengths_B[i]), float(out.logprobs_BxN[i].sum())))
+            row = out.row(i)
+            conts.append(
+                Continuation(steps, ended, int(out.lengths_B[i]), float(out.logprobs_BxN[i].sum()), tuple(row))
+            )
         return conts
 
 
