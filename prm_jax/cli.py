@@ -49,6 +49,7 @@ COMMANDS = {
         "write a trained run as a Hugging Face folder (prm-jax or token-classification head)",
     ),
     "demo": ("prm_jax.commands.demo", "the end-to-end arithmetic-task demo (the main job)"),
+    "rl": ("prm_jax.commands.rl", "RL from an SFT policy with a PRM reward source (outcome, PRM, PAV, PRIME)"),
     "sweep": ("prm_jax.commands.sweep", "run or list a hyper-parameter sweep and gather its results"),
 }
 

@@ -32,6 +32,9 @@ VARIANTS = {
     "arith_search.py": ["demo", "pav_alpha", "agg", "tiny"],
     "processbench_eval.py": ["prm", "prm_pick", "tiny"],
     "arith_demo.py": ["full", "quick"],
+    "arith_rl.py": [
+        f"{src},{size}" for src in ("outcome", "prm_sum", "prm_min", "pav", "prime") for size in ("demo", "tiny")
+    ],
 }
 SPECS = [f"{f}:{v}" for f, vs in VARIANTS.items() for v in vs]
 
@@ -53,8 +56,11 @@ def _training_configs(cfg):
     out = {}
     if "policy" in cfg:
         out["policy"] = cfg.policy
-    if "verifiers" in cfg:
+    if "verifiers" in cfg and "objective" in cfg.verifiers[next(iter(cfg.verifiers))]:
         out.update({f"verifiers.{k}": cfg.verifiers[k] for k in cfg.verifiers})
+    for k in ("train", "prime"):  # an RL stage's policy-gradient step and online implicit PRM
+        if k in cfg and "objective" in cfg[k]:
+            out[k] = cfg[k]
     return out
 
 

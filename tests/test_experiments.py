@@ -31,6 +31,7 @@ TINY = {
     "arith_search.py": ["tiny"],
     "processbench_eval.py": ["tiny"],
     "arith_demo.py": ["quick"],  # `prm-jax demo`: run by tests/test_demo.py
+    "arith_rl.py": ["outcome,tiny"],  # `prm-jax rl`: run by tests/test_rl.py
 }
 # The real-scale variants and the mesh each names (asserted by the fit-check test).
 REAL = {

@@ -103,3 +103,63 @@ def test_bad_settings_are_errors(tiny):
         rl.RL(s, state, pol, source="orm", group=2)
     with pytest.raises(ValueError, match="online implicit PRM"):
         rl.RL(s, state, pol, source="prime", group=2)
+
+
+def test_rl_command_runs_the_tiny_config_end_to_end(tmp_path):
+    """`prm-jax rl` on experiments/arith_rl.py:outcome,tiny from a tiny SFT run (one CPU device, as a
+    user runs it): metrics.jsonl per iteration, final.json with the held-out curve."""
+    import json
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    env["JAX_PLATFORMS"] = "cpu"
+    cli = [sys.executable, "-m", "prm_jax.cli"]
+    pol = str(tmp_path / "pol")
+    p = subprocess.run(
+        [
+            *cli,
+            "train",
+            "--config",
+            "experiments/arith_policy_sft.py:tiny",
+            "--workdir",
+            pol,
+            "--no-progress",
+            "--config.train.steps=4",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    wd = tmp_path / "rl"
+    p = subprocess.run(
+        [
+            *cli,
+            "rl",
+            "--config",
+            "experiments/arith_rl.py:outcome,tiny",
+            "--workdir",
+            str(wd),
+            "--no-progress",
+            f"--config.policy_workdir={pol}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]
+    assert [r["step"] for r in rows] == [1, 2] and [r["samples_seen"] for r in rows] == [16, 32]
+    final = json.load(open(wd / "final.json"))
+    assert [s for s, _ in final["curve"]] == [0, 16, 32] and final["source"] == "outcome"
+    p = subprocess.run(
+        [*cli, "rl", "--config", "experiments/arith_prm.py:bce,tiny", "--workdir", str(wd)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert p.returncode == 2 and "not an RL stage config" in p.stderr
