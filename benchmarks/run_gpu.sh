@@ -11,10 +11,12 @@
 # another, each in its own processes, so JAX and torch never hold the GPU at the same time; every
 # stage has a timeout and the whole run a budget (BUDGET seconds, default 440) after which the
 # remaining optional stages are skipped and named in the summary.
-# Needs: python3 with jax[cuda], flax, optax, numpy, torch (CUDA), transformers, tqdm. No
-# ml_collections / tfds / grain: the benchmarks import only the model, losses, scoring, train step
-# and sampler. If a wheel must travel, put it in .whl/ and it is installed first (README of the
-# device tool); none is needed with the image of 2026-11.
+# Needs: python3 with jax[cuda], flax, optax, numpy, torch (CUDA), transformers, tqdm, and
+# ml_collections (the train step completes its config from prm_jax/configs/base.py). No tfds / grain:
+# the benchmarks import only the model, losses, scoring, train step and sampler. Wheels in .whl/ are
+# installed first; the image of 2026-11 lacks ml_collections, so before a run, here:
+#   python3 -m pip download --no-deps --only-binary=:all: -d .whl ml-collections==1.1.0
+# and carry .whl (the device tool's `carry`).
 set -u
 cd "$(dirname "$0")/.."
 export OUT="${OUT:-$PWD/benchmarks/out}"
@@ -34,13 +36,18 @@ PY="${PYTHON:-python3}"
 TINY_ARG=""; [ "${TINY:-0}" = 1 ] && TINY_ARG="--tiny"
 LOG="$OUT/run.log"
 BUDGET="${BUDGET:-440}"
-STAGES="${STAGES:-env ceilings train_bce train_implicit peer_train sampler scoring train_jax_extra train_jax_more train_jax_remat flags}"
+STAGES="${STAGES:-env ceilings train_bce train_implicit peer_train sampler scoring train_jax_extra train_jax_more train_jax_remat flags info_bench}"
 START=$(date +%s)
 : > "$LOG"
 
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site" || echo "wheel install failed" | tee -a "$LOG"
+fi
+
+if ! $PY -c "import ml_collections" 2>/dev/null; then
+  echo "ml_collections is missing: put its wheel in .whl/ (see this script's header) and run again" | tee -a "$LOG"
+  exit 2
 fi
 
 left() { echo $(( BUDGET - ($(date +%s) - START) )); }
@@ -89,6 +96,12 @@ XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUS
   stage flags 90 40 $PY benchmarks/sampler.py --no-peer --iters 2 --tag _cmdbuf_while
 XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_triton_gemm=false" \
   stage flags 90 40 $PY benchmarks/train_step.py --jax bce --peer none --tag _no_triton_gemm
+
+# What a user sees: `prm-jax info --bench`, the 30-second version of the three benchmarks.
+if [[ " $STAGES " == *" info_bench "* ]]; then
+  echo "== info_bench" | tee -a "$LOG"
+  timeout 120 $PY -m prm_jax.cli info --bench --bench-seconds 20 2>&1 | tail -6 | tee -a "$LOG"
+fi
 
 echo "== total $(( $(date +%s) - START ))s" | tee -a "$LOG"
 $PY benchmarks/summary.py $TINY_ARG --markdown "$OUT/summary.md"

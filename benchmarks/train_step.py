@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+from prm_jax.bench import AttrDict as _Cfg  # noqa: E402  (a config slice without ml_collections)
 
 # Variant -> settings. attention: 'cudnn' | 'xla'; remat: a ModelConfig.remat name; scan: layers
 # under nn.scan; logprobs: 'chunked' (objectives' hidden @ W a chunk at a time) or 'full' ([B,L,V]).
@@ -46,16 +47,6 @@ DEFAULT_JAX = "bce,implicit,bce_xla_attn,implicit_full_logprobs"
 DEFAULT_PEER = "prm_eager,implicit_eager,prm_compile"  # the long compile last
 STEPS_PER_ROW = 32
 BETA = 0.05
-
-
-class _Cfg(dict):
-    """A dict with attribute access: the slice of a ConfigDict that `prm_jax.train.setup` reads."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
 
 
 def make_batch(objective: str, batch: int, seq: int, vocab: int, seed: int = 0) -> dict:

@@ -254,6 +254,28 @@ png = plots.plot_accuracy_vs_compute(by_tokens, "search_accuracy.png", title="Se
 display(Image(png))
 """,
     ),
+    (
+        "md",
+        "## The PRM as a dense reward for RL\n`prm-jax rl-compare` as a call: from the SFT policy, RL with the outcome reward "
+        "alone, the frozen BCE-PRM's step rewards credited by PURE's min-form, and PRIME's implicit PRM trained online "
+        "(`experiments/arith_rl.py`; `prm_jax.rl_report.compare`). Each run checkpoints and resumes. In TINY mode two "
+        "iterations of 16 samples on one seed show the plumbing; `TINY = False` runs 3 seeds of the demo's size "
+        "(`runs/rl/report.md` of `prm-jax rl-compare` on the demo's runs is the measured comparison).",
+    ),
+    (
+        "code",
+        """
+from prm_jax import rl_report
+rl_over = [f"--config.policy_workdir={policy_dir}", f"--config.verifiers.prm={WORKDIR}/bce",
+           f"--config.verifiers.qpi={WORKDIR}/bce", f"--config.verifiers.pav={WORKDIR}/pav"]  # bce: soft MC = Q^pi
+figs = rl_report.compare(str(ROOT / "experiments" / f"arith_rl.py:outcome,{size}"), os.path.join(WORKDIR, "rl"),
+                         [0] if TINY else [0, 1, 2], sources=["outcome", "prm_min", "prime"], overrides=rl_over)
+for name, f in figs["sources"].items():
+    fa = f["final_accuracy"]
+    print(f"{name:8s} held-out accuracy {f['initial_accuracy']:.2f} -> {fa['mean']:.2f}")
+display(Image(figs["png"]))
+""",
+    ),
 ]
 
 HF_CHECKPOINT = [

@@ -50,6 +50,7 @@ COMMANDS = {
     ),
     "demo": ("prm_jax.commands.demo", "the end-to-end arithmetic-task demo (the main job)"),
     "rl": ("prm_jax.commands.rl", "RL from an SFT policy with a PRM reward source (outcome, PRM, PAV, PRIME)"),
+    "rl-compare": ("prm_jax.commands.rl_compare", "RL with every reward source x seeds: curves, report.md, claims"),
     "sweep": ("prm_jax.commands.sweep", "run or list a hyper-parameter sweep and gather its results"),
 }
 

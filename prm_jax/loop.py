@@ -189,13 +189,13 @@ RESUME_FREE = (
 )
 
 
-def check_resume(saved: dict, new: dict, workdir: str, allow_change: bool) -> list:
+def check_resume(saved: dict, new: dict, workdir: str, allow_change: bool, free_keys=RESUME_FREE) -> list:
     """Returns the changed keys a resume accepts; raises ValueError when the model / objective changed,
-    or other settings did and `allow_change` is False."""
+    or other settings than `free_keys` (keys, or prefixes ending in '.') did and `allow_change` is False."""
     from prm_jax.config import config_diff
 
     def free(key):
-        return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUME_FREE)
+        return any(key == k or (k.endswith(".") and key.startswith(k)) for k in free_keys)
 
     diffs = [d for d in config_diff(saved, new) if not free(d[0])]
     show = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in diffs[:8]) + (" ..." if len(diffs) > 8 else "")

@@ -235,12 +235,13 @@ class RL:
         self._step = None
         self._prime_step = None
 
-    def _sync_sampler(self) -> None:
+    def sync_sampler(self) -> None:
+        """Points the policy's sampler at the current weights (the score head left out)."""
         self.policy.sampler.params = {k: v for k, v in self.state.params.items() if k != "score_head"}
 
     def iteration(self, problems, gold, grade, rng, **sample_kw) -> dict:
         """Runs one RL iteration on `problems`; returns its metrics (accuracy, rewards, the step's)."""
-        self._sync_sampler()
+        self.sync_sampler()
         r = rollout(self.policy, problems, gold, grade, self.group, rng, **sample_kw)
         b = r.batch
         extra, logratio = {}, None
@@ -277,92 +278,3 @@ class RL:
         out["mean_steps"] = float(b["step_mask"].sum(1).mean())
         out["complete"] = float(r.ended.mean())
         return out
-
-
-def run(config, workdir: str, *, progress: bool = True) -> dict:
-    """Runs `config.iterations` RL iterations from the SFT policy in `config.policy_workdir`; writes
-    WORKDIR/metrics.jsonl (and TensorBoard events) per iteration and WORKDIR/final.json; returns the
-    final metrics: held-out accuracy (one sample per problem) against solutions sampled so far.
-
-    config (a stage config, `experiments/arith_rl.py`): seed, source, policy_workdir, verifiers
-    {name: workdir}, iterations, problems_per_iteration, group, max_new_tokens, temperature,
-    baseline, rewards (outcome_coef, process_coef, alpha, pure_temperature, q_weight, beta), eval
-    (problems, every), task (ArithConfig fields), train (the pg step's training config: optim, loss,
-    mesh; objective 'pg'), prime (the online implicit PRM's training config; source 'prime').
-    """
-    import json
-    import os
-
-    from tqdm.auto import tqdm
-
-    from prm_jax import loop, sampling, search, train
-    from prm_jax.data import arith
-    from prm_jax.metrics import MetricsWriter
-    from prm_jax.verifier import load_verifier
-
-    c = config
-    task = arith.ArithConfig(**dict(c.task))
-    model_cfg, params, _ = loop.load_trained(c.policy_workdir)
-    policy = sampling.load_policy(c.policy_workdir, max_batch=int(c.sample_batch))
-    s = train.setup(c.train, model_cfg=model_cfg)
-    state = train.init_state(s, params=params, ref_params=params)
-    need = {"prm_sum": ("prm",), "prm_min": ("prm",), "pav": ("qpi", "pav")}.get(c.source, ())
-    verifiers = {k: load_verifier("score", workdir=c.verifiers[k], tokenizer=policy.tokenizer) for k in need}
-    prime = None
-    if c.source == "prime":
-        ps = train.setup(c.prime, model_cfg=model_cfg)
-        prime = (ps, train.init_state(ps, params=params, ref_params=params))
-    rw = dict(c.rewards)
-    if c.source != "prime":
-        rw.pop("beta")
-    agent = RL(
-        s,
-        state,
-        policy,
-        source=c.source,
-        group=int(c.group),
-        verifiers=verifiers,
-        prime=prime,
-        baseline=c.baseline,
-        **rw,
-    )
-    grade = lambda a, g: a == g  # noqa: E731  (the task's exact integer answers)
-    held = np.random.default_rng([int(c.seed), 1])
-    held_out = [arith.sample_problem(task, held) for _ in range(int(c.eval.problems))]
-
-    def evaluate(it):
-        agent._sync_sampler()
-        sols = search.sample_solutions(
-            policy, [p.text for p in held_out], 1, jax.random.PRNGKey(10_000 + it), max_new_tokens=int(c.max_new_tokens)
-        )
-        return float(np.mean([grade(x[0].answer, p.answer) for x, p in zip(sols, held_out)]))
-
-    os.makedirs(workdir, exist_ok=True)
-    writer = MetricsWriter(workdir)
-    curve = [(0, evaluate(0))]
-    seen = 0
-    bar = tqdm(range(1, int(c.iterations) + 1), desc=f"rl {c.source}", disable=not progress)
-    for it in bar:
-        g = np.random.default_rng([int(c.seed), 0, it])
-        probs = [arith.sample_problem(task, g) for _ in range(int(c.problems_per_iteration))]
-        m = agent.iteration(
-            [p.text for p in probs],
-            [p.answer for p in probs],
-            grade,
-            jax.random.PRNGKey(int(c.seed) * 100_003 + it),
-            max_new_tokens=int(c.max_new_tokens),
-            temperature=float(c.temperature),
-        )
-        seen += len(probs) * int(c.group)
-        m["samples_seen"] = seen
-        if it % int(c.eval.every) == 0 or it == int(c.iterations):
-            m["eval/accuracy"] = evaluate(it)
-            curve.append((seen, m["eval/accuracy"]))
-        writer.write(it, m)
-        reward = next((m[k] for k in ("prm_reward", "pav_reward", "prime_reward") if k in m), m["accuracy"])
-        bar.set_postfix(acc=f"{m['accuracy']:.2f}", reward=f"{reward:.3f}")
-    writer.close()
-    final = {"source": c.source, "seed": int(c.seed), "curve": curve, "final_eval_accuracy": curve[-1][1]}
-    with open(os.path.join(workdir, "final.json"), "w") as f:
-        json.dump(final, f, indent=1)
-    return final

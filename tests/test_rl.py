@@ -105,61 +105,69 @@ def test_bad_settings_are_errors(tiny):
         rl.RL(s, state, pol, source="prime", group=2)
 
 
-def test_rl_command_runs_the_tiny_config_end_to_end(tmp_path):
-    """`prm-jax rl` on experiments/arith_rl.py:outcome,tiny from a tiny SFT run (one CPU device, as a
-    user runs it): metrics.jsonl per iteration, final.json with the held-out curve."""
-    import json
-    import subprocess
-    import sys
+@pytest.fixture(scope="module")
+def sft_workdir(tmp_path_factory):
+    """A tiny SFT policy run (4 steps of experiments/arith_policy_sft.py:tiny) to start RL from."""
+    from prm_jax import loop
 
-    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    env["JAX_PLATFORMS"] = "cpu"
-    cli = [sys.executable, "-m", "prm_jax.cli"]
-    pol = str(tmp_path / "pol")
-    p = subprocess.run(
-        [
-            *cli,
-            "train",
-            "--config",
-            "experiments/arith_policy_sft.py:tiny",
-            "--workdir",
-            pol,
-            "--no-progress",
-            "--config.train.steps=4",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
-    wd = tmp_path / "rl"
-    p = subprocess.run(
-        [
-            *cli,
-            "rl",
-            "--config",
-            "experiments/arith_rl.py:outcome,tiny",
-            "--workdir",
-            str(wd),
-            "--no-progress",
-            f"--config.policy_workdir={pol}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 0, p.stderr[-2000:]
-    rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]
-    assert [r["step"] for r in rows] == [1, 2] and [r["samples_seen"] for r in rows] == [16, 32]
-    final = json.load(open(wd / "final.json"))
-    assert [s for s, _ in final["curve"]] == [0, 16, 32] and final["source"] == "outcome"
-    p = subprocess.run(
-        [*cli, "rl", "--config", "experiments/arith_prm.py:bce,tiny", "--workdir", str(wd)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert p.returncode == 2 and "not an RL stage config" in p.stderr
+    wd = str(tmp_path_factory.mktemp("sft"))
+    c = cfg_lib.load_config(os.path.join(ROOT, "experiments", "arith_policy_sft.py:tiny"))
+    c.train.update(steps=4, batch_size=8)  # 8 rows: one per simulated device
+    loop.run(c, wd, progress=False)
+    return wd
+
+
+def _rl_config(policy_workdir, iterations):
+    c = cfg_lib.load_config(os.path.join(ROOT, "experiments", "arith_rl.py:prime,tiny"))
+    c.policy_workdir = policy_workdir
+    c.iterations = iterations
+    c.ckpt_every = 1
+    c.train.mesh.shape.data = -1  # both steps data-parallel over the 8 simulated devices
+    c.prime.mesh.shape.data = -1
+    return c
+
+
+def test_rl_run_resumes_after_sigterm_to_the_same_losses(sft_workdir, tmp_path, monkeypatch):
+    """A PRIME run (policy and online PRM both move) SIGTERM'd during iteration 2 saves there and
+    stops; resumed with a larger budget it replays iterations 3-4 exactly as an uninterrupted run."""
+    import json
+    import signal
+
+    from prm_jax import rl_loop
+
+    keys = ("loss", "grad_norm", "prime_loss", "accuracy", "gen_tokens", "samples_seen")
+    whole = rl_loop.run(_rl_config(sft_workdir, 4), str(tmp_path / "a"), progress=False)
+    rows_a = [json.loads(x) for x in open(tmp_path / "a" / "metrics.jsonl")]
+    assert [r["step"] for r in rows_a] == [1, 2, 3, 4] and not whole["preempted"]
+
+    real = rl.RL.iteration
+
+    def iteration(self, *a, **k):
+        out = real(self, *a, **k)
+        if int(self.state.step) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # arrives inside the iteration loop: finish, save, stop
+        return out
+
+    monkeypatch.setattr(rl.RL, "iteration", iteration)
+    wd = str(tmp_path / "b")
+    cut = rl_loop.run(_rl_config(sft_workdir, 3), wd, progress=False)
+    assert cut["preempted"] and not os.path.exists(os.path.join(wd, "final.json"))
+    monkeypatch.setattr(rl.RL, "iteration", real)
+    resumed = rl_loop.run(_rl_config(sft_workdir, 4), wd, progress=False)  # the budget is free to change
+    rows_b = [json.loads(x) for x in open(os.path.join(wd, "metrics.jsonl"))]
+    assert [r["step"] for r in rows_b] == [1, 2, 3, 4]
+    for ra, rb in zip(rows_a, rows_b):
+        assert {k: ra[k] for k in keys} == {k: rb[k] for k in keys}
+    assert resumed["curve"] == whole["curve"] and not resumed["preempted"]
+    assert rows_a[-1]["grad_norm"] > 0.0 and rows_a[-1]["loss"] != rows_a[0]["loss"]
+
+
+def test_rl_resume_refuses_changed_rewards(sft_workdir, tmp_path):
+    from prm_jax import rl_loop
+
+    wd = str(tmp_path / "c")
+    rl_loop.run(_rl_config(sft_workdir, 1), wd, progress=False)
+    c = _rl_config(sft_workdir, 2)
+    c.rewards.alpha = 5.0
+    with pytest.raises(ValueError, match="rewards.alpha"):
+        rl_loop.run(c, wd, progress=False)

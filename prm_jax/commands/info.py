@@ -1,4 +1,5 @@
-"""`prm-jax info`: versions of the stack, devices and backend, as JSON."""
+"""`prm-jax info [--bench]`: versions of the stack, devices and backend (and a 30-second benchmark of the
+three hot paths on this device: `prm_jax.bench`)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ PACKAGES = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object only")
+    parser.add_argument(
+        "--bench",
+        action="store_true",
+        help="also time the PRM train step, the sampler and verifier scoring on this device (about 30 s)",
+    )
+    parser.add_argument("--bench-seconds", type=float, default=30.0, help="timing budget of --bench, compiles aside")
 
 
 def collect() -> dict:
@@ -51,6 +58,10 @@ def collect() -> dict:
 
 def run(args: argparse.Namespace) -> int:
     info = collect()
+    if args.bench:
+        from prm_jax import bench
+
+        info["bench"] = bench.run(args.bench_seconds, progress=not args.json)
     if args.json:
         print(json.dumps(info))
         return 0
@@ -61,4 +72,6 @@ def run(args: argparse.Namespace) -> int:
         f"backend {info['backend']}  devices {info['device_count']} ({info['device_kind']})"
         f"  process {info['process_index']}/{info['process_count']}"
     )
+    if args.bench:
+        print(bench.table(info["bench"]))
     return 0
