@@ -36,7 +36,7 @@ PY="${PYTHON:-python3}"
 TINY_ARG=""; [ "${TINY:-0}" = 1 ] && TINY_ARG="--tiny"
 LOG="$OUT/run.log"
 BUDGET="${BUDGET:-440}"
-STAGES="${STAGES:-env ceilings train_bce train_implicit peer_train sampler scoring train_jax_extra train_jax_more train_jax_remat flags info_bench}"
+STAGES="${STAGES:-env ceilings train_bce train_implicit peer_train sampler scoring train_jax_extra train_jax_more train_jax_remat sampler_chunked flags info_bench}"
 START=$(date +%s)
 : > "$LOG"
 
@@ -90,6 +90,8 @@ stage scoring 70 30 $PY benchmarks/scoring.py
 stage train_jax_extra 140 45 $PY benchmarks/train_step.py --jax bce_xla_attn,implicit_full_logprobs --peer none
 stage train_jax_more 120 45 $PY benchmarks/train_step.py --jax implicit_bf16_head,implicit_remat_dots --peer none
 stage train_jax_remat 120 45 $PY benchmarks/train_step.py --jax bce_remat_dots_no_batch,bce_remat_full --peer none
+# The sampler with its prefill in 128-token slices, the vocabulary projection at the last position only.
+stage sampler_chunked 90 40 $PY benchmarks/sampler.py --no-peer --prefill-chunk 128 --tag _prefill128
 # Last, XLA flags worth a look (each in its own processes; an unknown flag fails only its stage):
 # CUDA-graph command buffers around the decode loop's while body, and cuBLAS instead of Triton GEMMs.
 XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,CUDNN,WHILE,CONDITIONAL" \

@@ -44,7 +44,7 @@ def model_cfg(tiny: bool, attention: str = "xla", param_dtype: str = "bfloat16")
     )
 
 
-def run_jax(tiny: bool, batch: int, prompt: int, new: int, iters: int) -> dict:
+def run_jax(tiny: bool, batch: int, prompt: int, new: int, iters: int, prefill_chunk: int = 0) -> dict:
     """Returns the prm-jax sampler's timing: first call (compile + run) and the median of `iters`."""
     import jax
     import numpy as np
@@ -55,7 +55,9 @@ def run_jax(tiny: bool, batch: int, prompt: int, new: int, iters: int) -> dict:
     rng = np.random.default_rng(0)
     prefixes = [list(rng.integers(2, cfg.vocab_size, prompt)) for _ in range(batch)]
     # eos_id -1 is never drawn, so every row runs to max_new_tokens like the peer's min_new_tokens.
-    sampler = sampling.Sampler(cfg, params, pad_id=0, eos_id=-1, step_id=None, max_batch=batch)
+    sampler = sampling.Sampler(
+        cfg, params, pad_id=0, eos_id=-1, step_id=None, max_batch=batch, prefill_chunk=prefill_chunk
+    )
     key = iter(range(10**6))
 
     def call():
@@ -85,9 +87,10 @@ def worker(argv) -> int:
     p.add_argument("--prompt", type=int, required=True)
     p.add_argument("--new", type=int, required=True)
     p.add_argument("--iters", type=int, required=True)
+    p.add_argument("--prefill-chunk", type=int, default=0)
     a = p.parse_args(argv)
     try:
-        res = run_jax(a.tiny, a.batch, a.prompt, a.new, a.iters)
+        res = run_jax(a.tiny, a.batch, a.prompt, a.new, a.iters, a.prefill_chunk)
     except Exception as e:
         res = {"error": f"{type(e).__name__}: {e}"[:2000]}
     common.emit(res)
@@ -130,6 +133,9 @@ def main(argv=None) -> int:
     p = common.stage_parser(__doc__)
     p.add_argument("--iters", type=int, default=None)
     p.add_argument("--tag", default="", help="suffix of the prm-jax row's key (e.g. an XLA-flag variant)")
+    p.add_argument(
+        "--prefill-chunk", type=int, default=0, help="Sampler(prefill_chunk=): slices of the prefill (0: one call)"
+    )
     a = p.parse_args(argv)
     deadline = time.time() + a.budget if a.budget else None
     tiny = a.tiny
@@ -160,6 +166,8 @@ def main(argv=None) -> int:
                 str(new),
                 "--iters",
                 str(iters),
+                "--prefill-chunk",
+                str(a.prefill_chunk),
             ]
             + (["--tiny"] if tiny else []),
             a.timeout,

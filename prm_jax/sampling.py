@@ -126,11 +126,33 @@ def sample_next(logits_BxV, rng, temperature, top_p):
     return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
 
 
+def _prefill(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache, chunk: int):
+    """Returns (the last position's logits [B, V], the cache holding the prefix).
+
+    chunk 0: one decode call over the whole prefix (logits at every position, as training computes
+    them). chunk > 0: the prefix in slices of `chunk` tokens, none through the vocabulary projection,
+    then the projection of the last position alone: attention scores stay [B, chunk, M] and the
+    [B, P, V] logits (5 GB at 64 x 256 rows of a 152k vocabulary in bf16) are never formed.
+    """
+    if not chunk:
+        out, cache = model_lib.decode(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache)
+        return out.logits[:, -1, :], cache
+    p = tokens_BxP.shape[1]
+    for s in range(0, p, chunk):  # static: P and chunk are Python ints
+        sl = slice(s, min(s + chunk, p))
+        out, cache = model_lib.decode(
+            cfg, params, tokens_BxP[:, sl], positions_BxP[:, sl], valid_BxP[:, sl], cache, lm_head=False
+        )
+    w_DxV = model_lib.output_embedding(cfg, params)
+    return jnp.einsum("bd,dv->bv", out.hidden[:, -1, :], w_DxV.astype(out.hidden.dtype)), cache
+
+
 def _generate(
     cfg,
     pad_id,
     eos_id,
     new_bucket,
+    prefill_chunk,
     params,
     tokens_BxP,
     positions_BxP,
@@ -146,8 +168,7 @@ def _generate(
     Row b draws at most limit_B[b] <= N tokens (0: a filler row that never runs)."""
     b, p = tokens_BxP.shape
     cache = model_lib.init_cache(cfg, b, p + new_bucket)
-    out, cache = model_lib.decode(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache)
-    last_BxV = out.logits[:, -1, :]
+    last_BxV, cache = _prefill(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache, prefill_chunk)
     next_pos_B = positions_BxP[:, -1] + 1
 
     max_new = jnp.max(limit_B)
@@ -212,6 +233,8 @@ class Sampler:
       max_batch: rows per compiled call; larger requests are split (sorted by length to save padding).
       segment: new tokens per round: a row still running after it is re-queued (see `sample`).
       len_bucket: prefix lengths are rounded up to a multiple of it (one compile per bucket).
+      prefill_chunk: prefill the prefix in slices of this many tokens, the vocabulary projection at
+        its last position only (0: one call, logits at every position; see `_prefill`).
     """
 
     def __init__(
@@ -225,12 +248,16 @@ class Sampler:
         max_batch: int = 256,
         segment: int = SEGMENT,
         len_bucket: int = LEN_BUCKET,
+        prefill_chunk: int = 0,
     ):
         # The sampler never reads step scores: without the head its programs trace and compile less.
         self.cfg = dataclasses.replace(model_cfg, score_head=False, score_likelihood=False)
         self.params = {k: v for k, v in params.items() if k != "score_head"}
         self.pad_id, self.eos_id, self.step_id = int(pad_id), int(eos_id), step_id
         self.max_batch, self.segment, self.len_bucket = int(max_batch), int(segment), int(len_bucket)
+        if prefill_chunk < 0:
+            raise ValueError(f"prefill_chunk={prefill_chunk}: give a positive token count, or 0 for one call")
+        self.prefill_chunk = int(prefill_chunk)
         self._compiled: dict[tuple, object] = {}  # the process-wide programs this sampler called
         self.tokens_generated = 0
         self.seconds = 0.0
@@ -239,9 +266,11 @@ class Sampler:
     def _fn(self, new_bucket: int):
         # One jitted function per (model, ids, bucket) for the whole process: a second Sampler of the
         # same policy (the demo's search stage after its labelling stage) reuses the compiles.
-        key = (self.cfg, self.pad_id, self.eos_id, new_bucket)
+        key = (self.cfg, self.pad_id, self.eos_id, new_bucket, self.prefill_chunk)
         if key not in _COMPILED:
-            _COMPILED[key] = jax.jit(functools.partial(_generate, self.cfg, self.pad_id, self.eos_id, new_bucket))
+            _COMPILED[key] = jax.jit(
+                functools.partial(_generate, self.cfg, self.pad_id, self.eos_id, new_bucket, self.prefill_chunk)
+            )
         self._compiled[key] = _COMPILED[key]
         return _COMPILED[key]
 
@@ -292,7 +321,7 @@ class Sampler:
             new_bucket = shapes.pow2(max(limits), 8)
             p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
-            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id), set())
+            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id, self.prefill_chunk), set())
             # never more rows than this sampler's max_batch (its caller's memory bound)
             mine = {c for c in called if c[0] <= self.max_batch}
             b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), mine)
