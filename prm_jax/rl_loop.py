@@ -1,4 +1,4 @@
-"""The RL host loop: `run(config, workdir)` runs RL iterations with checkpoints, resume and SIGTERM.
+"""The RL host loop: `run(stage, workdir)` runs RL iterations with checkpoints, resume and SIGTERM.
 
 An RL run's state is one Orbax checkpoint per saved iteration (`checkpoint.Checkpointer`): the
 policy's TrainState and, for PRIME, the online implicit PRM's, with the iteration, the samples seen
@@ -83,13 +83,13 @@ def _abstract(agent: rl.RL) -> dict:
     return out
 
 
-def run(config, workdir: str, *, progress: bool = True, allow_config_change: bool = False) -> dict:
-    """Runs `config.iterations` RL iterations from the SFT policy in `config.policy_workdir` (resuming
+def run(stage, workdir: str, *, progress: bool = True, allow_config_change: bool = False) -> dict:
+    """Runs `stage.iterations` RL iterations from the SFT policy in `stage.policy_workdir` (resuming
     from WORKDIR's latest checkpoint); writes metrics.jsonl and TensorBoard events per iteration and
     final.json; returns {source, seed, curve: [(samples seen, held-out accuracy)], final_eval_accuracy,
     preempted, wall_s}.
 
-    config (a stage config, `experiments/arith_rl.py`): seed, source, policy_workdir, verifiers
+    stage (an RL stage config, `experiments/arith_rl.py`; not a training config): seed, source, policy_workdir, verifiers
     {name: workdir}, iterations, problems_per_iteration, group, sample_batch, max_new_tokens,
     temperature, baseline, rewards (outcome_coef, process_coef, alpha, pure_temperature, q_weight,
     beta), eval (problems, every), ckpt_every (0: the last iteration only), keep_ckpts, task
@@ -97,14 +97,14 @@ def run(config, workdir: str, *, progress: bool = True, allow_config_change: boo
     """
     with loop._Preemption() as pre:
         try:
-            return _run(config, workdir, progress, pre, allow_config_change)
+            return _run(stage, workdir, progress, pre, allow_config_change)
         except loop.Preempted:
             print(
                 f"[rl] SIGTERM outside an iteration (loading, compiling) or a second one: stopped at once; "
                 f"the checkpoints already in {workdir}/ckpt are kept",
                 file=sys.stderr,
             )
-            return {"source": config.source, "seed": int(config.seed), "preempted": True}
+            return {"source": stage.source, "seed": int(stage.seed), "preempted": True}
 
 
 def _run(c, workdir, progress, pre, allow_config_change) -> dict:
