@@ -36,9 +36,10 @@ def run_dir(workdir: str, source: str, seed: int) -> str:
 
 def compare(
     spec: str, workdir: str, seeds: Sequence[int], *, sources=None, overrides=(), progress: bool = True
-) -> dict:
+) -> dict | None:
     """Runs every reward source (the experiment's `get_hyper` points, or `sources`) for each seed from
-    the RL config `spec`, then writes the report; returns `write_report`'s figures."""
+    the RL config `spec`, then writes the report; returns `write_report`'s figures, or None when a run
+    was SIGTERM'd (its checkpoint is saved; the same call resumes it)."""
     from prm_jax import config as cfg_lib
     from prm_jax import rl, rl_loop, sweep
 
@@ -60,7 +61,7 @@ def compare(
                 raise ValueError(f"{spec} is not an RL stage config (no `stage = 'rl'`): see experiments/arith_rl.py")
             out = rl_loop.run(c, wd, progress=progress)
             if out.get("preempted"):
-                raise KeyboardInterrupt(f"{wd} was preempted; run the same command again to resume")
+                return None  # SIGTERM: the run saved its checkpoint; the same call resumes it
     return write_report(workdir, sources, seeds)
 
 
@@ -128,7 +129,9 @@ def figures(runs: dict, seeds: Sequence[int]) -> dict:
             "wall_s": {str(s): per_seed[s][0].get("wall_s") for s in seeds},
             "train_accuracy_slope": float(np.mean([_slope([r["accuracy"] for r in rows[s]]) for s in seeds])),
         }
-        key = next((k for k in ("prm_reward", "pav_reward", "prime_reward") if k in rows[seeds[0]][0]), None)
+        from prm_jax.rl_loop import PROCESS_KEYS
+
+        key = next((k for k in PROCESS_KEYS if k in rows[seeds[0]][0]), None)
         if key:
             f["process_reward"] = key
             f["process_reward_slope"] = float(np.mean([_slope([r[key] for r in rows[s]]) for s in seeds]))

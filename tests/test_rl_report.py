@@ -61,6 +61,17 @@ def test_report_names_unfinished_runs(tmp_path):
         rl_report.write_report(str(tmp_path), ["outcome"], [0])
 
 
+def test_compare_stops_at_a_preempted_run_and_writes_no_report(tmp_path, monkeypatch):
+    from prm_jax import rl_loop
+
+    calls = []
+    monkeypatch.setattr(rl_loop, "run", lambda c, wd, progress: calls.append(wd) or {"preempted": True})
+    spec = os.path.join(ROOT, "experiments", "arith_rl.py:outcome,tiny")
+    assert rl_report.compare(spec, str(tmp_path), [0, 1], progress=False) is None
+    assert calls == [rl_report.run_dir(str(tmp_path), "outcome", 0)]  # nothing after the preempted run
+    assert not os.path.exists(tmp_path / "report.md")
+
+
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
     """A tiny SFT policy and a tiny BCE verifier (a few steps each, from random weights)."""

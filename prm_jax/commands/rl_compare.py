@@ -55,5 +55,8 @@ def run(args: argparse.Namespace) -> int:
             overrides=getattr(args, "extra", []) or [],
             progress=not args.no_progress,
         )
+    if figs is None:
+        print("[rl-compare] SIGTERM: the run in progress saved its checkpoint; run the same command to resume")
+        return 1
     print(jsonio.dumps({"report": f"{args.workdir}/report.md", "claims": figs["claims"]}))
     return 0
