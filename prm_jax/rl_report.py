@@ -193,6 +193,7 @@ def plot(runs: dict, seeds: Sequence[int], path: str, caption: str) -> str:
 
     def band(ax, x, y_SxK, colour, label=None, marker=None):
         m, lo, hi = _t_band(y_SxK)
+        marker = marker or ("o" if len(x) < 3 else None)  # a line of one point draws nothing
         ax.plot(x, m, color=colour, marker=marker, ms=4, label=label)
         ax.fill_between(x, lo, hi, color=colour, alpha=0.13, lw=0)
 
@@ -214,7 +215,7 @@ def plot(runs: dict, seeds: Sequence[int], path: str, caption: str) -> str:
         (ax_gain, "held-out accuracy gained over the SFT policy", "accuracy - accuracy at 0"),
         (ax_diff, "held-out accuracy minus outcome-only's (dashed: outcome)", "accuracy difference"),
         (ax_prm, "frozen PRM's reward per solution (PURE's sum / min credit)", "sum of credited step rewards"),
-        (ax_train, "training-batch accuracy (5-iteration mean)", "accuracy"),
+        (ax_train, f"training-batch accuracy ({k}-iteration mean)", "accuracy"),
     )
     for ax, title, ylabel in labels:
         ax.set_title(title, fontsize=10)
