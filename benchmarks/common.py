@@ -300,17 +300,14 @@ def emit(result: dict) -> None:
 # --------------------------------------------------------------------------------------------
 RESULTS = "results"
 
-# Dense bf16 tensor-core peaks from the vendor datasheets (FLOP/s), matched on the device name.
-# The issue's MFU figures use these; the measured matmul ceiling is reported beside them.
-DATASHEET_BF16 = {"H100": 989.4e12, "H200": 989.4e12, "A100": 312e12, "L4": 121e12}
-
 
 def datasheet_peak(device_name: str | None) -> float | None:
-    """Returns the datasheet dense-bf16 FLOP/s for a device name, or None when unknown (CPU)."""
-    for key, val in DATASHEET_BF16.items():
-        if device_name and key in device_name.upper():
-            return val
-    return None
+    """Returns the datasheet dense-bf16 FLOP/s for a device name, or None when unknown (CPU): the
+    table of `prm_jax.bench` (which imports no JAX). The issue's MFU figures use it; the measured
+    matmul ceiling is reported beside it."""
+    from prm_jax.bench import peak_flops
+
+    return peak_flops(device_name) if device_name else None
 
 
 def update_results(section: str, key: str, value: Any, directory: pathlib.Path | None = None) -> None:

@@ -64,7 +64,7 @@ def _model_cfg(preset: str, **kw):
 
 
 def train_step(preset: str, batch: int, seq: int, seconds: float) -> dict:
-    """Returns the bce train step's tokens/s, ms per step and model FLOP/s (random data)."""
+    """Returns the bce train step's tokens/s and ms per step (random data; `run` adds the MFU)."""
     import jax
     import numpy as np
 
@@ -104,7 +104,7 @@ def train_step(preset: str, batch: int, seq: int, seconds: float) -> dict:
 
 
 def sampler(preset: str, batch: int, prompt: int, new: int, seconds: float) -> dict:
-    """Returns the sampler's new tokens/s and ms per decode step (every row runs to `new` tokens)."""
+    """Returns the sampler's new tokens/s and ms per call (every row runs to `new` tokens)."""
     import jax
     import numpy as np
 
