@@ -131,3 +131,21 @@ def test_rl_compare_quick_runs_every_source_and_writes_the_report(tiny_runs, tmp
     not_rl = os.path.join(ROOT, "experiments", "arith_prm.py:bce,tiny")
     assert cli.main(["rl", "--config", not_rl, "--workdir", str(tmp_path / "x")]) == 2
     assert "not an RL stage config" in capsys.readouterr().err
+
+
+def test_plot_draws_markers_where_a_series_has_under_three_points(tmp_path, monkeypatch):
+    """A TINY comparison has two iterations: its moving-average panel holds one point per source,
+    which a marker-less line would not draw at all."""
+    from prm_jax import plots
+
+    figs = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figs.append(fig))
+    runs = {"outcome": _fake({0: [0.2, 0.3]}), "prm_min": _fake({0: [0.2, 0.4]}, {0: [1, 1, 1, 1]})}
+    for r in runs.values():  # two iterations each
+        for seed in r:
+            r[seed] = (r[seed][0], r[seed][1][:2])
+    rl_report.plot(runs, [0], str(tmp_path / "x.png"), "caption")
+    train_ax = figs[0].axes[3]
+    assert "2-iteration mean" in train_ax.get_title()
+    lines = [ln for ln in train_ax.lines if len(ln.get_xdata()) == 1]
+    assert len(lines) == 2 and all(ln.get_marker() not in (None, "None", "") for ln in lines)
