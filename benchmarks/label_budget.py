@@ -1,0 +1,115 @@
+"""Rollout-free label sources on more solutions: the implicit and exact-label PRMs at 1x / 4x / 8x data.
+
+MC labels spend the sampler on rollouts (K per step prefix); outcome labels (the implicit PRM) and the
+task's exact step labels need only the solutions, so the same sampler budget buys several times more
+of them. This script samples `--problems` label problems x 8 solutions from a demo run's policy (the
+demo's own label problems are the first 128; its validation problems, 112-127, are left out), trains
+each `--variants` entry on them with the demo config's training settings, and scores one fixed set of
+256 held-out problems x 16 samples: step AUROC against exact ground truth and argmax best-of-16 (min and
+last). The demo's own verifiers are scored on the same set first.
+
+    python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb --problems 512 \
+        --variants implicit:full:1e-3:2,exact:head:3e-3:2
+
+A variant is KIND:MODE:LR:PASSES[:dpo]: KIND a demo verifier (implicit, exact, ...), MODE `head` (the
+score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over the data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+
+import jax
+import numpy as np
+
+from prm_jax import demo, evaluate, loop, sampling, search
+from prm_jax.configs import demo as demo_config
+from prm_jax.data import arith
+
+
+def write_training_set(policy, problems, path: str, seed: int) -> int:
+    """Writes 8 sampled solutions per problem with exact step labels and outcome; returns the count."""
+    t0 = time.perf_counter()
+    sols = search.sample_solutions(policy, problems, 8, jax.random.PRNGKey(1000 + seed), max_new_tokens=128)
+    n = 0
+    with open(path, "w") as f:
+        for p, xs in zip(problems, sols):
+            for x in xs:
+                if not x.steps:
+                    continue
+                exact = [float(v) for v in arith.check_steps(p, x.steps)]
+                ok = bool(x.complete and arith.is_correct(p, x.steps))
+                rec = {"prompt": p, "completions": x.steps, "labels": exact, "exact_labels": exact, "correct": ok}
+                f.write(json.dumps(rec) + "\n")
+                n += 1
+    print(f"sampled {n} training solutions in {time.perf_counter() - t0:.1f}s")
+    return n
+
+
+def score(name, verifier, problems, sols, gold) -> dict:
+    """Returns {auroc, bo16_min, bo16_last} of `verifier` on the fixed held-out samples."""
+    flat = [(i, m) for i, xs in enumerate(sols) for m, x in enumerate(xs) if x["steps"]]
+    out = verifier.score_all([problems[i] for i, _ in flat], [sols[i][m]["steps"] for i, m in flat])
+    truth = [arith.check_steps(problems[i], sols[i][m]["steps"]) for i, m in flat]
+    res = {"auroc": evaluate.step_auroc_ci(out["values"], truth, n_boot=20, seed=0)[0]}
+    correct = np.asarray([[x["answer"] == gold[i] for x in xs] for i, xs in enumerate(sols)])
+    for how in ("min", "last"):
+        agg = search.solution_scores(out["rewards"], how, step_values=out["values"])
+        sc = np.full(correct.shape, -np.inf)
+        for (i, m), s in zip(flat, agg):
+            sc[i, m] = s
+        res[f"bo16_{how}"] = float(np.mean(correct[np.arange(len(sols)), sc.argmax(1)]))
+    print(f"RESULT {name}: " + " ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
+    return res
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workdir", default="runs/demo", help="a finished demo run (its policy and verifiers)")
+    p.add_argument("--out", required=True, help="folder for the training set, eval samples and runs")
+    p.add_argument("--seed", type=int, default=0, help="the demo run's --config.seed")
+    p.add_argument("--problems", type=int, default=512, help="label problems (x 8 solutions)")
+    p.add_argument("--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES[:dpo], comma-separated")
+    a = p.parse_args()
+    os.makedirs(a.out, exist_ok=True)
+    c = demo_config.get_config("full")
+    c.seed = a.seed
+    policy = sampling.load_policy(os.path.join(a.workdir, "policy"), max_batch=c.sample_batch)
+    train_path = os.path.join(a.out, "train.jsonl")
+    probs = demo._problems(c.task, a.seed + 1, a.problems)
+    val = set(probs[112:128])
+    n_train = write_training_set(policy, [q for q in probs if q not in val], train_path, a.seed)
+    problems = demo._problems(c.task, a.seed + 2, 256)
+    gold = [arith.parse_problem(q).answer for q in problems]
+    ev = search.sample_solutions(policy, problems, 16, jax.random.PRNGKey(2000 + a.seed), max_new_tokens=128)
+    sols = [[{"steps": x.steps, "answer": x.answer} for x in xs] for xs in ev]
+    results = {}
+    vs = demo.load_verifiers(a.workdir, ["bce", "exact", "implicit"])
+    vs["likelihood"] = demo.likelihood_baseline(a.workdir)
+    for k, v in vs.items():
+        results[f"demo_{k}"] = score(f"demo_{k}", v, problems, sols, gold)
+    for var in a.variants.split(","):
+        kind, mode, lr, passes = var.split(":")[:4]
+        v = demo.verifier_config(a.workdir, c, kind)
+        if var.endswith(":dpo"):
+            v.objective = "implicit_dpo"
+        v.data.update(path=train_path, label_field="exact_labels")
+        v.optim.lr = float(lr)
+        if mode == "full":
+            v.optim.head_only_steps = 0
+        v.train.steps = int(np.ceil(float(passes) * n_train / v.train.batch_size))
+        name = var.replace(":", "_")
+        t0 = time.perf_counter()
+        loop.run(v, os.path.join(a.out, name))
+        print(f"{var}: {v.train.steps} steps in {time.perf_counter() - t0:.1f}s")
+        results[var] = score(var, demo.load_verifiers(a.out, [name])[name], problems, sols, gold)
+    json.dump(
+        {"train_solutions": n_train, "results": results}, open(os.path.join(a.out, "results.json"), "w"), indent=1
+    )
+
+
+if __name__ == "__main__":
+    main()
