@@ -11,7 +11,7 @@ last). The demo's own verifiers are scored on the same set first.
     python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb --problems 512 \
         --variants implicit:full:1e-3:2,exact:head:3e-3:2
 
-A variant is KIND:MODE:LR:PASSES[:dpo]: KIND a demo verifier (implicit, exact, ...), MODE `head` (the
+A variant is KIND:MODE:LR:PASSES: KIND a demo verifier (implicit, exact, ...), MODE `head` (the
 score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over the data.
 """
 
@@ -50,18 +50,23 @@ def write_training_set(policy, problems, path: str, seed: int) -> int:
 
 
 def score(name, verifier, problems, sols, gold) -> dict:
-    """Returns {auroc, bo16_min, bo16_last} of `verifier` on the fixed held-out samples."""
+    """Returns {auroc, bo16_min, bo16_last} of `verifier` on the fixed held-out samples (best-of-16
+    through `search.pool_scores` and `evaluate.best_of_n_curve`, as the demo's eval computes them)."""
     flat = [(i, m) for i, xs in enumerate(sols) for m, x in enumerate(xs) if x["steps"]]
     out = verifier.score_all([problems[i] for i, _ in flat], [sols[i][m]["steps"] for i, m in flat])
     truth = [arith.check_steps(problems[i], sols[i][m]["steps"]) for i, m in flat]
     res = {"auroc": evaluate.step_auroc_ci(out["values"], truth, n_boot=20, seed=0)[0]}
+    empty = np.zeros(0, np.float32)
+    rewards = [[empty] * len(xs) for xs in sols]
+    values = [[empty] * len(xs) for xs in sols]
+    for (i, m), r, q in zip(flat, out["rewards"], out["values"]):
+        rewards[i][m], values[i][m] = r, q
     correct = np.asarray([[x["answer"] == gold[i] for x in xs] for i, xs in enumerate(sols)])
+    answers = [[x["answer"] for x in xs] for xs in sols]
+    n = correct.shape[1]
     for how in ("min", "last"):
-        agg = search.solution_scores(out["rewards"], how, step_values=out["values"])
-        sc = np.full(correct.shape, -np.inf)
-        for (i, m), s in zip(flat, agg):
-            sc[i, m] = s
-        res[f"bo16_{how}"] = float(np.mean(correct[np.arange(len(sols)), sc.argmax(1)]))
+        sc = search.pool_scores(rewards, values, how)
+        res[f"bo16_{how}"] = float(evaluate.best_of_n_curve(sc, correct, answers, ns=[n], n_boot=1).acc[0])
     print(f"RESULT {name}: " + " ".join(f"{k} {v:.3f}" for k, v in res.items()), flush=True)
     return res
 
@@ -72,7 +77,7 @@ def main() -> None:
     p.add_argument("--out", required=True, help="folder for the training set, eval samples and runs")
     p.add_argument("--seed", type=int, default=0, help="the demo run's --config.seed")
     p.add_argument("--problems", type=int, default=512, help="label problems (x 8 solutions)")
-    p.add_argument("--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES[:dpo], comma-separated")
+    p.add_argument("--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES, comma-separated")
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     c = demo_config.get_config("full")
@@ -92,10 +97,8 @@ def main() -> None:
     for k, v in vs.items():
         results[f"demo_{k}"] = score(f"demo_{k}", v, problems, sols, gold)
     for var in a.variants.split(","):
-        kind, mode, lr, passes = var.split(":")[:4]
+        kind, mode, lr, passes = var.split(":")
         v = demo.verifier_config(a.workdir, c, kind)
-        if var.endswith(":dpo"):
-            v.objective = "implicit_dpo"
         v.data.update(path=train_path, label_field="exact_labels")
         v.optim.lr = float(lr)
         if mode == "full":
