@@ -39,6 +39,9 @@ def get_config(arg=None):
     # soft MC; 'hard_labels' for hard (the sweep below); the exact-label PRM keeps its 'exact_labels'
     if objective != "exact":
         c.data.label_field = "labels"
+    # The demo trains its implicit PRM on its own outcome-labelled set (WORKDIR/outcomes); here it reads
+    # the MC labels' file, whose `correct` field is the same outcome label.
+    c.data.source = "stepwise_jsonl"
     c.train.update(steps=200, ckpt_every=300, eval_every=100)
     # held-out steps scored against the task's exact correctness, whatever the run trains on, so the
     # soft-vs-hard sweep compares like with like

@@ -7,11 +7,13 @@ each stage is one library call:
   2. labels/     `labeling.label_and_split`: solutions sampled from the policy, Math-Shepherd MC labels,
                  OmegaPRM's cost comparison, PAV targets (the prover's Q), exact step correctness in
                  `meta`, split by problem into train.jsonl / val.jsonl;
-  3. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on labels/train.jsonl,
-                 from the policy's weights (the implicit PRM's reference too);
-  4. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
+  3. outcomes/   `labeling.sample_outcomes`: more policy solutions with their outcome label alone (the
+                 implicit PRM's data), bought with `labelling.outcome_budget` x the MC labels' sampler tokens;
+  4. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on labels/train.jsonl
+                 (implicit: outcomes/train.jsonl), from the policy's weights (the implicit PRM's reference too);
+  5. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
                  and aggregation, the policy's own likelihood as a label-free baseline, BCE beam and PAV beam search) and `evaluate.step_validation`;
-  5. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
+  6. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
      accuracy_vs_n.png, accuracy_vs_compute.png, solution_steps.png (`report.write_report`); the table is printed.
 Each stage is skipped when its output exists, so an interrupted run resumes.
 """
@@ -104,11 +106,59 @@ def stage_labels(workdir: str, c, log) -> dict:
     return stats
 
 
+def outcome_problem_count(label_stats: dict, budget: float, samples: int) -> int:
+    """Returns how many problems of `samples` solutions each cost `budget` times the MC labels' sampler
+    tokens, at the tokens per solution the labelling stage measured."""
+    per_solution = label_stats["solution_tokens_sampled"] / max(label_stats["solutions_sampled"], 1)
+    return max(1, int(np.ceil(budget * label_stats["sampler_tokens"] / (samples * max(per_solution, 1.0)))))
+
+
+def stage_outcomes(workdir: str, c, log) -> dict:
+    """Writes WORKDIR/outcomes/train.jsonl (outcome-labelled solutions, the implicit PRM's data, sized
+    by `labelling.outcome_budget`) and stats.json; returns the stats."""
+    folder = os.path.join(workdir, "outcomes")
+    stats_path = os.path.join(folder, "stats.json")
+    if os.path.exists(stats_path):
+        log("outcomes: exist, skipped")
+        return jsonio.load(stats_path)
+    os.makedirs(folder, exist_ok=True)
+    lab = c.labelling
+    # The label problems' own draw, continued: its first `labelling.problems` are the MC label problems.
+    # Their validation problems stay out, so every verifier is validated on problems it never saw.
+    val = {r["prompt"] for r in labeling.read_jsonl(os.path.join(workdir, "labels", "val.jsonl"))}
+    n = outcome_problem_count(
+        jsonio.load(os.path.join(workdir, "labels", "stats.json")), lab.outcome_budget, lab.samples
+    )
+    m = n + len(val)
+    while len(problems := [p for p in _problems(c.task, c.seed + 1, m) if p not in val]) < n:
+        m *= 2  # the validation problems recur later in the draw
+    problems = problems[:n]
+    pol = sampling.load_policy(os.path.join(workdir, "policy"), max_batch=c.sample_batch)
+    recs, stats = labeling.sample_outcomes(
+        pol,
+        problems,
+        jax.random.fold_in(jax.random.PRNGKey(c.seed + 1), 3),  # folds 0-2: label_and_split's
+        samples=lab.samples,
+        solution_tokens=lab.solution_tokens,
+        grade=_grade,
+    )
+    stats["outcome_budget"] = lab.outcome_budget
+    jsonio.write_jsonl(os.path.join(folder, "train.jsonl"), recs)
+    jsonio.dump(stats, stats_path)
+    log(
+        f"outcomes: {stats['outcome_solutions']} solutions of {len(problems)} problems, "
+        f"{stats['outcome_accuracy']:.3f} right, {stats['outcome_sampler_tokens']} sampler tokens"
+    )
+    return stats
+
+
 def verifier_config(workdir: str, c, name: str):
-    """Returns the training config of verifier `name`: its demo section with the labels' path, the
-    policy as initial weights (and reference), and `verifier_passes` epochs as its steps."""
+    """Returns the training config of verifier `name`: its demo section with its data's path (the MC
+    labels, or the outcome labels for an `outcome_jsonl` source), the policy as initial weights (and
+    reference), and `verifier_passes` epochs as its steps."""
     v = config_lib.complete(c.verifiers[name], where=f"config.verifiers.{name}")
-    path = os.path.join(workdir, "labels", "train.jsonl")
+    data = "outcomes" if v.data.source == "outcome_jsonl" else "labels"
+    path = os.path.join(workdir, data, "train.jsonl")
     n_train = sum(1 for line in open(path) if line.strip())
     policy = os.path.join(workdir, "policy")
     # A few passes over many labelled solutions, not many passes over few (those overfit).
@@ -251,6 +301,7 @@ def run(workdir: str, config=None, log=print) -> dict:
 
     timed("policy", stage_policy, workdir, c, log)
     label_stats = timed("labels", stage_labels, workdir, c, log)
+    label_stats = {**label_stats, **timed("outcomes", stage_outcomes, workdir, c, log)}
     for name in c.verifiers:
         timed(name, stage_verifier, workdir, name, c, log)
     res = timed("eval", stage_eval, workdir, c, log)

@@ -57,6 +57,14 @@ def dump(obj: Any, path: str, indent: int | None = 1) -> None:
         f.write(dumps(obj, indent=indent))
 
 
+def write_jsonl(path, rows) -> None:
+    """Writes one strict JSON object per line to `path` (its folder is created)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(dumps(row) + "\n")
+
+
 def load(path) -> Any:
     """Returns the JSON value in `path`; malformed JSON raises ValueError naming the file and line."""
     with open(path, encoding="utf-8-sig") as f:

@@ -17,7 +17,6 @@ rollout of a call into one sampler request.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from typing import Callable, Sequence
 
@@ -25,7 +24,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from prm_jax import targets
+from prm_jax import jsonio, targets
 
 
 @dataclasses.dataclass
@@ -326,6 +325,10 @@ def label_and_split(
             "policy_accuracy_on_label_problems": float(np.mean([c for _, _, c in items])),
             "solutions_with_error_in_omega_subset": int(wrong.sum()),
             "sampler_tokens_per_s": policy.sampler.tokens_per_second,
+            # solutions, MC and V0 rollouts, OmegaPRM: the budget the outcome labels are sized against
+            "sampler_tokens": int(policy.sampler.tokens_generated),
+            "solutions_sampled": int(sum(len(xs) for xs in sols)),
+            "solution_tokens_sampled": int(sum(x.gen_tokens for xs in sols for x in xs)),
         }
     )
     n_val = max(1, int(round(val_frac * len(problems))))
@@ -341,11 +344,49 @@ def label_and_split(
     return train, val, stats
 
 
+def sample_outcomes(
+    policy,
+    problems: Sequence[str],
+    rng,
+    *,
+    samples: int,
+    solution_tokens: int,
+    grade: Callable,
+) -> tuple[list[dict], dict]:
+    """Returns (records, stats): `samples` policy solutions per problem with their outcome label only.
+
+    The implicit PRM's data (outcome jsonl: `prompt`, `steps`, `correct`): no rollouts and no step
+    labels, so one solution costs its own tokens, where an MC-labelled one also costs K rollouts per
+    step. An unfinished solution (no EOS within `solution_tokens`) is labelled wrong, as the MC labels
+    grade it; a solution without a step is left out (it has nothing to score).
+    """
+    from prm_jax import search
+
+    before = (policy.sampler.tokens_generated, policy.sampler.seconds)
+    t0 = time.perf_counter()
+    sols = search.sample_solutions(policy, problems, samples, rng, max_new_tokens=solution_tokens)
+    recs = [
+        {"prompt": p, "steps": x.steps, "correct": bool(x.complete and grade(p, x.steps))}
+        for p, xs in zip(problems, sols)
+        for x in xs
+        if x.steps
+    ]
+    tokens = policy.sampler.tokens_generated - before[0]
+    stats = {
+        "outcome_problems": len(problems),
+        "outcome_solutions": len(recs),
+        "outcome_solutions_without_steps": len(problems) * samples - len(recs),
+        "outcome_accuracy": float(np.mean([r["correct"] for r in recs])) if recs else None,
+        "outcome_sampler_tokens": int(tokens),
+        "outcome_sampler_seconds": policy.sampler.seconds - before[1],
+        "outcome_seconds": time.perf_counter() - t0,
+    }
+    return recs, stats
+
+
 def write_jsonl(path, labelled: Sequence[Labelled]) -> None:
     """Writes one step-wise jsonl object per labelled solution."""
-    with open(path, "w") as f:
-        for item in labelled:
-            f.write(json.dumps(item.to_json()) + "\n")
+    jsonio.write_jsonl(path, [item.to_json() for item in labelled])
 
 
 from prm_jax.jsonio import read_jsonl  # noqa: E402,F401  (labels/*.jsonl: the one jsonl reader)

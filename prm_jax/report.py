@@ -75,6 +75,20 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
     orm = _ci(res, "orm/last/argmax", orm_n)
     bce_n, imp_n = _ci(res, "bce/min/argmax", n), _ci(res, "implicit/min/argmax", n)
     bce_auc, exact_auc = _auroc(res, "bce"), _auroc(res, "exact")
+    # Each label source's data and what the sampler spent on it (the implicit PRM's selling point:
+    # outcome labels cost no rollouts, so the same budget buys more solutions).
+    ls = label_stats or {}
+    budget = {
+        k: ls[k]
+        for k in ("train_solutions", "sampler_tokens", "outcome_solutions", "outcome_sampler_tokens")
+        if ls.get(k) is not None
+    }
+    budget_text = (
+        f"; outcome labels on {budget['outcome_solutions']:,} solutions ({budget['outcome_sampler_tokens']:,} "
+        f"sampler tokens), MC labels on {budget['train_solutions']:,} ({budget['sampler_tokens']:,})"
+        if len(budget) == 4
+        else ""
+    )
     out = [
         {
             "key": "bce_weighted_vote_beats_majority",
@@ -125,8 +139,8 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "key": "implicit_close_to_bce",
             "claim": "an implicit PRM from outcome labels only matches an MC-labelled PRM (Yuan et al. 2024)",
             "figure": f"implicit PRM within 3 points of BCE-PRM at best-of-{n} (min, argmax)",
-            "values": {"implicit": imp_n, "bce": bce_n},
-            "measured": f"{_fmt(imp_n)} vs {_fmt(bce_n)}",
+            "values": {"implicit": imp_n, "bce": bce_n, **budget},
+            "measured": f"{_fmt(imp_n)} vs {_fmt(bce_n)}" + budget_text,
             "holds": imp_n["value"] >= bce_n["value"] - 0.03,
         },
     ]

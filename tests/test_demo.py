@@ -94,9 +94,23 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert out["labels"]["train_solutions"] == len(rows) and out["labels"]["val_solutions"] == len(val)
     assert res["val"]["solutions"] == len(val) and set(VERIFIERS) <= set(res["val"])
     assert res["val"]["steps"] == sum(len(r["completions"]) for r in val)
+    # The implicit PRM's data: outcome labels only, on problems the validation split does not hold,
+    # as many as the outcome budget buys at the labelling stage's tokens per solution.
+    outcomes = [json.loads(line) for line in open(os.path.join(workdir, "outcomes/train.jsonl"))]
+    assert outcomes and all(set(r) == {"prompt", "steps", "correct"} for r in outcomes)
+    assert not {r["prompt"] for r in outcomes} & {r["prompt"] for r in val}
+    n_out = demo.outcome_problem_count(out["labels"], QUICK.labelling.outcome_budget, QUICK.labelling.samples)
+    assert out["labels"]["outcome_problems"] == n_out and len({r["prompt"] for r in outcomes}) <= n_out
+    assert out["labels"]["outcome_solutions"] == len(outcomes) > len(rows)
+    fig = {f["key"]: f for f in rep["figures"]}["implicit_close_to_bce"]  # states both label budgets
+    assert fig["values"]["outcome_solutions"] == len(outcomes) and fig["values"]["train_solutions"] == len(rows)
+    assert f"outcome labels on {len(outcomes):,} solutions" in fig["measured"]
+    imp = demo.verifier_config(workdir, QUICK, "implicit")
+    assert imp.data.source == "outcome_jsonl" and imp.data.path == os.path.join(workdir, "outcomes", "train.jsonl")
     # Verifier steps follow the passes over the training solutions, not a fixed count.
-    want = max(1, -(-int(QUICK.verifier_passes * len(rows)) // QUICK.verifiers.bce.train.batch_size))
     for name in VERIFIERS:
+        n_rows = len(outcomes) if name == "implicit" else len(rows)
+        want = max(1, -(-int(QUICK.verifier_passes * n_rows) // QUICK.verifiers.bce.train.batch_size))
         last = [json.loads(line) for line in open(os.path.join(workdir, name, "metrics.jsonl"))][-1]
         assert last["step"] == want, (name, last["step"], want)
     report = open(os.path.join(workdir, "report.md")).read()
@@ -133,7 +147,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     # Second run: every stage is found and skipped; the report is rewritten from eval.json.
     logs = []
     again = demo.run(workdir, QUICK, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 2 + len(VERIFIERS) + 1
+    assert sum("skipped" in line for line in logs) == 3 + len(VERIFIERS) + 1  # policy, labels, outcomes, ..., eval
     # its report keeps the time each stage took when it ran (not the near-zero time of skipping it)
     assert {k: v for k, v in again["wall"].items() if k != "total"} == {
         k: v for k, v in out["wall"].items() if k != "total"
@@ -169,6 +183,14 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     )
     assert r.returncode == 0 and "after (this checkout)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert "before (HEAD)" in r.stdout and "speed-up" in r.stdout, r.stdout[-2000:]
+
+
+def test_outcome_problem_count_buys_the_budget_at_the_measured_tokens_per_solution():
+    stats = {"sampler_tokens": 30_000, "solutions_sampled": 100, "solution_tokens_sampled": 6_000}
+    # 60 tokens a solution, 8 a problem: 480 tokens a problem; 30,000 / 480 = 62.5 -> 63 problems
+    assert demo.outcome_problem_count(stats, 1.0, 8) == 63
+    assert demo.outcome_problem_count(stats, 2.0, 8) == 125
+    assert demo.outcome_problem_count(dict(stats, sampler_tokens=0), 1.0, 8) == 1
 
 
 def test_report_values_without_a_defined_ci():

@@ -123,3 +123,48 @@ def test_bad_prover_and_bad_jsonl(tmp_path):
     path.write_text(json.dumps({"prompt": "x"}) + "\n{not json\n")
     with pytest.raises(ValueError, match="bad.jsonl:2"):
         labeling.read_jsonl(path)
+
+
+class ScriptedPolicy:
+    """Returns scripted continuations in order and counts their tokens as a Sampler does."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.sampler = type("S", (), {"tokens_generated": 0, "seconds": 0.0})()
+
+    def continue_from(self, problems, prefixes, rng, *, mode="full", max_new_tokens=64, **_):
+        out = [self.script.pop(0) for _ in prefixes]
+        self.sampler.tokens_generated += sum(c.num_tokens for c in out)
+        return out
+
+    def answer(self, steps):
+        return steps[-1] if steps else None
+
+
+def test_sample_outcomes_labels_only_the_outcome_and_counts_the_sampler_tokens(tmp_path):
+    from prm_jax import jsonio
+    from prm_jax.data import readers
+
+    script = [
+        Continuation(["s", "ok"], True, 5),  # right
+        Continuation(["bad", "ok"], True, 6),  # wrong (grade)
+        Continuation(["s", "ok"], False, 64),  # unfinished: graded wrong, as the MC labels do
+        Continuation([], False, 64),  # no step: left out, counted
+    ]
+    pol = ScriptedPolicy(script)
+    recs, stats = labeling.sample_outcomes(
+        pol, ["p1", "p2"], jax.random.PRNGKey(0), samples=2, solution_tokens=64, grade=grade
+    )
+    assert recs == [
+        {"prompt": "p1", "steps": ["s", "ok"], "correct": True},
+        {"prompt": "p1", "steps": ["bad", "ok"], "correct": False},
+        {"prompt": "p2", "steps": ["s", "ok"], "correct": False},
+    ]
+    assert stats["outcome_solutions"] == 3 and stats["outcome_solutions_without_steps"] == 1
+    assert stats["outcome_sampler_tokens"] == 5 + 6 + 64 + 64 and stats["outcome_accuracy"] == pytest.approx(1 / 3)
+    # The file is the outcome jsonl format: outcome labels, no step labels.
+    path = str(tmp_path / "outcomes.jsonl")
+    jsonio.write_jsonl(path, recs)
+    got = readers.read_all("outcome_jsonl", path)
+    assert [r.outcome for r in got] == [1.0, 0.0, 0.0] and all(r.step_labels is None for r in got)
+    assert [r.steps for r in got] == [x["steps"] for x in recs]

@@ -5,7 +5,8 @@
   seed        offsets every random choice of the run (problems, sampling, labelling, training, bootstrap)
   task        the arithmetic task (ArithConfig fields) of policy, labels and evaluation
   policy      the SFT policy's training config (the base config's keys)
-  labelling   solutions sampled per problem, MC rollouts, the PAV prover, OmegaPRM's share, split
+  labelling   solutions sampled per problem, MC rollouts, the PAV prover, OmegaPRM's share, split,
+              and the implicit PRM's outcome-labelled problems
   verifier_passes  epochs of each verifier over the labelled training solutions (sets its steps)
   verifiers   the verifier runs: one training config per verifier (bce, exact, qpi, orm, pav, implicit),
               starting from the policy's weights
@@ -35,14 +36,8 @@ OBJECTIVE = {"bce": "bce", "exact": "bce", "qpi": "bce", "orm": "orm", "pav": "p
 # Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).
 # The Q^pi verifier always learns the soft fraction: the policy's own success probability. The exact-label
 # PRM learns the task's exact step correctness (PRM800K's human labels' analogue): the labels' ceiling.
-LABEL_FIELD = {
-    "bce": "hard_labels",
-    "exact": "exact_labels",
-    "qpi": "labels",
-    "orm": "labels",
-    "pav": "labels",
-    "implicit": "labels",
-}
+# The implicit PRM reads outcome labels alone (WORKDIR/outcomes/train.jsonl, `labelling.outcome_problems`).
+LABEL_FIELD = {"bce": "hard_labels", "exact": "exact_labels", "qpi": "labels", "orm": "labels", "pav": "labels"}
 SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
 FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
 WHOLE_RUN = 10**9  # optim.head_only_steps: the score head alone trains, on the frozen policy
@@ -77,7 +72,10 @@ def _policy(steps: int, batch: int, seed) -> ml_collections.ConfigDict:
 
 def _verifier(name: str, batch: int, seed) -> ml_collections.ConfigDict:
     c = _training(OBJECTIVE[name])
-    c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])  # path: WORKDIR/labels/train.jsonl
+    if name == "implicit":
+        c.data.source = "outcome_jsonl"  # path: WORKDIR/outcomes/train.jsonl
+    else:
+        c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])  # path: WORKDIR/labels/train.jsonl
     # steps 0: set at run time to verifier_passes epochs over the labelled solutions
     c.train.update(steps=0, ckpt_every=FINAL_ONLY, batch_size=batch, seed=seed)
     if name != "implicit":
@@ -124,6 +122,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # labelling stage's 8 sampler compiles.
             solution_tokens=128,
             max_new_tokens=128,  # token budget of an MC rollout
+            # The implicit PRM's outcome-labelled solutions, bought with this multiple of the sampler
+            # tokens the MC labels cost (solutions, rollouts, OmegaPRM): the label problems' draw
+            # continued, `samples` per problem, their validation problems left out. An outcome label
+            # costs no rollout, so at 1.0 it gets ~5x the MC labels' solutions. Trained on the MC
+            # labels' own ~900 solutions, its best-of-16 was 0.465-0.488 against the BCE-PRM's
+            # 0.668-0.695 (seed 0, two machines; benchmarks/label_budget.py measures more data).
+            outcome_budget=1.0,
         )
     )
     batch = 16 if quick else 32
