@@ -99,7 +99,8 @@ def main() -> None:
     for var in a.variants.split(","):
         kind, mode, lr, passes = var.split(":")
         v = demo.verifier_config(a.workdir, c, kind)
-        v.data.update(path=train_path, label_field="exact_labels")
+        # one step-wise file for every kind: its `correct` is the implicit PRM's outcome label
+        v.data.update(source="stepwise_jsonl", path=train_path, label_field="exact_labels")
         v.optim.lr = float(lr)
         if mode == "full":
             v.optim.head_only_steps = 0

@@ -24,6 +24,29 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def _known(d: dict, ref: dict) -> dict:
+    """Returns `d` without the keys `ref` does not have (recursively, into sections both have)."""
+    return {
+        k: _known(v, ref[k]) if isinstance(v, dict) and isinstance(ref[k], dict) else v
+        for k, v in d.items()
+        if k in ref
+    }
+
+
+def _read_newer_configs(loop) -> None:
+    """Lets an older revision's `loop.load_trained` read a policy saved by a newer one: the settings
+    added since (none of which the sampler reads) are dropped, where that revision would refuse them."""
+    from prm_jax import config as config_lib
+
+    ref, original = config_lib.base_config().to_dict(), loop.from_json
+
+    def from_json(text_or_dict):
+        d = json.loads(text_or_dict) if isinstance(text_or_dict, str) else dict(text_or_dict)
+        return original(_known(d, ref))
+
+    loop.from_json = from_json
+
+
 def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int, task: dict, lab: dict) -> dict:
     """Returns the labelling calls' counts and timings with the prm_jax on sys.path (the sampler and
     policy are built by hand, not with `sampling.load_policy`, so that older revisions run too)."""
@@ -33,6 +56,7 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
     from prm_jax import labeling, loop, sampling, search
     from prm_jax.data import arith
 
+    _read_newer_configs(loop)
     cfg, params, _ = loop.load_trained(policy_workdir)
     tok = arith.CharTokenizer()
     smp = sampling.Sampler(cfg, params, pad_id=tok.pad_id, eos_id=tok.eos_id, step_id=tok.step_id, max_batch=max_batch)

@@ -55,9 +55,10 @@ def _draw(ax, curves: dict, bands, dodge: float) -> list:
         colour, marker = _family_style(family.removeprefix("beam_"))  # a beam search: its ranker's colour
         xs_all += ns.tolist()
         if ns.size == 1:
-            # searches measured at the same budget are nudged apart a little (dodge octaves)
+            # searches measured at the same budget are nudged apart (3 dodges: their 9-point markers
+            # and error bars would otherwise cover each other)
             ax.errorbar(
-                ns * 2.0 ** (dodge * (singles.index(name) - (len(singles) - 1) / 2)),
+                ns * 2.0 ** (3 * dodge * (singles.index(name) - (len(singles) - 1) / 2)),
                 acc,
                 yerr=[acc - lo, hi - acc],
                 fmt=_POINT_MARKERS[points % len(_POINT_MARKERS)],

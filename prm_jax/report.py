@@ -160,15 +160,25 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
     if label_stats and label_stats.get("omega_rollouts"):
         full, om = label_stats["full_mc_rollouts_same_solutions"], label_stats["omega_rollouts"]
         match = label_stats.get("omega_first_error_matches_full_mc")
+        om_exact = label_stats.get("omega_first_error_exact_match")
+        mc_exact = label_stats.get("mc_hard_first_error_exact_match")
         out.append(
             {
                 "key": "omega_fewer_rollouts",
                 "claim": "OmegaPRM's binary search finds the first error with fewer rollouts than full MC "
                 "(Luo et al. 2024)",
                 "figure": "OmegaPRM: the full-MC first error (>= 90% of solutions) with fewer rollouts",
-                "values": {"rollout_ratio": full / om, "first_error_matches_full_mc": match},
+                "values": {
+                    "rollout_ratio": full / om,
+                    "first_error_matches_full_mc": match,
+                    "omega_first_error_exact_match": om_exact,
+                    "mc_first_error_exact_match": mc_exact,
+                },
+                # Both searches draw their own K rollouts, so part of the disagreement is MC noise:
+                # their agreement with the exact first error says which labels are better.
                 "measured": f"{full} / {om} = {full / om:.2f}x fewer rollouts; same first error on "
-                f"{_num(match)} of {label_stats['omega_solutions']} solutions",
+                f"{_num(match)} of {label_stats['omega_solutions']} solutions; exact first error found by "
+                f"OmegaPRM on {_num(om_exact)}, by full MC on {_num(mc_exact)} of the wrong ones",
                 "holds": om < full and match is not None and match >= 0.9,
             }
         )
@@ -309,13 +319,15 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
         md += [
             f"\n## What argmax best-of-{n} picks (from each problem's {n} samples)\n",
             "A verifier whose picks are right by luck (right answer, a wrong step) more often than the pool's, "
-            "or longer / shorter than the pool's, is exploited by that feature.\n",
-            "| picks of | accuracy | every step right | right by luck | steps | gen tokens |",
-            "|---|---|---|---|---|---|",
+            "longer / shorter than the pool's, or drawn through a token the policy rarely draws (its least "
+            "likely token's probability at temperature 1, median over picks, below the pool's) is exploited "
+            "by that feature.\n",
+            "| picks of | accuracy | every step right | right by luck | steps | gen tokens | least likely token p |",
+            "|---|---|---|---|---|---|---|",
         ]
         md += [
             f"| {k} | {v['accuracy']:.3f} | {v['all_steps_right']:.3f} | {v['right_by_luck']:.3f} | "
-            f"{v['mean_steps']:.2f} | {v['mean_gen_tokens']:.1f} |"
+            f"{v['mean_steps']:.2f} | {v['mean_gen_tokens']:.1f} | {_num(v.get('least_likely_token_p'))} |"
             for k, v in picks.items()
             if v
         ]

@@ -380,6 +380,8 @@ class Continuation:
     ended: the continuation ended at EOS (the solution is complete).
     num_tokens: generated tokens (stop token included); logprob: their summed model log-prob.
     ids: the generated token ids themselves (stop token included): what RL scores the policy on.
+    min_logprob: the least log-prob (temperature 1) of a generated token: a solution the policy makes
+      only by drawing a token it rarely draws (what a verifier's argmax can be exploited by).
     """
 
     steps: list[str]
@@ -387,6 +389,7 @@ class Continuation:
     num_tokens: int
     logprob: float = 0.0
     ids: tuple = ()
+    min_logprob: float = 0.0
 
 
 class Policy:
@@ -455,8 +458,11 @@ class Policy:
         for i in range(len(ids)):
             steps, ended = self.decode(out.row(i), bool(out.stopped_B[i]))
             row = out.row(i)
+            lp = out.logprobs_BxN[i, : out.lengths_B[i]]
             conts.append(
-                Continuation(steps, ended, int(out.lengths_B[i]), float(out.logprobs_BxN[i].sum()), tuple(row))
+                Continuation(
+                    steps, ended, int(out.lengths_B[i]), float(lp.sum()), tuple(row), float(lp.min(initial=0.0))
+                )
             )
         return conts
 

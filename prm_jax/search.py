@@ -38,6 +38,7 @@ class Solution:
     answer: Any = None
     complete: bool = True
     gen_tokens: int = 0
+    min_logprob: float = 0.0  # the policy's least log-prob of a generated token (`Continuation`)
     step_scores: np.ndarray | None = None
     step_values: np.ndarray | None = None
     signed: bool = False
@@ -140,7 +141,10 @@ def sample_solutions(
     conts = policy.continue_from(
         flat, [[] for _ in flat], rng, mode="full", temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens
     )
-    sols = [Solution(c.steps, policy.answer(c.steps) if c.ended else None, c.ended, c.num_tokens) for c in conts]
+    sols = [
+        Solution(c.steps, policy.answer(c.steps) if c.ended else None, c.ended, c.num_tokens, c.min_logprob)
+        for c in conts
+    ]
     return [sols[i * n : (i + 1) * n] for i in range(len(problems))]
 
 
@@ -324,8 +328,9 @@ def _same(answer, gold) -> bool:
 def pick_profile(sols, correct_PxM, scores_PxM, exact_ok: dict, pool: bool = False) -> dict:
     """Returns what argmax best-of-N picks from each problem's whole pool (or, `pool`, the pool's own
     means): accuracy, share whose every step is exactly right, share right by luck (right answer,
-    some step wrong), mean steps and generated tokens. A verifier whose picks are longer, shorter or
-    luckier than the pool's is exploited by that feature (what makes argmax fall as N grows)."""
+    some step wrong), mean steps and generated tokens, and the median probability the policy gave
+    the least likely token it drew. A verifier whose picks are longer, shorter, luckier or less likely
+    than the pool's is exploited by that feature (what makes argmax fall as N grows)."""
     chosen = []
     for i, xs in enumerate(sols):
         if pool:
@@ -344,6 +349,7 @@ def pick_profile(sols, correct_PxM, scores_PxM, exact_ok: dict, pool: bool = Fal
         "right_by_luck": float((right & ~exact).mean()),
         "mean_steps": float(np.mean([len(x.steps) for x, _ in chosen])),
         "mean_gen_tokens": float(np.mean([x.gen_tokens for x, _ in chosen])),
+        "least_likely_token_p": float(np.median(np.exp([x.min_logprob for x, _ in chosen]))),
     }
 
 

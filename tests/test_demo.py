@@ -102,6 +102,9 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     n_out = demo.outcome_problem_count(out["labels"], QUICK.labelling.outcome_budget, QUICK.labelling.samples)
     assert out["labels"]["outcome_problems"] == n_out and len({r["prompt"] for r in outcomes}) <= n_out
     assert out["labels"]["outcome_solutions"] == len(outcomes) > len(rows)
+    om = {f["key"]: f for f in rep["figures"]}["omega_fewer_rollouts"]["values"]  # and each search vs the truth
+    assert om["omega_first_error_exact_match"] == out["labels"]["omega_first_error_exact_match"]
+    assert om["mc_first_error_exact_match"] == out["labels"]["mc_hard_first_error_exact_match"]
     fig = {f["key"]: f for f in rep["figures"]}["implicit_close_to_bce"]  # states both label budgets
     assert fig["values"]["outcome_solutions"] == len(outcomes) and fig["values"]["train_solutions"] == len(rows)
     assert f"outcome labels on {len(outcomes):,} solutions" in fig["measured"]

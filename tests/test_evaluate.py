@@ -246,6 +246,19 @@ def test_plots_write_pngs(tmp_path):
     assert plots._family_style("bce") == plots._family_style("bce") != plots._family_style("pav")
 
 
+def test_searches_at_the_same_budget_are_drawn_apart():
+    """Two beam searches at the same N: their markers sit 3 dodges (9% of an octave) apart, where one
+    dodge (2%) left the first hidden under the second's marker and error bar."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    one = ([16], [0.6], [0.5], [0.7])
+    plots._draw(ax, {"beam_bce": one, "beam_pav": one}, None, 0.03)
+    xs = sorted(float(c.lines[0].get_xdata()[0]) for c in ax.containers)
+    plt.close(fig)
+    assert len(xs) == 2 and xs[1] / xs[0] == pytest.approx(2.0**0.09)
+
+
 def test_report_places_each_method_at_its_measured_compute():
     """plot_curves: a search at the N of best-of-N with its generated tokens, and every method at its
     generated + verifier tokens per problem (hand-computed from the token counts)."""

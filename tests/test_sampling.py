@@ -261,6 +261,13 @@ def test_policy_decodes_steps_and_renders_like_tokenize(tiny):
         ["a = 1. b = a + 1. Find b."] * 3, [[], ["b = 2"], []], jax.random.PRNGKey(0), mode="step", max_new_tokens=6
     )
     assert len(conts) == 3 and all(c.num_tokens <= 6 for c in conts)
+    # its log-prob sum and least log-prob are those of the sampled tokens (checked against a forward above)
+    ids = [pol.encode("a = 1. b = a + 1. Find b.", p) for p in ([], ["b = 2"], [])]
+    raw = s.sample(ids, jax.random.PRNGKey(0), mode="step", max_new_tokens=6)
+    for i, c in enumerate(conts):
+        row = raw.logprobs_BxN[i, : raw.lengths_B[i]]
+        assert c.logprob == pytest.approx(float(row.sum()), abs=1e-5)
+        assert c.min_logprob == pytest.approx(float(row.min()), abs=1e-6) and c.min_logprob < 0
     with pytest.raises(ValueError, match="single-token marker"):
         sampling.Policy(s, TOK, marker="\n\n")
 

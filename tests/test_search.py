@@ -288,8 +288,17 @@ def test_verifier_scores_match_unbatched_forward():
 
 def test_pick_profile_reads_the_argmax_pick_and_its_features():
     S = search.Solution
-    p0 = [S(["a", "b"], 1, gen_tokens=10), S(["a"], 2, gen_tokens=4), S(["x", "y", "z"], None, gen_tokens=30)]
-    p1 = [S(["c"], 5, gen_tokens=6), S(["d", "e"], 5, gen_tokens=12), S(["f"], 7, gen_tokens=8)]
+    lp = np.log  # the least likely token's probability is stored as its log-prob
+    p0 = [
+        S(["a", "b"], 1, gen_tokens=10, min_logprob=lp(0.5)),
+        S(["a"], 2, gen_tokens=4, min_logprob=lp(0.9)),
+        S(["x", "y", "z"], None, gen_tokens=30, min_logprob=lp(0.01)),
+    ]
+    p1 = [
+        S(["c"], 5, gen_tokens=6, min_logprob=lp(0.8)),
+        S(["d", "e"], 5, gen_tokens=12, min_logprob=lp(0.1)),
+        S(["f"], 7, gen_tokens=8, min_logprob=lp(0.7)),
+    ]
     correct = [[True, False, False], [True, True, False]]
     # problem 0: the unanswered solution scores highest but never wins -> index 0 (right, exact);
     # problem 1: index 1 (right, but a wrong step: right by luck)
@@ -302,10 +311,12 @@ def test_pick_profile_reads_the_argmax_pick_and_its_features():
         "right_by_luck": 0.5,
         "mean_steps": 2.0,
         "mean_gen_tokens": 11.0,
+        "least_likely_token_p": pytest.approx((0.5 + 0.1) / 2),  # the median of two picks
     }
     pool = search.pick_profile([p0, p1], correct, scores, exact, pool=True)
     assert pool["accuracy"] == pytest.approx(3 / 6) and pool["right_by_luck"] == pytest.approx(1 / 6)
     assert pool["mean_gen_tokens"] == pytest.approx(70 / 6)
+    assert pool["least_likely_token_p"] == pytest.approx((0.5 + 0.7) / 2)  # median of 0.01 .. 0.9
 
 
 @pytest.mark.parametrize("how", ["min", "last", "prod", "mean", "pure"])
