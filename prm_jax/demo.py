@@ -69,14 +69,21 @@ def stage_policy(workdir: str, c, log) -> None:
     log(f"policy: SFT done, final loss {m.get('loss'):.4f}")
 
 
+def _data_stage(workdir: str, name: str, log) -> tuple[str, dict | None]:
+    """Returns (WORKDIR/NAME, made if missing; its stats.json when the stage already ran, else None)."""
+    folder = os.path.join(workdir, name)
+    if os.path.exists(os.path.join(folder, "stats.json")):
+        log(f"{name}: exist, skipped")
+        return folder, jsonio.load(os.path.join(folder, "stats.json"))
+    os.makedirs(folder, exist_ok=True)
+    return folder, None
+
+
 def stage_labels(workdir: str, c, log) -> dict:
     """Writes WORKDIR/labels/{train,val}.jsonl and stats.json; returns the labelling stats."""
-    folder = os.path.join(workdir, "labels")
-    stats_path = os.path.join(folder, "stats.json")
-    if os.path.exists(stats_path):
-        log("labels: exist, skipped")
-        return jsonio.load(stats_path)
-    os.makedirs(folder, exist_ok=True)
+    folder, done = _data_stage(workdir, "labels", log)
+    if done is not None:
+        return done
     lab = c.labelling
     pol = sampling.load_policy(os.path.join(workdir, "policy"), max_batch=c.sample_batch)
     train, val, stats = labeling.label_and_split(
@@ -97,7 +104,7 @@ def stage_labels(workdir: str, c, log) -> dict:
     )
     labeling.write_jsonl(os.path.join(folder, "train.jsonl"), train)
     labeling.write_jsonl(os.path.join(folder, "val.jsonl"), val)
-    jsonio.dump(stats, stats_path)
+    jsonio.dump(stats, os.path.join(folder, "stats.json"))
     log(
         f"labels: {len(train) + len(val)} solutions ({len(train)} train / {len(val)} val), "
         f"{stats['mc_rollouts']} MC rollouts, OmegaPRM {stats['omega_rollouts']}; "
@@ -116,12 +123,9 @@ def outcome_problem_count(label_stats: dict, budget: float, samples: int) -> int
 def stage_outcomes(workdir: str, c, log) -> dict:
     """Writes WORKDIR/outcomes/train.jsonl (outcome-labelled solutions, the implicit PRM's data, sized
     by `labelling.outcome_budget`) and stats.json; returns the stats."""
-    folder = os.path.join(workdir, "outcomes")
-    stats_path = os.path.join(folder, "stats.json")
-    if os.path.exists(stats_path):
-        log("outcomes: exist, skipped")
-        return jsonio.load(stats_path)
-    os.makedirs(folder, exist_ok=True)
+    folder, done = _data_stage(workdir, "outcomes", log)
+    if done is not None:
+        return done
     lab = c.labelling
     # The label problems' own draw, continued: its first `labelling.problems` are the MC label problems.
     # Their validation problems stay out, so every verifier is validated on problems it never saw.
@@ -144,7 +148,7 @@ def stage_outcomes(workdir: str, c, log) -> dict:
     )
     stats["outcome_budget"] = lab.outcome_budget
     jsonio.write_jsonl(os.path.join(folder, "train.jsonl"), recs)
-    jsonio.dump(stats, stats_path)
+    jsonio.dump(stats, os.path.join(folder, "stats.json"))
     log(
         f"outcomes: {stats['outcome_solutions']} solutions of {len(problems)} problems, "
         f"{stats['outcome_accuracy']:.3f} right, {stats['outcome_sampler_tokens']} sampler tokens"
