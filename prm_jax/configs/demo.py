@@ -36,7 +36,7 @@ OBJECTIVE = {"bce": "bce", "exact": "bce", "qpi": "bce", "orm": "orm", "pav": "p
 # Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).
 # The Q^pi verifier always learns the soft fraction: the policy's own success probability. The exact-label
 # PRM learns the task's exact step correctness (PRM800K's human labels' analogue): the labels' ceiling.
-# The implicit PRM reads outcome labels alone (WORKDIR/outcomes/train.jsonl, `labelling.outcome_problems`).
+# The implicit PRM reads outcome labels alone (WORKDIR/outcomes/train.jsonl, `labelling.outcome_budget`).
 LABEL_FIELD = {"bce": "hard_labels", "exact": "exact_labels", "qpi": "labels", "orm": "labels", "pav": "labels"}
 SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
 FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
@@ -125,9 +125,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # The implicit PRM's outcome-labelled solutions, bought with this multiple of the sampler
             # tokens the MC labels cost (solutions, rollouts, OmegaPRM): the label problems' draw
             # continued, `samples` per problem, their validation problems left out. An outcome label
-            # costs no rollout, so at 1.0 it gets ~5x the MC labels' solutions. Trained on the MC
-            # labels' own ~900 solutions, its best-of-16 was 0.465-0.488 against the BCE-PRM's
-            # 0.668-0.695 (seed 0, two machines; benchmarks/label_budget.py measures more data).
+            # costs no rollout, so at 1.0 it gets ~5x the MC labels' solutions. Best-of-16 on seeds
+            # 0 / 1 / 2 (AMD machine, benchmarks/NOTES.md): 0.488 / 0.199 / 0.516 at 0.17 (~900
+            # solutions, as many as the MC labels have), 0.562 / 0.230 / 0.660 at 1.0; the BCE-PRM's
+            # 0.695 / 0.363 / 0.746.
             outcome_budget=1.0,
         )
     )
