@@ -240,3 +240,41 @@ def test_run_worker_keeps_results_before_a_timeout_and_reports_failures():
     res = common.run_worker(["-c", "raise SystemExit(3)"], timeout_s=30)
     assert res["error"] == "exit code 3, no RESULT line"
     assert common.run_worker(["-c", "pass"], 30, deadline=__import__("time").time() + 5)["error"].startswith("skipped")
+
+
+def test_implicit_log_ratios_sum_to_the_verifiers_q_and_vanish_against_itself():
+    """benchmarks/implicit_log_ratio.py: the step tokens' log pi/pi_ref of a solution sum to the implicit
+    verifier's q_T / beta (the reward it ranks by), and a model against itself has ratio 0."""
+    import jax
+
+    import implicit_log_ratio as ilr
+    from prm_jax import model, search
+    from prm_jax.data.arith import CharTokenizer
+    from prm_jax.verifier import Verifier
+
+    tok = CharTokenizer()
+    cfg = model.ModelConfig(
+        vocab_size=tok.vocab_size,
+        d_model=32,
+        n_layers=1,
+        n_heads=2,
+        n_kv_heads=1,
+        head_dim=16,
+        mlp_dim=64,
+        max_seq_len=256,
+        init_std=0.2,
+    )
+    p = model.init_params(cfg, jax.random.PRNGKey(0))
+    ref = model.init_params(cfg, jax.random.PRNGKey(1))
+    problems = ["a = 5, b = 7. c = a + b. Find c.", "a = 2. b = a - 1. Find b."]
+    sols = [[search.Solution(["c = a + b = 5 + 7 = 12"])], [search.Solution(["b = a - 1", "= 1"]), search.Solution([])]]
+    beta = 0.2
+    ver = Verifier("implicit", cfg, p, tok, marker="<step>", ref_params=ref, beta=beta)
+    ratio, ref_lp = ilr.log_ratios(ver, problems, sols)
+    q = ver.score_all([problems[0], problems[1]], [sols[0][0].steps, sols[1][0].steps])["q"]
+    n0 = len(ver._encode(problems[0], sols[0][0].steps)["tokens"]) - len(ver._encode(problems[0], [])["tokens"])
+    assert ratio.shape == ref_lp.shape and np.all(ref_lp <= 0)
+    np.testing.assert_allclose(ratio[:n0].sum() * beta, q[0][-1], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ratio[n0:].sum() * beta, q[1][-1], rtol=1e-4, atol=1e-5)
+    same = Verifier("implicit", cfg, p, tok, marker="<step>", ref_params=p, beta=beta)
+    np.testing.assert_allclose(ilr.log_ratios(same, problems, sols)[0], 0.0, atol=1e-6)
