@@ -253,17 +253,7 @@ def test_implicit_log_ratios_sum_to_the_verifiers_q_and_vanish_against_itself():
     from prm_jax.verifier import Verifier
 
     tok = CharTokenizer()
-    cfg = model.ModelConfig(
-        vocab_size=tok.vocab_size,
-        d_model=32,
-        n_layers=1,
-        n_heads=2,
-        n_kv_heads=1,
-        head_dim=16,
-        mlp_dim=64,
-        max_seq_len=256,
-        init_std=0.2,
-    )
+    cfg = model.ModelConfig.preset("tiny", vocab_size=tok.vocab_size, init_std=0.2)  # the demo's size
     p = model.init_params(cfg, jax.random.PRNGKey(0))
     ref = model.init_params(cfg, jax.random.PRNGKey(1))
     problems = ["a = 5, b = 7. c = a + b. Find c.", "a = 2. b = a - 1. Find b."]
