@@ -11,8 +11,13 @@ last). The demo's own verifiers are scored on the same set first.
     python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb --problems 512 \
         --variants implicit:full:1e-3:2,exact:head:3e-3:2
 
-A variant is KIND:MODE:LR:PASSES: KIND a demo verifier (implicit, exact, ...), MODE `head` (the
-score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over the data.
+A variant is KIND:MODE:LR:PASSES[:BETA]: KIND a demo verifier (implicit, exact, ...), MODE `head`
+(the score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over the
+data, BETA the implicit PRM's beta (default: the demo config's). `--problems 0` trains on the demo
+run's own outcome-labelled set (WORKDIR/outcomes/train.jsonl; implicit variants only):
+
+    python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb0 --problems 0 \
+        --variants implicit:full:1e-3:2:0.05,implicit:full:1e-3:2:0.2
 """
 
 from __future__ import annotations
@@ -76,18 +81,34 @@ def main() -> None:
     p.add_argument("--workdir", default="runs/demo", help="a finished demo run (its policy and verifiers)")
     p.add_argument("--out", required=True, help="folder for the training set, eval samples and runs")
     p.add_argument("--seed", type=int, default=0, help="the demo run's --config.seed")
-    p.add_argument("--problems", type=int, default=512, help="label problems (x 8 solutions)")
-    p.add_argument("--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES, comma-separated")
+    p.add_argument(
+        "--problems", type=int, default=512, help="label problems (x 8 solutions); 0: the run's outcomes/train.jsonl"
+    )
+    p.add_argument("--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES[:BETA], comma-separated")
+    p.add_argument(
+        "--score-on",
+        choices=("held-out", "validation"),
+        default="held-out",
+        help="held-out: the demo's held-out problems; validation: 256 other problems (a draw no demo stage "
+        "uses, the held-out ones left out), to choose a setting without looking at the held-out problems",
+    )
     a = p.parse_args()
     os.makedirs(a.out, exist_ok=True)
     c = demo_config.get_config("full")
     c.seed = a.seed
     policy = sampling.load_policy(os.path.join(a.workdir, "policy"), max_batch=c.sample_batch)
-    train_path = os.path.join(a.out, "train.jsonl")
-    probs = demo._problems(c.task, a.seed + 1, a.problems)
-    val = set(probs[112:128])
-    n_train = write_training_set(policy, [q for q in probs if q not in val], train_path, a.seed)
+    if a.problems:
+        train_path, source = os.path.join(a.out, "train.jsonl"), "stepwise_jsonl"
+        probs = demo._problems(c.task, a.seed + 1, a.problems)
+        val = set(probs[112:128])
+        n_train = write_training_set(policy, [q for q in probs if q not in val], train_path, a.seed)
+    else:  # the demo's own outcome labels: no step labels, so implicit variants only
+        train_path, source = os.path.join(a.workdir, "outcomes", "train.jsonl"), "outcome_jsonl"
+        n_train = sum(1 for line in open(train_path) if line.strip())
     problems = demo._problems(c.task, a.seed + 2, 256)
+    if a.score_on == "validation":
+        held_out = set(problems)
+        problems = [q for q in demo._problems(c.task, a.seed + 4, 512) if q not in held_out][:256]
     gold = [arith.parse_problem(q).answer for q in problems]
     ev = search.sample_solutions(policy, problems, 16, jax.random.PRNGKey(2000 + a.seed), max_new_tokens=128)
     sols = [[{"steps": x.steps, "answer": x.answer} for x in xs] for xs in ev]
@@ -97,10 +118,14 @@ def main() -> None:
     for k, v in vs.items():
         results[f"demo_{k}"] = score(f"demo_{k}", v, problems, sols, gold)
     for var in a.variants.split(","):
-        kind, mode, lr, passes = var.split(":")
+        kind, mode, lr, passes, *beta = var.split(":")
+        if source == "outcome_jsonl" and kind != "implicit":
+            raise SystemExit(f"error: {var}: --problems 0 holds outcome labels only; train implicit variants on it")
         v = demo.verifier_config(a.workdir, c, kind)
-        # one step-wise file for every kind: its `correct` is the implicit PRM's outcome label
-        v.data.update(source="stepwise_jsonl", path=train_path, label_field="exact_labels")
+        # the step-wise file serves every kind: its `correct` is the implicit PRM's outcome label
+        v.data.update(source=source, path=train_path, label_field="exact_labels")
+        if beta:
+            v.loss.beta = float(beta[0])
         v.optim.lr = float(lr)
         if mode == "full":
             v.optim.head_only_steps = 0
