@@ -3,7 +3,7 @@
 MC labels spend the sampler on rollouts (K per step prefix); outcome labels (the implicit PRM) and the
 task's exact step labels need only the solutions, so the same sampler budget buys several times more
 of them. This script samples `--problems` label problems x 8 solutions from a demo run's policy (the
-demo's own label problems are the first 128; its validation problems, 112-127, are left out), trains
+demo's own label problems are the first 128; its validation problems, labels/val.jsonl, are left out), trains
 each `--variants` entry on them with the demo config's training settings, and scores one fixed set of
 256 held-out problems x 16 samples: step AUROC against exact ground truth and argmax best-of-16 (min and
 last). The demo's own verifiers are scored on the same set first.
@@ -23,35 +23,34 @@ run's own outcome-labelled set (WORKDIR/outcomes/train.jsonl; implicit variants 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 
 import jax
 import numpy as np
 
-from prm_jax import demo, evaluate, loop, sampling, search
+from prm_jax import demo, evaluate, jsonio, loop, sampling, search
 from prm_jax.configs import demo as demo_config
 from prm_jax.data import arith
 
 
-def write_training_set(policy, problems, path: str, seed: int) -> int:
-    """Writes 8 sampled solutions per problem with exact step labels and outcome; returns the count."""
+def write_training_set(policy, problems, path: str, seed: int, c) -> int:
+    """Writes `labelling.samples` sampled solutions per problem with exact step labels and outcome;
+    returns the count."""
     t0 = time.perf_counter()
-    sols = search.sample_solutions(policy, problems, 8, jax.random.PRNGKey(1000 + seed), max_new_tokens=128)
-    n = 0
-    with open(path, "w") as f:
-        for p, xs in zip(problems, sols):
-            for x in xs:
-                if not x.steps:
-                    continue
-                exact = [float(v) for v in arith.check_steps(p, x.steps)]
-                ok = bool(x.complete and arith.is_correct(p, x.steps))
-                rec = {"prompt": p, "completions": x.steps, "labels": exact, "exact_labels": exact, "correct": ok}
-                f.write(json.dumps(rec) + "\n")
-                n += 1
-    print(f"sampled {n} training solutions in {time.perf_counter() - t0:.1f}s")
-    return n
+    lab = c.labelling
+    sols = search.sample_solutions(
+        policy, problems, lab.samples, jax.random.PRNGKey(1000 + seed), max_new_tokens=lab.solution_tokens
+    )
+    recs = []
+    for p, xs in zip(problems, sols):
+        for x in (x for x in xs if x.steps):
+            exact = [float(v) for v in arith.check_steps(p, x.steps)]
+            ok = bool(x.complete and arith.is_correct(p, x.steps))
+            recs.append({"prompt": p, "completions": x.steps, "labels": exact, "exact_labels": exact, "correct": ok})
+    jsonio.write_jsonl(path, recs)
+    print(f"sampled {len(recs)} training solutions in {time.perf_counter() - t0:.1f}s")
+    return len(recs)
 
 
 def score(name, verifier, problems, sols, gold) -> dict:
@@ -100,17 +99,20 @@ def main() -> None:
     if a.problems:
         train_path, source = os.path.join(a.out, "train.jsonl"), "stepwise_jsonl"
         probs = demo._problems(c.task, a.seed + 1, a.problems)
-        val = set(probs[112:128])
-        n_train = write_training_set(policy, [q for q in probs if q not in val], train_path, a.seed)
+        val = {r["prompt"] for r in jsonio.read_jsonl(os.path.join(a.workdir, "labels", "val.jsonl"))}
+        n_train = write_training_set(policy, [q for q in probs if q not in val], train_path, a.seed, c)
     else:  # the demo's own outcome labels: no step labels, so implicit variants only
         train_path, source = os.path.join(a.workdir, "outcomes", "train.jsonl"), "outcome_jsonl"
         n_train = sum(1 for line in open(train_path) if line.strip())
-    problems = demo._problems(c.task, a.seed + 2, 256)
+    s = c.search
+    problems = demo._problems(c.task, a.seed + 2, s.problems)
     if a.score_on == "validation":
         held_out = set(problems)
-        problems = [q for q in demo._problems(c.task, a.seed + 4, 512) if q not in held_out][:256]
+        problems = [q for q in demo._problems(c.task, a.seed + 4, 2 * s.problems) if q not in held_out][: s.problems]
     gold = [arith.parse_problem(q).answer for q in problems]
-    ev = search.sample_solutions(policy, problems, 16, jax.random.PRNGKey(2000 + a.seed), max_new_tokens=128)
+    ev = search.sample_solutions(
+        policy, problems, s.n, jax.random.PRNGKey(2000 + a.seed), max_new_tokens=s.max_new_tokens
+    )
     sols = [[{"steps": x.steps, "answer": x.answer} for x in xs] for xs in ev]
     results = {}
     vs = demo.load_verifiers(a.workdir, ["bce", "exact", "implicit"])
@@ -135,9 +137,7 @@ def main() -> None:
         loop.run(v, os.path.join(a.out, name))
         print(f"{var}: {v.train.steps} steps in {time.perf_counter() - t0:.1f}s")
         results[var] = score(var, demo.load_verifiers(a.out, [name])[name], problems, sols, gold)
-    json.dump(
-        {"train_solutions": n_train, "results": results}, open(os.path.join(a.out, "results.json"), "w"), indent=1
-    )
+    jsonio.dump({"train_solutions": n_train, "results": results}, os.path.join(a.out, "results.json"))
 
 
 if __name__ == "__main__":
