@@ -11,9 +11,10 @@ last). The demo's own verifiers are scored on the same set first.
     python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb --problems 512 \
         --variants implicit:full:1e-3:2,exact:head:3e-3:2
 
-A variant is KIND:MODE:LR:PASSES[:BETA]: KIND a demo verifier (implicit, exact, ...), MODE `head`
+A variant is KIND:MODE:LR:PASSES[:BETA[:LOSS]]: KIND a demo verifier (implicit, exact, ...), MODE `head`
 (the score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over the
-data, BETA the implicit PRM's beta (default: the demo config's). `--problems 0` trains on the demo
+data, BETA the implicit PRM's beta (default: the demo config's), LOSS the implicit PRM's `ce` (default)
+or `dpo` (pairs of a right and a wrong solution of one problem; PASSES are then epochs over the pairs). `--problems 0` trains on the demo
 run's own outcome-labelled set (WORKDIR/outcomes/train.jsonl; implicit variants only):
 
     python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb0 --problems 0 \
@@ -53,6 +54,14 @@ def write_training_set(policy, problems, path: str, seed: int, c) -> int:
     return len(recs)
 
 
+def count_pairs(path: str) -> int:
+    """Returns how many DPO pairs `data.pair` makes of a jsonl: per prompt, min(#right, #wrong)."""
+    by_prompt: dict[str, list[int]] = {}
+    for r in jsonio.read_jsonl(path):
+        by_prompt.setdefault(r["prompt"], [0, 0])[0 if r["correct"] else 1] += 1
+    return sum(min(n) for n in by_prompt.values())
+
+
 def score(name, verifier, problems, sols, gold) -> dict:
     """Returns {auroc, bo16_min, bo16_last} of `verifier` on the fixed held-out samples (best-of-16
     through `search.pool_scores` and `evaluate.best_of_n_curve`, as the demo's eval computes them)."""
@@ -83,7 +92,9 @@ def main() -> None:
     p.add_argument(
         "--problems", type=int, default=512, help="label problems (x 8 solutions); 0: the run's outcomes/train.jsonl"
     )
-    p.add_argument("--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES[:BETA], comma-separated")
+    p.add_argument(
+        "--variants", default="implicit:full:1e-3:2", help="KIND:MODE:LR:PASSES[:BETA[:LOSS]], comma-separated"
+    )
     p.add_argument(
         "--score-on",
         choices=("held-out", "validation"),
@@ -120,18 +131,24 @@ def main() -> None:
     for k, v in vs.items():
         results[f"demo_{k}"] = score(f"demo_{k}", v, problems, sols, gold)
     for var in a.variants.split(","):
-        kind, mode, lr, passes, *beta = var.split(":")
+        kind, mode, lr, passes, *extra = var.split(":")
         if source == "outcome_jsonl" and kind != "implicit":
             raise SystemExit(f"error: {var}: --problems 0 holds outcome labels only; train implicit variants on it")
         v = demo.verifier_config(a.workdir, c, kind)
         # the step-wise file serves every kind: its `correct` is the implicit PRM's outcome label
         v.data.update(source=source, path=train_path, label_field="exact_labels")
-        if beta:
-            v.loss.beta = float(beta[0])
+        if extra:
+            v.loss.beta = float(extra[0])
+        n_rows = n_train
+        if extra[1:] == ["dpo"]:
+            v.objective, v.data.pair = "implicit_dpo", True
+            n_rows = count_pairs(train_path)
+        elif extra[1:] not in ([], ["ce"]):
+            raise SystemExit(f"error: {var}: LOSS is ce or dpo")
         v.optim.lr = float(lr)
         if mode == "full":
             v.optim.head_only_steps = 0
-        v.train.steps = int(np.ceil(float(passes) * n_train / v.train.batch_size))
+        v.train.steps = int(np.ceil(float(passes) * n_rows / v.train.batch_size))
         name = var.replace(":", "_")
         t0 = time.perf_counter()
         loop.run(v, os.path.join(a.out, name))

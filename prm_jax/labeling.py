@@ -261,6 +261,47 @@ def label_solutions(
     return out, stats
 
 
+def first_error_agreement(
+    policy,
+    grade,
+    items: Sequence[tuple[str, list[str], bool]],
+    omega_fe: np.ndarray,
+    mc_fe: np.ndarray,
+    k: int,
+    rng,
+    *,
+    max_new_tokens: int,
+    first_error: Callable,
+) -> dict:
+    """Returns how often OmegaPRM's first errors (`omega_fe`) match full MC's (`mc_fe`), how often a
+    second, independent full-MC draw matches the first, and how often each finds the exact first error.
+
+    Both searches draw their own K rollouts, so part of their disagreement is MC noise: the second
+    full-MC draw (`rng`, `k` rollouts per prefix) measures how often full MC agrees with itself, the
+    level OmegaPRM's agreement is to be read against.
+    First errors are -1 for none; the exact-match rates are over the solutions `first_error` finds wrong.
+    """
+    if not len(items):
+        return {"solutions_with_error_in_omega_subset": 0}
+    mc_again, _ = mc_values(policy, grade, items, k, rng, max_new_tokens=max_new_tokens, desc="MC rollouts, again")
+    again_fe = np.asarray([_first_zero(m) for m in mc_again])
+    exact_fe = np.asarray([first_error(p, st) for p, st, _ in items])
+    wrong = exact_fe >= 0
+    return {
+        # OmegaPRM's binary search against the full MC labels it approximates (same K, same rule)
+        "omega_first_error_matches_full_mc": float(np.mean(omega_fe == mc_fe)),
+        "full_mc_repeat_first_error_matches_full_mc": float(np.mean(again_fe == mc_fe)),
+        "omega_first_error_exact_match": float(np.mean(omega_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
+        "mc_hard_first_error_exact_match": float(np.mean(mc_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
+        "solutions_with_error_in_omega_subset": int(wrong.sum()),
+    }
+
+
+def _first_zero(values) -> int:
+    """Returns the index of the first step whose MC value (or hard label) is 0, or -1 if none is."""
+    return next((i for i, v in enumerate(values) if v == 0), -1)
+
+
 def label_and_split(
     policy,
     problems: Sequence[str],
@@ -283,8 +324,9 @@ def label_and_split(
     Solutions get `solution_tokens` new tokens at most, rollouts `max_new_tokens`.
     Labels: Math-Shepherd MC values (K rollouts per step prefix), the prover's Q and V0 (`prover`),
     exact step correctness `step_truth(problem, steps)` in meta. OmegaPRM's binary search runs on the
-    first `omega_solutions` solutions as a cost comparison (its rollouts against full MC's, and how
-    often each finds the exact `first_error(problem, steps)`). The last `val_frac` of the problems
+    first `omega_solutions` solutions as a cost comparison (its rollouts against full MC's, how often
+    each finds the exact `first_error(problem, steps)`, and a second full-MC draw's agreement with the
+    first: `first_error_agreement`). The last `val_frac` of the problems
     (and all their solutions) form the validation split, so no problem is on both sides.
     """
     from prm_jax import search
@@ -310,26 +352,33 @@ def label_and_split(
     stats["label_seconds"] = time.perf_counter() - t0
     sub = items[:omega_solutions]
     fe, used = omega_first_errors(policy, grade, sub, k, jax.random.fold_in(rng, 2), max_new_tokens=max_new_tokens)
-    exact_fe = np.asarray([first_error(p, st) for p, st, _ in sub])
-    wrong = exact_fe >= 0
-    mc_fe = np.asarray([next((i for i, v in enumerate(x.hard) if v == 0), -1) for x in labelled[: len(sub)]])
     stats.update(
         {
             "omega_solutions": len(sub),
             "omega_rollouts": int(used),
             "full_mc_rollouts_same_solutions": int(sum(max(len(st) - 1, 0) for _, st, _ in sub) * k),
-            # OmegaPRM's binary search against the full MC labels it approximates (same K, same rule)
-            "omega_first_error_matches_full_mc": float(np.mean(fe == mc_fe)) if len(sub) else None,
-            "omega_first_error_exact_match": float(np.mean(fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
-            "mc_hard_first_error_exact_match": float(np.mean(mc_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
             "policy_accuracy_on_label_problems": float(np.mean([c for _, _, c in items])),
-            "solutions_with_error_in_omega_subset": int(wrong.sum()),
             "sampler_tokens_per_s": policy.sampler.tokens_per_second,
             # solutions, MC and V0 rollouts, OmegaPRM: the budget the outcome labels are sized against
             "sampler_tokens": int(policy.sampler.tokens_generated),
             "solutions_sampled": int(sum(len(xs) for xs in sols)),
             "solution_tokens_sampled": int(sum(x.gen_tokens for xs in sols for x in xs)),
         }
+    )
+    # After `sampler_tokens` is read: the second full-MC draw is a measurement, not part of the budget.
+    mc_fe = np.asarray([_first_zero(x.hard) for x in labelled[: len(sub)]])
+    stats.update(
+        first_error_agreement(
+            policy,
+            grade,
+            sub,
+            fe,
+            mc_fe,
+            k,
+            jax.random.fold_in(rng, 3),
+            max_new_tokens=max_new_tokens,
+            first_error=first_error,
+        )
     )
     n_val = max(1, int(round(val_frac * len(problems))))
     val_problems = set(problems[len(problems) - n_val :])

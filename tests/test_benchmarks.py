@@ -268,3 +268,15 @@ def test_implicit_log_ratios_sum_to_the_verifiers_q_and_vanish_against_itself():
     np.testing.assert_allclose(ratio[n0:].sum() * beta, q[1][-1], rtol=1e-4, atol=1e-5)
     same = Verifier("implicit", cfg, p, tok, marker="<step>", ref_params=p, beta=beta)
     np.testing.assert_allclose(ilr.log_ratios(same, problems, sols)[0], 0.0, atol=1e-6)
+
+
+def test_label_budget_counts_dpo_pairs_as_the_pair_source_makes_them(tmp_path):
+    import label_budget
+    from prm_jax import jsonio
+    from prm_jax.data import pipeline, readers
+
+    rows = [("a", True), ("a", False), ("a", False), ("b", True), ("b", True), ("c", False), ("d", True), ("d", False)]
+    path = str(tmp_path / "o.jsonl")
+    jsonio.write_jsonl(path, [{"prompt": p, "steps": ["1"], "correct": ok} for p, ok in rows])
+    # by hand: a 1 pair (1 right, 2 wrong), b and c none, d 1
+    assert label_budget.count_pairs(path) == 2 == len(pipeline.PairSource(readers.read_all("outcome_jsonl", [path])))

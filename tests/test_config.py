@@ -199,6 +199,7 @@ def test_demo_config_is_one_description_of_the_run():
     assert set(c.verifiers) == set(demo.VERIFIERS)
     assert c.verifiers.qpi.data.label_field == "labels" and c.verifiers.bce.data.label_field == "hard_labels"
     assert c.verifiers.implicit.objective == "implicit_ce" and c.verifiers.implicit.loss.beta == 0.2
+    assert c.verifiers.implicit.optim.lr == 5e-4  # chosen on validation problems (configs/demo.py)
     q = demo.get_config("quick")
     assert q.search.n < c.search.n and q.policy.train.steps < c.policy.train.steps
     with pytest.raises(ValueError, match="unknown variant"):

@@ -105,6 +105,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     om = {f["key"]: f for f in rep["figures"]}["omega_fewer_rollouts"]["values"]  # and each search vs the truth
     assert om["omega_first_error_exact_match"] == out["labels"]["omega_first_error_exact_match"]
     assert om["mc_first_error_exact_match"] == out["labels"]["mc_hard_first_error_exact_match"]
+    assert om["full_mc_repeat_matches_full_mc"] == out["labels"]["full_mc_repeat_first_error_matches_full_mc"]
     fig = {f["key"]: f for f in rep["figures"]}["implicit_close_to_bce"]  # states both label budgets
     assert fig["values"]["outcome_solutions"] == len(outcomes) and fig["values"]["train_solutions"] == len(rows)
     assert f"outcome labels on {len(outcomes):,} solutions" in fig["measured"]

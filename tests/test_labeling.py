@@ -69,6 +69,50 @@ def test_omega_binary_search_finds_first_error_with_fewer_rollouts():
     assert used <= sum(int(np.ceil(np.log2(len(s)))) for _, s, c in items if not c) * 8
 
 
+def _first_bad(problem, steps):
+    return next((i for i, s in enumerate(steps) if s == "bad"), -1)
+
+
+def test_first_error_agreement_against_hand_counts():
+    items = _items()
+    # A policy that never fails from a good prefix: every MC draw is exact, so all agree.
+    pol = CoinPolicy(p_good=1.0)
+    fe, _ = labeling.omega_first_errors(pol, grade, items, 2, jax.random.PRNGKey(0))
+    out = labeling.first_error_agreement(
+        pol,
+        grade,
+        items,
+        fe,
+        np.asarray([2, 0, -1, 5]),
+        2,
+        jax.random.PRNGKey(1),
+        max_new_tokens=8,
+        first_error=_first_bad,
+    )
+    assert out["omega_first_error_matches_full_mc"] == out["full_mc_repeat_first_error_matches_full_mc"] == 1.0
+    assert out["omega_first_error_exact_match"] == out["mc_hard_first_error_exact_match"] == 1.0
+    assert out["solutions_with_error_in_omega_subset"] == 3
+    # One that never succeeds: every prefix's MC value is 0, so full MC puts every first error at step 0
+    # (the right solution p3 too), a second draw agrees on all 4, OmegaPRM (which skips right solutions)
+    # on 3 of 4, and both find the exact first error only for p2 (1 of the 3 wrong ones).
+    pol = CoinPolicy(p_good=0.0)
+    fe, _ = labeling.omega_first_errors(pol, grade, items, 2, jax.random.PRNGKey(0))
+    assert fe.tolist() == [0, 0, -1, 0]
+    out = labeling.first_error_agreement(
+        pol,
+        grade,
+        items,
+        fe,
+        np.asarray([0, 0, 0, 0]),
+        2,
+        jax.random.PRNGKey(1),
+        max_new_tokens=8,
+        first_error=_first_bad,
+    )
+    assert out["omega_first_error_matches_full_mc"] == 0.75 and out["full_mc_repeat_first_error_matches_full_mc"] == 1.0
+    assert out["omega_first_error_exact_match"] == out["mc_hard_first_error_exact_match"] == pytest.approx(1 / 3)
+
+
 @pytest.mark.parametrize("prover", ["bok:4", "same"])
 def test_label_solutions_analytic_prover(prover, tmp_path):
     pol = CoinPolicy(p_good=0.75, seed=1)
