@@ -143,9 +143,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # tokens the MC labels cost (solutions, rollouts, OmegaPRM): the label problems' draw
             # continued, `samples` per problem, their validation problems left out. An outcome label
             # costs no rollout, so at 1.0 it gets ~5x the MC labels' solutions. Best-of-16 on seeds
-            # 0 / 1 / 2 (AMD machine, benchmarks/NOTES.md): 0.488 / 0.199 / 0.516 at 0.17 (~900
-            # solutions, as many as the MC labels have), 0.562 / 0.230 / 0.660 at 1.0; the BCE-PRM's
-            # 0.695 / 0.363 / 0.746.
+            # 0 / 1 / 2 (AMD machine, beta 0.05, lr 1e-3; benchmarks/NOTES.md): 0.488 / 0.199 / 0.516
+            # at 0.17 (~900 solutions, as many as the MC labels have), 0.562 / 0.230 / 0.660 at 1.0;
+            # the BCE-PRM's 0.695 / 0.363 / 0.746.
             outcome_budget=1.0,
         )
     )
