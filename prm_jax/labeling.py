@@ -367,17 +367,10 @@ def label_and_split(
     )
     # After `sampler_tokens` is read: the second full-MC draw is a measurement, not part of the budget.
     mc_fe = np.asarray([_first_zero(x.hard) for x in labelled[: len(sub)]])
+    rng_again = jax.random.fold_in(rng, 3)
     stats.update(
         first_error_agreement(
-            policy,
-            grade,
-            sub,
-            fe,
-            mc_fe,
-            k,
-            jax.random.fold_in(rng, 3),
-            max_new_tokens=max_new_tokens,
-            first_error=first_error,
+            policy, grade, sub, fe, mc_fe, k, rng_again, max_new_tokens=max_new_tokens, first_error=first_error
         )
     )
     n_val = max(1, int(round(val_frac * len(problems))))
