@@ -11,11 +11,12 @@ last). The demo's own verifiers are scored on the same set first.
     python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb --problems 512 \
         --variants implicit:full:1e-3:2,exact:head:3e-3:2
 
-A variant is KIND:MODE:LR:PASSES[:BETA[:LOSS]]: KIND a demo verifier (implicit, exact, ...), MODE `head`
-(the score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over the
-data, BETA the implicit PRM's beta (default: the demo config's), LOSS the implicit PRM's `ce` (default)
-or `dpo` (pairs of a right and a wrong solution of one problem; PASSES are then epochs over the pairs). `--problems 0` trains on the demo
-run's own outcome-labelled set (WORKDIR/outcomes/train.jsonl; implicit variants only):
+A variant is KIND:MODE:LR:PASSES[:BETA[:LOSS]]: KIND a demo verifier (implicit, exact, ...), MODE
+`head` (the score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over
+the data, BETA the implicit PRM's beta (default: the demo config's), LOSS the implicit PRM's `ce`
+(default) or `dpo` (pairs of a right and a wrong solution of one problem; PASSES are then epochs over
+the pairs). `--problems 0` trains on the demo run's own outcome-labelled set
+(WORKDIR/outcomes/train.jsonl; implicit variants only):
 
     python benchmarks/label_budget.py --workdir runs/demo --out /tmp/lb0 --problems 0 \
         --variants implicit:full:1e-3:2:0.05,implicit:full:1e-3:2:0.2
