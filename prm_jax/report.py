@@ -325,13 +325,16 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
             "A verifier whose picks are right by luck (right answer, a wrong step) more often than the pool's, "
             "longer / shorter than the pool's, or drawn through a token the policy rarely draws (its least "
             "likely token's probability at temperature 1, median over picks, below the pool's) is exploited "
-            "by that feature.\n",
-            "| picks of | accuracy | every step right | right by luck | steps | gen tokens | least likely token p |",
-            "|---|---|---|---|---|---|---|",
+            "by that feature. Confidently wrong: a wrong answer with every token drawn at probability >= 0.5, "
+            "an error the policy's likelihood (which every score head here reads) cannot see.\n",
+            "| picks of | accuracy | every step right | right by luck | confidently wrong | steps | gen tokens "
+            "| least likely token p |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         md += [
             f"| {k} | {v['accuracy']:.3f} | {v['all_steps_right']:.3f} | {v['right_by_luck']:.3f} | "
-            f"{v['mean_steps']:.2f} | {v['mean_gen_tokens']:.1f} | {_num(v.get('least_likely_token_p'))} |"
+            f"{_num(v.get('confidently_wrong'))} | {v['mean_steps']:.2f} | {v['mean_gen_tokens']:.1f} | "
+            f"{_num(v.get('least_likely_token_p'))} |"
             for k, v in picks.items()
             if v
         ]

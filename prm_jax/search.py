@@ -328,9 +328,11 @@ def _same(answer, gold) -> bool:
 def pick_profile(sols, correct_PxM, scores_PxM, exact_ok: dict, pool: bool = False) -> dict:
     """Returns what argmax best-of-N picks from each problem's whole pool (or, `pool`, the pool's own
     means): accuracy, share whose every step is exactly right, share right by luck (right answer,
-    some step wrong), mean steps and generated tokens, and the median probability the policy gave
-    the least likely token it drew. A verifier whose picks are longer, shorter, luckier or less likely
-    than the pool's is exploited by that feature (what makes argmax fall as N grows)."""
+    some step wrong), share confidently wrong (wrong answer, every token drawn at probability >= 0.5),
+    mean steps and generated tokens, and the median probability the policy gave the least likely
+    token it drew. A verifier whose picks are longer, shorter, luckier or less likely than the pool's
+    is exploited by that feature (what makes argmax fall as N grows); confidently wrong picks are the
+    errors a verifier reading the policy's likelihood cannot see."""
     chosen = []
     for i, xs in enumerate(sols):
         if pool:
@@ -343,13 +345,15 @@ def pick_profile(sols, correct_PxM, scores_PxM, exact_ok: dict, pool: bool = Fal
         return {}
     exact = np.asarray([exact_ok.get(id(x), False) for x, _ in chosen])
     right = np.asarray([c for _, c in chosen])
+    least_p = np.exp([x.min_logprob for x, _ in chosen])
     return {
         "accuracy": float(right.mean()),
         "all_steps_right": float(exact.mean()),
         "right_by_luck": float((right & ~exact).mean()),
+        "confidently_wrong": float((~right & (least_p >= 0.5)).mean()),
         "mean_steps": float(np.mean([len(x.steps) for x, _ in chosen])),
         "mean_gen_tokens": float(np.mean([x.gen_tokens for x, _ in chosen])),
-        "least_likely_token_p": float(np.median(np.exp([x.min_logprob for x, _ in chosen]))),
+        "least_likely_token_p": float(np.median(least_p)),
     }
 
 

@@ -309,6 +309,7 @@ def test_pick_profile_reads_the_argmax_pick_and_its_features():
         "accuracy": 1.0,
         "all_steps_right": 0.5,
         "right_by_luck": 0.5,
+        "confidently_wrong": 0.0,
         "mean_steps": 2.0,
         "mean_gen_tokens": 11.0,
         "least_likely_token_p": pytest.approx((0.5 + 0.1) / 2),  # the median of two picks
@@ -317,6 +318,10 @@ def test_pick_profile_reads_the_argmax_pick_and_its_features():
     assert pool["accuracy"] == pytest.approx(3 / 6) and pool["right_by_luck"] == pytest.approx(1 / 6)
     assert pool["mean_gen_tokens"] == pytest.approx(70 / 6)
     assert pool["least_likely_token_p"] == pytest.approx((0.5 + 0.7) / 2)  # median of 0.01 .. 0.9
+    # wrong with every token at p >= 0.5: p0[1] (0.9) and p1[2] (0.7); p0[2] (0.01) is wrong but unsure
+    assert pool["confidently_wrong"] == pytest.approx(2 / 6)
+    scores_wrong = [[0.1, 0.8, 0.9], [0.2, 0.1, 0.3]]  # picks p0[1] (confident) and p1[2] (0.7: confident)
+    assert search.pick_profile([p0, p1], correct, scores_wrong, exact)["confidently_wrong"] == 1.0
 
 
 @pytest.mark.parametrize("how", ["min", "last", "prod", "mean", "pure"])
