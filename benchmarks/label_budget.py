@@ -33,7 +33,7 @@ import numpy as np
 
 from prm_jax import demo, evaluate, jsonio, loop, sampling, search
 from prm_jax.configs import demo as demo_config
-from prm_jax.data import arith
+from prm_jax.data import arith, pipeline, readers
 
 
 def write_training_set(policy, problems, path: str, seed: int, c) -> int:
@@ -55,12 +55,10 @@ def write_training_set(policy, problems, path: str, seed: int, c) -> int:
     return len(recs)
 
 
-def count_pairs(path: str) -> int:
-    """Returns how many DPO pairs `data.pair` makes of a jsonl: per prompt, min(#right, #wrong)."""
-    by_prompt: dict[str, list[int]] = {}
-    for r in jsonio.read_jsonl(path):
-        by_prompt.setdefault(r["prompt"], [0, 0])[0 if r["correct"] else 1] += 1
-    return sum(min(n) for n in by_prompt.values())
+def count_pairs(path: str, source: str) -> int:
+    """Returns how many DPO pairs `data.pair` makes of the `source`-format jsonl at `path` (the training
+    pipeline's own pairing, `pipeline.PairSource`)."""
+    return len(pipeline.PairSource(readers.read_all(source, [path]), path))
 
 
 def score(name, verifier, problems, sols, gold) -> dict:
@@ -143,7 +141,7 @@ def main() -> None:
         n_rows = n_train
         if extra[1:] == ["dpo"]:
             v.objective, v.data.pair = "implicit_dpo", True
-            n_rows = count_pairs(train_path)
+            n_rows = count_pairs(train_path, source)
         elif extra[1:] not in ([], ["ce"]):
             raise SystemExit(f"error: {var}: LOSS is ce or dpo")
         v.optim.lr = float(lr)

@@ -270,13 +270,12 @@ def test_implicit_log_ratios_sum_to_the_verifiers_q_and_vanish_against_itself():
     np.testing.assert_allclose(ilr.log_ratios(same, problems, sols)[0], 0.0, atol=1e-6)
 
 
-def test_label_budget_counts_dpo_pairs_as_the_pair_source_makes_them(tmp_path):
+def test_label_budget_counts_dpo_pairs_per_problem(tmp_path):
     import label_budget
     from prm_jax import jsonio
-    from prm_jax.data import pipeline, readers
 
     rows = [("a", True), ("a", False), ("a", False), ("b", True), ("b", True), ("c", False), ("d", True), ("d", False)]
     path = str(tmp_path / "o.jsonl")
     jsonio.write_jsonl(path, [{"prompt": p, "steps": ["1"], "correct": ok} for p, ok in rows])
     # by hand: a 1 pair (1 right, 2 wrong), b and c none, d 1
-    assert label_budget.count_pairs(path) == 2 == len(pipeline.PairSource(readers.read_all("outcome_jsonl", [path])))
+    assert label_budget.count_pairs(path, "outcome_jsonl") == 2
