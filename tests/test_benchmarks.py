@@ -279,3 +279,22 @@ def test_label_budget_counts_dpo_pairs_per_problem(tmp_path):
     jsonio.write_jsonl(path, [{"prompt": p, "steps": ["1"], "correct": ok} for p, ok in rows])
     # by hand: a 1 pair (1 right, 2 wrong), b and c none, d 1
     assert label_budget.count_pairs(path, "outcome_jsonl") == 2
+
+
+def test_demo_train_step_overrides_and_bad_input():
+    import demo_train_step
+    from prm_jax.configs import demo
+
+    cfg = demo.get_config("full").policy
+    demo_train_step._apply(cfg, "model.scan_layers=False")
+    demo_train_step._apply(cfg, "train.batch_size=8")
+    demo_train_step._apply(cfg, "model.n_layers=3")
+    demo_train_step._apply(cfg, "")
+    assert cfg.model.scan_layers is False and cfg.train.batch_size == 8 and cfg.model.n_layers == 3
+    for bad, msg in (
+        ("model.scan_layers", "expected key=value"),
+        ("model.no_such_key=1", "no key 'model.no_such_key'"),
+        ("model.scan_layers=maybe", "give true or false"),
+    ):
+        with pytest.raises(ValueError, match=msg):
+            demo_train_step._apply(cfg, bad)
