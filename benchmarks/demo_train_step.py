@@ -4,6 +4,8 @@ Builds exactly what `prm-jax demo`'s policy stage trains (`prm_jax/configs/demo.
 section: tiny model, batch 32 x 144, the arithmetic task) with random init, and times
 `train.make_train_step` (compile excluded, each step waited on), the loss's forward alone, and
 the data iterator. It also prints the FLOPs and bytes of XLA's cost analysis of the compiled step.
+Under `model.scan_layers` (the default) that analysis counts the layer loop's body once, so
+`--set model.scan_layers=False` gives the whole step's count.
 `--set key=value` (repeatable) overrides a key of that section, e.g. `--set model.scan_layers=False`;
 each setting runs in its own process, so compiles and thread pools do not mix.
 
