@@ -6,7 +6,7 @@ section: tiny model, batch 32 x 144, the arithmetic task) with random init, and 
 the data iterator. It also prints the FLOPs and bytes of XLA's cost analysis of the compiled step.
 Under `model.scan_layers` (the default) that analysis counts the layer loop's body once, so
 `--set model.scan_layers=False` gives the whole step's count.
-`--set key=value` (repeatable) overrides a key of that section, e.g. `--set model.scan_layers=False`;
+`--set key=value` (repeatable) overrides a key of that section (`config.apply_overrides`, as `--config.key=value`), e.g. `--set model.scan_layers=False`;
 each setting runs in its own process, so compiles and thread pools do not mix.
 
     python benchmarks/demo_train_step.py --steps 20 --set "" --set model.scan_layers=False
@@ -21,33 +21,15 @@ import sys
 import time
 
 
-def _apply(cfg, setting: str) -> None:
-    """Sets `key=value` in `cfg` (a bool, the type of the value it replaces, or a number / string where
-    that is None: a model field left to its preset); '' sets nothing."""
-    if not setting:
-        return
-    if "=" not in setting:
-        raise ValueError(f"--set {setting!r}: expected key=value")
-    key, value = setting.split("=", 1)
-    *path, last = key.split(".")
-    node = cfg
-    for p in path + [last]:
-        if p not in node:
-            raise ValueError(f"--set {setting!r}: the policy config has no key {key!r}")
-        if p != last:
-            node = node[p]
-    old = node[last]
-    if isinstance(old, bool) or (old is None and value.lower() in ("true", "false")):
-        if value.lower() not in ("true", "false"):
-            raise ValueError(f"--set {setting!r}: {key} is a bool; give true or false")
-        node[last] = value.lower() == "true"
-    elif old is None:  # a model field left to its preset: a number, or else a string
-        try:
-            node[last] = json.loads(value)
-        except json.JSONDecodeError:
-            node[last] = value
-    else:
-        node[last] = type(old)(value)
+def policy_config(setting: str):
+    """Returns the demo's policy config with `setting` ('key=value', or '' for none) applied."""
+    from prm_jax import config as config_lib
+    from prm_jax.configs import demo
+
+    cfg = demo.get_config("full").policy
+    if setting:
+        config_lib.apply_overrides(cfg, [f"config.{setting}"])
+    return cfg
 
 
 def worker(setting: str, steps: int) -> dict:
@@ -55,10 +37,8 @@ def worker(setting: str, steps: int) -> dict:
     import jax
 
     from prm_jax import loop, sharding, train
-    from prm_jax.configs import demo
 
-    cfg = demo.get_config("full").policy
-    _apply(cfg, setting)
+    cfg = policy_config(setting)
     bs = int(cfg.train.batch_size)
     tok = loop.make_tokenizer(cfg)
     it = loop.default_iterator(cfg, tokenizer=tok, batch_size=bs, process_index=0, process_count=1)

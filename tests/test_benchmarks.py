@@ -283,18 +283,17 @@ def test_label_budget_counts_dpo_pairs_per_problem(tmp_path):
 
 def test_demo_train_step_overrides_and_bad_input():
     import demo_train_step
-    from prm_jax.configs import demo
+    from prm_jax.config import UnknownKeyError
 
-    cfg = demo.get_config("full").policy
-    demo_train_step._apply(cfg, "model.scan_layers=False")
-    demo_train_step._apply(cfg, "train.batch_size=8")
-    demo_train_step._apply(cfg, "model.n_layers=3")
-    demo_train_step._apply(cfg, "")
-    assert cfg.model.scan_layers is False and cfg.train.batch_size == 8 and cfg.model.n_layers == 3
-    for bad, msg in (
-        ("model.scan_layers", "expected key=value"),
-        ("model.no_such_key=1", "no key 'model.no_such_key'"),
-        ("model.scan_layers=maybe", "give true or false"),
-    ):
-        with pytest.raises(ValueError, match=msg):
-            demo_train_step._apply(cfg, bad)
+    cfg = demo_train_step.policy_config("model.scan_layers=False")
+    assert cfg.model.scan_layers is False and cfg.train.batch_size == 32  # the demo's, otherwise untouched
+    assert demo_train_step.policy_config("train.batch_size=8").train.batch_size == 8
+    assert demo_train_step.policy_config("model.n_layers=3").model.n_layers == 3
+    plain = demo_train_step.policy_config("")
+    assert plain.model.scan_layers is None and plain.model.preset == "tiny"  # '' leaves the demo's config
+    with pytest.raises(ValueError, match="must look like"):
+        demo_train_step.policy_config("model.scan_layers")
+    with pytest.raises(UnknownKeyError, match="no_such_key"):
+        demo_train_step.policy_config("model.no_such_key=1")
+    with pytest.raises(ValueError, match="does not fit the type"):
+        demo_train_step.policy_config("train.batch_size=maybe")
