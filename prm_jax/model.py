@@ -596,6 +596,13 @@ def forward(
     return out
 
 
+def score_head_logits(cfg: ModelConfig, head: Any, hidden_BxLxD: jax.Array) -> jax.Array:
+    """Returns [B, L] float32: the per-token step-score logit of score head `head` (params['score_head']
+    of some run) on final hidden states, as `forward` computes it for its own head. Several probes
+    trained on one frozen body share its forward this way (`prm_jax.verifier_group`)."""
+    return _ScoreHead(cfg).apply({"params": head}, hidden_BxLxD)
+
+
 def check_token_ids(cfg: ModelConfig, tokens, *, source: str) -> None:
     """Raises ValueError if any token id (host array) is negative or >= cfg.vocab_size.
 

@@ -89,17 +89,45 @@ def packing_error(objective: str, loss_cfg: Mapping[str, Any] | None = None) -> 
     return None
 
 
+def likelihood_logprobs(model_cfg, params, hidden_BxLxD, tokens_BxL, chunk_size: int = 1024) -> jax.Array:
+    """Returns logp_BxL (float32): the model's log-prob of each token given those before it, from its
+    final hidden states through the chunked output-embedding path (entry 0 is 0)."""
+    # The head runs in the compute dtype (fp32 master weights would promote the whole vocabulary
+    # projection to fp32); the chunked path still accumulates and normalises in float32.
+    w_DxV = _model().output_embedding(model_cfg, params).astype(hidden_BxLxD.dtype)
+    return scoring.token_logprobs_chunked(hidden_BxLxD, w_DxV, tokens_BxL, chunk_size=chunk_size)
+
+
 def token_logprobs(model_cfg, params, batch, prefix: str = "", chunk_size: int = 1024):
     """Returns (logp_BxL float32, model output) through the chunked hidden @ output-embedding path.
 
     Training and the implicit verifier both use it, so the float32 [B, L, V] is never held.
     """
     out = _forward(model_cfg, params, batch, prefix, lm_head=False)
-    # The head runs in the compute dtype (fp32 master weights would promote the whole vocabulary
-    # projection to fp32); the chunked path still accumulates and normalises in float32.
-    w_DxV = _model().output_embedding(model_cfg, params).astype(out.hidden.dtype)
-    logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch[prefix + "tokens"], chunk_size=chunk_size)
-    return logp, out
+    return likelihood_logprobs(model_cfg, params, out.hidden, batch[prefix + "tokens"], chunk_size), out
+
+
+def implicit_rewards_given_ref(model_cfg, params, ref_logp_BxL, batch, num_steps: int, beta, chunk_size: int = 1024):
+    """Returns the implicit PRM's step rewards r_BxT = beta * per-step sums of log pi - `ref_logp_BxL`
+    (the reference's token log-probs, however computed), pi = `params` on `batch` (its step_ids)."""
+    logp, _ = token_logprobs(model_cfg, params, batch, chunk_size=chunk_size)
+    return scoring.implicit_step_rewards(logp, ref_logp_BxL, batch["step_ids"], num_steps, beta)
+
+
+def step_logits(model_cfg, head, score_BxL, logp_BxL, batch) -> jax.Array:
+    """Returns the step-score logits [B, T] (float32) of one score head: its per-token logit
+    `score_BxL` read at each step's marker, plus with `model_cfg.score_likelihood` w . (M_t, m_t) from
+    the token log-probs `logp_BxL` (see `score_logits`; w = head['likelihood'])."""
+    step_pos = batch["step_pos"]
+    logits_BxT = scoring.gather_steps(score_BxL.astype(jnp.float32), step_pos)
+    if not model_cfg.score_likelihood:
+        return logits_BxT
+    # A feature, not a target: with gradients through it, BCE on noisy MC labels lowered the
+    # likelihood of every token of a step labelled wrong, and the feature's step AUROC fell from 0.99 to 0.73.
+    logp = jax.lax.stop_gradient(logp_BxL)
+    m, prefix_m = scoring.step_min_logprobs(logp, batch["step_ids"], step_pos.shape[1])
+    w = head["likelihood"].astype(jnp.float32)
+    return jnp.where(step_pos >= 0, logits_BxT + w[0] * prefix_m + w[1] * m, 0.0)
 
 
 def score_logits(model_cfg, params, batch, chunk_size: int = 1024) -> jax.Array:
@@ -109,21 +137,13 @@ def score_logits(model_cfg, params, batch, chunk_size: int = 1024) -> jax.Array:
     token of step t, M_t its running minimum over steps 0..t (a wrong digit is a token the model did
     not expect), w = params['score_head']['likelihood']. Training and the verifier both call this.
     """
-    step_pos = batch["step_pos"]
     out = _forward(model_cfg, params, batch, lm_head=False)
-    logits_BxT = scoring.gather_steps(out.score.astype(jnp.float32), step_pos)
-    if not model_cfg.score_likelihood:
-        return logits_BxT
-    if "step_ids" not in batch:
-        raise ValueError("model.score_likelihood reads batch['step_ids'] (which step each token belongs to)")
-    w_DxV = _model().output_embedding(model_cfg, params).astype(out.hidden.dtype)
-    logp = scoring.token_logprobs_chunked(out.hidden, w_DxV, batch["tokens"], chunk_size=chunk_size)
-    # A feature, not a target: with gradients through it, BCE on noisy MC labels lowered the
-    # likelihood of every token of a step labelled wrong, and the feature's step AUROC fell from 0.99 to 0.73.
-    logp = jax.lax.stop_gradient(logp)
-    m, prefix_m = scoring.step_min_logprobs(logp, batch["step_ids"], step_pos.shape[1])
-    w = params["score_head"]["likelihood"].astype(jnp.float32)
-    return jnp.where(step_pos >= 0, logits_BxT + w[0] * prefix_m + w[1] * m, 0.0)
+    logp = None
+    if model_cfg.score_likelihood:
+        if "step_ids" not in batch:
+            raise ValueError("model.score_likelihood reads batch['step_ids'] (which step each token belongs to)")
+        logp = likelihood_logprobs(model_cfg, params, out.hidden, batch["tokens"], chunk_size)
+    return step_logits(model_cfg, params["score_head"], out.score, logp, batch)
 
 
 def check_batch(objective: str, batch: Mapping[str, Any]) -> None:

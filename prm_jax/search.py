@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from prm_jax import scoring, selection
+from prm_jax import scoring, selection, verifier_group
 from prm_jax.selection import SELECTIONS, select_answer  # noqa: F401  (the search API)
 
 
@@ -280,18 +280,27 @@ def pav_ranker(q_verifier, pav_verifier, alpha: float) -> Callable:
     Q^pi is `q_verifier`'s value of the child: a verifier of the base policy itself (trained on soft
     MC labels of pi), not of the prover. A^mu = PAV(child's last step) - PAV(parent's last step). For a first step the parent is the bare
     question, whose value V^mu(question) is the same for every sibling and so cannot change their
-    order; it is taken as the mean PAV prediction over the problem's first steps.
+    order; it is taken as the mean PAV prediction over the problem's first steps. Q^pi and PAV share
+    one forward when they share a body (`verifier_group`); a parent ranked in an earlier round as a
+    child is not scored again, so verifier tokens count each distinct step list once per verifier.
     """
 
+    seen: dict = {}  # (problem, steps) -> PAV value at its last step, of every child ranked so far
+
     def rank(problems, parents, children):
-        q, qt = q_verifier.values(problems, children, return_tokens=True)
-        mu, mt = pav_verifier.values(problems, children, return_tokens=True)
+        (q, qt), (mu, mt) = verifier_group.values([q_verifier, pav_verifier], problems, children)
         mu_last = np.asarray([s[-1] if len(s) else 0.0 for s in mu])
-        parent_idx = [j for j, p in enumerate(parents) if p]
+        for p, c, m in zip(problems, children, mu_last):
+            seen[p, tuple(c)] = m
+        # A parent is a child of the round before, so its value is known; others are scored.
+        parent_idx = [j for j, p in enumerate(parents) if p and (problems[j], tuple(p)) not in seen]
         par, pt = pav_verifier.values(
             [problems[j] for j in parent_idx], [parents[j] for j in parent_idx], return_tokens=True
         )
         prev = np.full(len(children), np.nan)
+        for j, p in enumerate(parents):
+            if p and (problems[j], tuple(p)) in seen:
+                prev[j] = seen[problems[j], tuple(p)]
         for j, s in zip(parent_idx, par):
             prev[j] = s[-1]
         roots = collections.defaultdict(list)
@@ -426,10 +435,12 @@ def evaluate_methods(
     }
     truth = [step_truth(problems[i], x.steps) for i, x in ok] if step_truth else None
     scores: dict = {}
-    for name, v in verifiers.items():
-        before = v.tokens_scored
-        out = v.score_all([problems[i] for i, _ in ok], [x.steps for _, x in ok])
-        res["tokens"][f"verifier_{name}_per_problem"] = (v.tokens_scored - before) / len(problems)
+    # Probes of one frozen body share its forward (bit-equal to scoring each alone).
+    verifier_group.share_bodies(list(verifiers.values()))
+    before = {name: v.tokens_scored for name, v in verifiers.items()}
+    outs = verifier_group.score_all(list(verifiers.values()), [problems[i] for i, _ in ok], [x.steps for _, x in ok])
+    for (name, v), out in zip(verifiers.items(), outs):
+        res["tokens"][f"verifier_{name}_per_problem"] = (v.tokens_scored - before[name]) / len(problems)
         if truth is not None:
             a, lo, hi = evaluate.step_auroc_ci(out["values"], truth, n_boot=n_boot, seed=seed)
             res["auroc"][name] = a

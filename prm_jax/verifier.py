@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from prm_jax import model as model_lib
-from prm_jax import objectives, scoring, shapes
+from prm_jax import objectives, shapes
 
 KINDS = ("score", "implicit", "lm_pair", "mlp_head")
 # Shape buckets: on a CPU a compile costs more than many padded rows, so batches round up to a power
@@ -91,10 +91,9 @@ def _implicit_rewards(
     cfg, params, ref_params, tokens_BxL, positions_BxL, segment_ids_BxL, step_ids_BxL, num_steps, beta, chunk_size
 ):
     """Returns the implicit step rewards r_BxT = beta * per-step sums of policy/reference log-ratios."""
-    batch = {"tokens": tokens_BxL, "positions": positions_BxL, "segment_ids": segment_ids_BxL}
-    logp, _ = objectives.token_logprobs(cfg, params, batch, chunk_size=chunk_size)
+    batch = {"tokens": tokens_BxL, "positions": positions_BxL, "segment_ids": segment_ids_BxL, "step_ids": step_ids_BxL}
     ref_logp, _ = objectives.token_logprobs(cfg, ref_params, batch, chunk_size=chunk_size)
-    return scoring.implicit_step_rewards(logp, ref_logp, step_ids_BxL, num_steps, beta)
+    return objectives.implicit_rewards_given_ref(cfg, params, ref_logp, batch, num_steps, beta, chunk_size)
 
 
 class Verifier:
@@ -205,21 +204,8 @@ class Verifier:
 
     def score_examples(self, exs: Sequence[dict]) -> dict:
         """Returns what `score_all` returns, for examples already made by `tokenize.encode_example`."""
-        from prm_jax.data import tokenize
-
-        n_tok = np.asarray([len(e["tokens"]) for e in exs], np.int64) * (2 if self.kind == "implicit" else 1)
-        order = sorted(range(len(exs)), key=lambda i: len(exs[i]["tokens"]))
         vals: list = [None] * len(exs)
-        source = f"the tokenizer of verifier {self.name!r} ({getattr(self.tokenizer, 'name', type(self.tokenizer).__name__)})"
-        for s in range(0, len(order), self.max_batch):
-            idx = order[s : s + self.max_batch]
-            chunk = [exs[i] for i in idx]
-            b = shapes.pow2(len(chunk), MIN_BATCH)
-            chunk = chunk + [chunk[0]] * (b - len(chunk))
-            seq = shapes.multiple(max(len(e["tokens"]) for e in chunk), LEN_BUCKET)
-            t = shapes.pow2(max(len(e["step_pos"]) for e in chunk), MIN_STEPS)
-            batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
-            model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
+        for idx, batch, t in self.batches(exs):
             rows = (batch["tokens"], batch["positions"], batch["segment_ids"])
             if self.kind == "score":
                 out = _score_head_probs(
@@ -240,9 +226,37 @@ class Verifier:
                     jnp.float32(self.beta),
                     self.logprob_chunk,
                 )
-            out = np.asarray(out)
-            for j, i in enumerate(idx):
-                vals[i] = out[j, : len(exs[i]["step_pos"])].astype(np.float32)
+            self.collect(vals, idx, out, exs)
+        return self.outputs(vals, exs)
+
+    def batches(self, exs: Sequence[dict]):
+        """Yields (indices into exs, padded host batch, step bucket T): like lengths share a batch, each
+        padded to this verifier's shape buckets (its token ids checked against the model)."""
+        from prm_jax.data import tokenize
+
+        order = sorted(range(len(exs)), key=lambda i: len(exs[i]["tokens"]))
+        source = f"the tokenizer of verifier {self.name!r} ({getattr(self.tokenizer, 'name', type(self.tokenizer).__name__)})"
+        for s in range(0, len(order), self.max_batch):
+            idx = order[s : s + self.max_batch]
+            chunk = [exs[i] for i in idx]
+            b = shapes.pow2(len(chunk), MIN_BATCH)
+            chunk = chunk + [chunk[0]] * (b - len(chunk))
+            seq = shapes.multiple(max(len(e["tokens"]) for e in chunk), LEN_BUCKET)
+            t = shapes.pow2(max(len(e["step_pos"]) for e in chunk), MIN_STEPS)
+            batch = tokenize.pad_batch(chunk, seq, t, pad_id=self.tokenizer.pad_id)
+            model_lib.check_token_ids(self.cfg, batch["tokens"], source=source)
+            yield idx, batch, t
+
+    @staticmethod
+    def collect(vals: list, idx: Sequence[int], out_BxT, exs: Sequence[dict]) -> None:
+        """Stores row j of a batch's [B, T] scores, cut to its example's steps, as vals[idx[j]]."""
+        out = np.asarray(out_BxT)
+        for j, i in enumerate(idx):
+            vals[i] = out[j, : len(exs[i]["step_pos"])].astype(np.float32)
+
+    def outputs(self, vals: list, exs: Sequence[dict]) -> dict:
+        """Returns `score_all`'s dict from per-example step scores (and counts the tokens scored)."""
+        n_tok = np.asarray([len(e["tokens"]) for e in exs], np.int64) * (2 if self.kind == "implicit" else 1)
         bad = [i for i, v in enumerate(vals) if not np.all(np.isfinite(v))]
         if bad:
             raise FloatingPointError(

@@ -218,6 +218,19 @@ def test_pav_ranker_is_q_plus_alpha_advantage():
     np.testing.assert_array_equal(toks, [20 + 20 + 10, 20 + 20 + 10, 10 + 10])
 
 
+def test_pav_ranker_reads_a_parent_ranked_before_instead_of_scoring_it_again():
+    q, mu = DigitVerifier(10.0), DigitVerifier(20.0)
+    rank = search.pav_ranker(q, mu, alpha=0.5)
+    rank(["p", "p"], [[], []], [["4"], ["2"]])  # round 0: both first steps ranked as children
+    score, toks = rank(["p", "p"], [["4"], ["3"]], [["4", "6"], ["3", "1"]])
+    # ["4"] was a child of round 0: its PAV value 0.2 is reused, no tokens; ["3"] never was: scored
+    expect = [0.6 + 0.5 * (0.3 - 0.2), 0.1 + 0.5 * (0.05 - 0.15)]
+    np.testing.assert_allclose(score, expect, rtol=1e-6)
+    np.testing.assert_array_equal(toks, [20 + 20, 20 + 20 + 10])
+    fresh, _ = search.pav_ranker(q, mu, alpha=0.5)(["p", "p"], [["4"], ["3"]], [["4", "6"], ["3", "1"]])
+    np.testing.assert_allclose(score, fresh, rtol=1e-6)  # the cache changes no score
+
+
 def test_sample_solutions_groups_per_problem():
     pol = ScriptedPolicy(end_after=2)
     sols = search.sample_solutions(pol, ["a", "b", "c"], 3, jax.random.PRNGKey(0))
