@@ -7,10 +7,12 @@ each stage is one library call:
   2. labels/     `labeling.label_and_split`: solutions sampled from the policy, Math-Shepherd MC labels,
                  OmegaPRM's cost comparison, PAV targets (the prover's Q), exact step correctness in
                  `meta`, split by problem into train.jsonl / val.jsonl;
-  3. outcomes/   `labeling.sample_outcomes`: more policy solutions with their outcome label alone (the
-                 implicit PRM's data), bought with `labelling.outcome_budget` x the MC labels' sampler tokens;
-  4. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on labels/train.jsonl
-                 (implicit: outcomes/train.jsonl), from the policy's weights (the implicit PRM's reference too);
+  3. outcomes/   `labeling.sample_outcomes`: more policy solutions with their outcome label and exact step
+                 correctness, no rollouts (the implicit PRM's and the exact-label PRM's data), bought
+                 with `labelling.outcome_budget` x the MC labels' sampler tokens;
+  4. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on the train.jsonl of
+                 `config.verifier_data.NAME` (labels/ or outcomes/), from the policy's weights (the
+                 implicit PRM's reference too);
   5. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
                  and aggregation, the policy's own likelihood as a label-free baseline, BCE beam and PAV beam search) and `evaluate.step_validation`;
   6. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
@@ -145,6 +147,7 @@ def stage_outcomes(workdir: str, c, log) -> dict:
         samples=lab.samples,
         solution_tokens=lab.solution_tokens,
         grade=_grade,
+        step_truth=arith.check_steps,
     )
     stats["outcome_budget"] = lab.outcome_budget
     jsonio.write_jsonl(os.path.join(folder, "train.jsonl"), recs)
@@ -156,14 +159,21 @@ def stage_outcomes(workdir: str, c, log) -> dict:
     return stats
 
 
+def verifier_data(workdir: str, c, name: str) -> tuple[str, int]:
+    """Returns (path, solutions) of verifier `name`'s training data, WORKDIR/STAGE/train.jsonl."""
+    stage = c.verifier_data[name]
+    if stage not in ("labels", "outcomes"):
+        raise ValueError(f"config.verifier_data.{name}: {stage!r}; choose 'labels' or 'outcomes'")
+    path = os.path.join(workdir, stage, "train.jsonl")
+    return path, sum(1 for line in open(path) if line.strip())
+
+
 def verifier_config(workdir: str, c, name: str):
-    """Returns the training config of verifier `name`: its demo section with its data's path (the MC
-    labels, or the outcome labels for an `outcome_jsonl` source), the policy as initial weights (and
-    reference), and `verifier_passes` epochs as its steps."""
+    """Returns the training config of verifier `name`: its demo section with its data's path
+    (WORKDIR/{config.verifier_data[name]}/train.jsonl), the policy as initial weights (and reference),
+    and `verifier_passes` epochs as its steps."""
     v = config_lib.complete(c.verifiers[name], where=f"config.verifiers.{name}")
-    data = "outcomes" if v.data.source == "outcome_jsonl" else "labels"
-    path = os.path.join(workdir, data, "train.jsonl")
-    n_train = sum(1 for line in open(path) if line.strip())
+    path, n_train = verifier_data(workdir, c, name)
     policy = os.path.join(workdir, "policy")
     # A few passes over many labelled solutions, not many passes over few (those overfit).
     v.train.steps = max(1, int(np.ceil(c.verifier_passes * n_train / v.train.batch_size)))
@@ -308,6 +318,7 @@ def run(workdir: str, config=None, log=print) -> dict:
     label_stats = {**label_stats, **timed("outcomes", stage_outcomes, workdir, c, log)}
     for name in c.verifiers:
         timed(name, stage_verifier, workdir, name, c, log)
+    label_stats["verifier_solutions"] = {name: verifier_data(workdir, c, name)[1] for name in c.verifiers}
     res = timed("eval", stage_eval, workdir, c, log)
     # a resumed run: the sum of its stages' times when they ran (start-up not counted)
     wall["total"] = round(sum(wall.values()) if skipped else time.perf_counter() - t_all, 1)

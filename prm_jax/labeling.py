@@ -394,10 +394,12 @@ def sample_outcomes(
     samples: int,
     solution_tokens: int,
     grade: Callable,
+    step_truth: Callable | None = None,
 ) -> tuple[list[dict], dict]:
-    """Returns (records, stats): `samples` policy solutions per problem with their outcome label only.
+    """Returns (records, stats): `samples` policy solutions per problem with their outcome label
+    (and, given step_truth(problem, steps) -> bools, the exact step labels `exact_labels`).
 
-    The implicit PRM's data (outcome jsonl: `prompt`, `steps`, `correct`): no rollouts and no step
+    The implicit PRM's data (outcome jsonl: `prompt`, `steps`, `correct`): no rollouts and no MC step
     labels, so one solution costs its own tokens, where an MC-labelled one also costs K rollouts per
     step. An unfinished solution (no EOS within `solution_tokens`) is labelled wrong, as the MC labels
     grade it; a solution without a step is left out (it has nothing to score).
@@ -413,6 +415,9 @@ def sample_outcomes(
         for x in xs
         if x.steps
     ]
+    if step_truth is not None:
+        for r in recs:
+            r["exact_labels"] = [float(bool(t)) for t in step_truth(r["prompt"], r["steps"])]
     tokens = policy.sampler.tokens_generated - before[0]
     stats = {
         "outcome_problems": len(problems),
@@ -423,6 +428,10 @@ def sample_outcomes(
         "outcome_sampler_seconds": policy.sampler.seconds - before[1],
         "outcome_seconds": time.perf_counter() - t0,
     }
+    right = [r for r in recs if r["correct"]]
+    if step_truth is not None and right:
+        # Right by luck: the outcome label credits every step of these, their wrong ones too.
+        stats["outcome_right_with_wrong_step"] = float(np.mean([min(r["exact_labels"]) < 1.0 for r in right]))
     return recs, stats
 
 

@@ -89,6 +89,18 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
         if len(budget) == 4
         else ""
     )
+    lucky = ls.get("outcome_right_with_wrong_step")
+    if lucky is not None:
+        budget["outcome_right_with_wrong_step"] = lucky
+        budget_text += f"; {lucky:.0%} of the solutions labelled right have a wrong step"
+    # Exact step labels cost no rollout either, so the exact-label PRM may read the outcome solutions.
+    sols = ls.get("verifier_solutions") or {}
+    exact_data = {f"{k}_solutions": sols[k] for k in ("exact", "bce") if k in sols}
+    exact_text = (
+        f"; exact step labels on {sols['exact']:,} solutions, MC labels on {sols['bce']:,}"
+        if len(exact_data) == 2
+        else ""
+    )
     out = [
         {
             "key": "bce_weighted_vote_beats_majority",
@@ -131,8 +143,8 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "key": "exact_step_auroc",
             "claim": "step labels that are exact (PRM800K's human labels) train a better PRM than MC labels",
             "figure": "exact-label PRM step AUROC vs exact ground truth >= 0.95",
-            "values": {"exact": exact_auc},
-            "measured": _fmt(exact_auc),
+            "values": {"exact": exact_auc, **exact_data},
+            "measured": _fmt(exact_auc) + exact_text,
             "holds": exact_auc["value"] is not None and exact_auc["value"] >= 0.95,
         },
         {
@@ -294,7 +306,8 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
     md += [f"| {f['figure']} | {f['claim']} | {f['measured']} | {'yes' if f['holds'] else 'NO'} |" for f in figs]
     md += [
         "\nVerifiers: `bce` BCE-PRM on hard MC labels (P(some of K rollouts succeeds)), `exact` BCE-PRM on "
-        "the task's exact step correctness (the analogue of PRM800K's human labels), `qpi` BCE on "
+        "the task's exact step correctness (the analogue of PRM800K's human labels; on the outcome-labelled "
+        "solutions when `config.verifier_data.exact` is 'outcomes': these labels need no rollout), `qpi` BCE on "
         "soft MC labels (the policy's own Q^pi), `orm` outcome RM, `pav` the Best-of-K prover's Q^mu, "
         "`implicit` beta * log pi/pi_ref from outcome labels (`last` = q_T, weighted vote on sigmoid), "
         "`likelihood` no labels: the policy's least likely shown token so far (sigmoid of its log-prob), "

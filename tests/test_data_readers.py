@@ -109,6 +109,18 @@ def test_generic_stepwise_and_outcome_jsonl():
     assert o[1].steps == ["2 * 4 = 6.", "The answer is 6."] and o[1].outcome == 0.0
 
 
+def test_stepwise_jsonl_reads_an_outcome_file_with_step_labels(tmp_path):
+    # prm_jax.labeling.sample_outcomes' records: `steps` (outcome_jsonl's name) and `exact_labels`
+    p = tmp_path / "outcomes.jsonl"
+    p.write_text(
+        '{"prompt": "p", "steps": ["a", "b"], "correct": false, "exact_labels": [1.0, 0.0]}\n'
+        '{"prompt": "q", "completions": ["c"], "steps": ["ignored"], "exact_labels": [1.0]}\n'
+    )
+    got = R.read_all("stepwise_jsonl", str(p), label_field="exact_labels")
+    assert [r.steps for r in got] == [["a", "b"], ["c"]]  # `completions` wins where both are given
+    assert [r.step_labels for r in got] == [[1.0, 0.0], [1.0]] and [r.outcome for r in got] == [0.0, None]
+
+
 def test_gsm8k_and_math_answers():
     g = R.read_all("gsm8k", fx("gsm8k.jsonl"))
     assert g[0].answer == "18" and g[0].steps[-1].startswith("She makes 9 * 2") and g[0].step_labels is None

@@ -7,6 +7,7 @@ import pytest
 
 from prm_jax import demo
 from prm_jax.configs.demo import VERIFIERS
+from prm_jax.data import arith
 
 QUICK = demo.default_config("quick")
 
@@ -96,8 +97,10 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert res["val"]["steps"] == sum(len(r["completions"]) for r in val)
     # The implicit PRM's data: outcome labels only, on problems the validation split does not hold,
     # as many as the outcome budget buys at the labelling stage's tokens per solution.
+    # They also carry the task's exact step correctness (no rollout needed): the exact-label PRM's data.
     outcomes = [json.loads(line) for line in open(os.path.join(workdir, "outcomes/train.jsonl"))]
-    assert outcomes and all(set(r) == {"prompt", "steps", "correct"} for r in outcomes)
+    assert outcomes and all(set(r) == {"prompt", "steps", "correct", "exact_labels"} for r in outcomes)
+    assert all(r["exact_labels"] == [float(x) for x in arith.check_steps(r["prompt"], r["steps"])] for r in outcomes)
     assert not {r["prompt"] for r in outcomes} & {r["prompt"] for r in val}
     n_out = demo.outcome_problem_count(out["labels"], QUICK.labelling.outcome_budget, QUICK.labelling.samples)
     assert out["labels"]["outcome_problems"] == n_out and len({r["prompt"] for r in outcomes}) <= n_out
@@ -109,11 +112,23 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     fig = {f["key"]: f for f in rep["figures"]}["implicit_close_to_bce"]  # states both label budgets
     assert fig["values"]["outcome_solutions"] == len(outcomes) and fig["values"]["train_solutions"] == len(rows)
     assert f"outcome labels on {len(outcomes):,} solutions" in fig["measured"]
+    right = [r for r in outcomes if r["correct"]]  # and how many of their right labels are luck
+    if right:
+        lucky = sum(min(r["exact_labels"]) < 1.0 for r in right) / len(right)
+        assert fig["values"]["outcome_right_with_wrong_step"] == pytest.approx(lucky)
+        assert f"{lucky:.0%} of the solutions labelled right have a wrong step" in fig["measured"]
+    else:  # the quick policy may get nothing right: no share to state
+        assert "outcome_right_with_wrong_step" not in fig["values"]
     imp = demo.verifier_config(workdir, QUICK, "implicit")
     assert imp.data.source == "outcome_jsonl" and imp.data.path == os.path.join(workdir, "outcomes", "train.jsonl")
+    ex = demo.verifier_config(workdir, QUICK, "exact")
+    assert ex.data.source == "stepwise_jsonl" and ex.data.path == os.path.join(workdir, "outcomes", "train.jsonl")
+    fig = {f["key"]: f for f in rep["figures"]}["exact_step_auroc"]
+    assert fig["values"]["exact_solutions"] == len(outcomes) and fig["values"]["bce_solutions"] == len(rows)
+    assert f"exact step labels on {len(outcomes):,} solutions, MC labels on {len(rows):,}" in fig["measured"]
     # Verifier steps follow the passes over the training solutions, not a fixed count.
     for name in VERIFIERS:
-        n_rows = len(outcomes) if name == "implicit" else len(rows)
+        n_rows = len(outcomes) if QUICK.verifier_data[name] == "outcomes" else len(rows)
         want = max(1, -(-int(QUICK.verifier_passes * n_rows) // QUICK.verifiers.bce.train.batch_size))
         last = [json.loads(line) for line in open(os.path.join(workdir, name, "metrics.jsonl"))][-1]
         assert last["step"] == want, (name, last["step"], want)
@@ -205,3 +220,15 @@ def test_report_values_without_a_defined_ci():
     assert report._fmt({"value": float("nan"), "ci": [float("nan"), float("nan")]}) == "n/a"
     assert report._fmt({"value": None, "ci": [None, None]}) == "n/a"
     assert report._fmt({"value": 0.7, "ci": None}) == "0.700"
+
+
+def test_verifier_data_reads_the_named_stage_and_rejects_another(tmp_path):
+    for stage, n in (("labels", 2), ("outcomes", 3)):
+        os.makedirs(tmp_path / stage)
+        (tmp_path / stage / "train.jsonl").write_text("{}\n" * n + "\n")
+    c = demo.default_config("quick").copy_and_resolve_references()
+    assert demo.verifier_data(str(tmp_path), c, "bce") == (str(tmp_path / "labels" / "train.jsonl"), 2)
+    assert demo.verifier_data(str(tmp_path), c, "exact") == (str(tmp_path / "outcomes" / "train.jsonl"), 3)
+    c.verifier_data.exact = "label"
+    with pytest.raises(ValueError, match="config.verifier_data.exact: 'label'; choose 'labels' or 'outcomes'"):
+        demo.verifier_data(str(tmp_path), c, "exact")

@@ -212,3 +212,30 @@ def test_sample_outcomes_labels_only_the_outcome_and_counts_the_sampler_tokens(t
     got = readers.read_all("outcome_jsonl", path)
     assert [r.outcome for r in got] == [1.0, 0.0, 0.0] and all(r.step_labels is None for r in got)
     assert [r.steps for r in got] == [x["steps"] for x in recs]
+
+
+def test_sample_outcomes_adds_exact_step_labels_from_step_truth():
+    script = [Continuation(["s", "ok"], True, 5), Continuation(["bad", "ok"], True, 6)]
+    recs, stats = labeling.sample_outcomes(
+        ScriptedPolicy(script),
+        ["p1"],
+        jax.random.PRNGKey(0),
+        samples=2,
+        solution_tokens=64,
+        grade=grade,
+        step_truth=lambda p, steps: [s != "bad" for s in steps],
+    )
+    assert [r["exact_labels"] for r in recs] == [[1.0, 1.0], [0.0, 1.0]]
+    assert [r["correct"] for r in recs] == [True, False]
+    assert stats["outcome_right_with_wrong_step"] == 0.0  # the one right solution has no wrong step
+    script = [Continuation(["bad", "ok"], True, 5), Continuation(["s", "ok"], True, 6), Continuation(["s", "s"], True, 6)]
+    recs, stats = labeling.sample_outcomes(
+        ScriptedPolicy(script),
+        ["p1"],
+        jax.random.PRNGKey(0),
+        samples=3,
+        solution_tokens=64,
+        grade=lambda p, steps: steps[-1] == "ok",  # right by luck: a wrong step, the right answer
+        step_truth=lambda p, steps: [s != "bad" for s in steps],
+    )
+    assert stats["outcome_right_with_wrong_step"] == pytest.approx(1 / 2)

@@ -7,7 +7,8 @@
   policy      the SFT policy's training config (the base config's keys)
   labelling   solutions sampled per problem, MC rollouts, the PAV prover, OmegaPRM's share, split,
               and the implicit PRM's outcome-labelled problems
-  verifier_passes  epochs of each verifier over the labelled training solutions (sets its steps)
+  verifier_passes  epochs of each verifier over its training solutions (sets its steps)
+  verifier_data    which stage's train.jsonl each verifier reads: 'labels' (MC) or 'outcomes'
   verifiers   the verifier runs: one training config per verifier (bce, exact, qpi, orm, pav, implicit),
               starting from the policy's weights
   search      held-out problems, N, beam width, PAV alpha, bootstrap, sampler and verifier budgets
@@ -38,6 +39,14 @@ OBJECTIVE = {"bce": "bce", "exact": "bce", "qpi": "bce", "orm": "orm", "pav": "p
 # PRM learns the task's exact step correctness (PRM800K's human labels' analogue): the labels' ceiling.
 # The implicit PRM reads outcome labels alone (WORKDIR/outcomes/train.jsonl, `labelling.outcome_budget`).
 LABEL_FIELD = {"bce": "hard_labels", "exact": "exact_labels", "qpi": "labels", "orm": "labels", "pav": "labels"}
+# Which stage's train.jsonl each verifier reads: the MC-labelled solutions (labels/) or the solutions
+# bought at the same sampler cost with no rollouts (outcomes/: outcome labels, and the task's exact step
+# correctness, which costs no rollout either). On the 896 MC-labelled solutions the exact-label probe
+# fell short of its own likelihood feature (validation AUROC vs exact truth 0.953 / 0.963 / 0.920 on
+# seeds 0 / 1 / 2, the feature alone 0.966 / 0.957 / 0.931); on the ~5,000 outcome solutions with
+# exact labels 0.965 / 0.964 / 0.938 (benchmarks/NOTES.md). Whole-model fine-tuning on those labels
+# lost the likelihood feature (0.66 at lr 1e-3 and 1e-4, seed 2).
+VERIFIER_DATA = {"bce": "labels", "exact": "outcomes", "qpi": "labels", "orm": "labels", "pav": "labels", "implicit": "outcomes"}
 SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
 FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
 WHOLE_RUN = 10**9  # optim.head_only_steps: the score head alone trains, on the frozen policy
@@ -75,7 +84,7 @@ def _verifier(name: str, batch: int, seed) -> ml_collections.ConfigDict:
     if name == "implicit":
         c.data.source = "outcome_jsonl"  # path: WORKDIR/outcomes/train.jsonl
     else:
-        c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])  # path: WORKDIR/labels/train.jsonl
+        c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])  # path: WORKDIR/{VERIFIER_DATA}/train.jsonl
     # steps 0: set at run time to verifier_passes epochs over the labelled solutions
     c.train.update(steps=0, ckpt_every=FINAL_ONLY, batch_size=batch, seed=seed)
     if name != "implicit":
@@ -150,7 +159,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         )
     )
     batch = 16 if quick else 32
-    c.verifier_passes = 1.0 if quick else 2.0  # epochs of each verifier over the labelled training solutions
+    c.verifier_passes = 1.0 if quick else 2.0  # epochs of each verifier over its training solutions
+    c.verifier_data = ml_collections.ConfigDict(VERIFIER_DATA)  # each verifier's data: 'labels' | 'outcomes'
     c.verifiers = ml_collections.ConfigDict({name: _verifier(name, batch, seed) for name in VERIFIERS})
     c.search = ml_collections.ConfigDict(
         dict(

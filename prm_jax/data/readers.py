@@ -23,7 +23,7 @@ Whitespace-only steps are kept (a step that is its marker alone) and counted: `d
 reports `whitespace_only_steps`, the training loader's counts too.
   processbench       `steps`, `label` (earliest wrong step, -1 none), `final_answer_correct`; steps
                      after the first error are unlabelled. JSON array files or jsonl.
-  stepwise_jsonl     `prompt`, `completions` (steps), `labels` (bool or float in [0, 1]; another
+  stepwise_jsonl     `prompt`, `completions` (or `steps`), `labels` (bool or float in [0, 1]; another
                      field with label_field=, e.g. 'hard_labels' of prm_jax.labeling), optional
                      `q` (PAV Q per step), `v0`, `correct`, `answer`, `id`, `meta`.
   outcome_jsonl      `prompt`, `response` (split on blank lines) or `steps`, `correct`, optional `answer`.
@@ -443,7 +443,9 @@ def _processbench_line(obj, n, **_) -> list[Record]:
 
 
 def _stepwise_jsonl_line(obj, n, *, label_field="labels", **_) -> list[Record]:
-    steps = _need(obj, "completions", list)
+    # `steps` as outcome_jsonl names them: an outcome file whose records also carry step labels
+    # (prm_jax.labeling.sample_outcomes' `exact_labels`) reads as step-wise data too
+    steps = _need(obj, "completions" if "completions" in obj or "steps" not in obj else "steps", list)
     labels = _need(obj, label_field, list)
     q = obj.get("q")
     meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
