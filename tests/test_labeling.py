@@ -228,7 +228,11 @@ def test_sample_outcomes_adds_exact_step_labels_from_step_truth():
     assert [r["exact_labels"] for r in recs] == [[1.0, 1.0], [0.0, 1.0]]
     assert [r["correct"] for r in recs] == [True, False]
     assert stats["outcome_right_with_wrong_step"] == 0.0  # the one right solution has no wrong step
-    script = [Continuation(["bad", "ok"], True, 5), Continuation(["s", "ok"], True, 6), Continuation(["s", "s"], True, 6)]
+    script = [
+        Continuation(["bad", "ok"], True, 5),
+        Continuation(["s", "ok"], True, 6),
+        Continuation(["s", "s"], True, 6),
+    ]
     recs, stats = labeling.sample_outcomes(
         ScriptedPolicy(script),
         ["p1"],

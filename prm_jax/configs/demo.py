@@ -47,7 +47,14 @@ LABEL_FIELD = {"bce": "hard_labels", "exact": "exact_labels", "qpi": "labels", "
 # exact labels 0.970 / 0.960 / 0.944 (held-out samples: 0.960 / 0.963 / 0.938 -> 0.968 / 0.966 /
 # 0.948; benchmarks/NOTES.md). Fine-tuning the whole model on those labels did no better (seed 2:
 # 0.66 with the likelihood read from the tuned model, 0.94 with it read from the frozen policy).
-VERIFIER_DATA = {"bce": "labels", "exact": "outcomes", "qpi": "labels", "orm": "labels", "pav": "labels", "implicit": "outcomes"}
+VERIFIER_DATA = {
+    "bce": "labels",
+    "exact": "outcomes",
+    "qpi": "labels",
+    "orm": "labels",
+    "pav": "labels",
+    "implicit": "outcomes",
+}
 SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
 FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
 WHOLE_RUN = 10**9  # optim.head_only_steps: the score head alone trains, on the frozen policy
@@ -85,7 +92,9 @@ def _verifier(name: str, batch: int, seed) -> ml_collections.ConfigDict:
     if name == "implicit":
         c.data.source = "outcome_jsonl"  # path: WORKDIR/outcomes/train.jsonl
     else:
-        c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])  # path: WORKDIR/{VERIFIER_DATA}/train.jsonl
+        c.data.update(
+            source="stepwise_jsonl", label_field=LABEL_FIELD[name]
+        )  # path: WORKDIR/{VERIFIER_DATA}/train.jsonl
     # steps 0: set at run time to verifier_passes epochs over the labelled solutions
     c.train.update(steps=0, ckpt_every=FINAL_ONLY, batch_size=batch, seed=seed)
     if name != "implicit":
