@@ -160,6 +160,19 @@ def test_training_on_data_without_the_objectives_targets_is_an_error(tmp_path, m
         loop.run(cfg, str(tmp_path), progress=False, mesh=mesh)
 
 
+def test_pav_targets_on_some_records_only_is_an_error_naming_both(tmp_path, mesh):
+    """A record without `q` would train on zero PAV targets (or change the batch's keys mid-run)."""
+    path = tmp_path / "some_q.jsonl"
+    row = {"prompt": "a = 1. Find a.", "completions": ["a = 1"], "labels": [1]}
+    path.write_text(json.dumps(dict(row, q=[0.75], v0=0.5)) + "\n" + json.dumps(row) + "\n")
+    cfg = _arith_cfg(source="stepwise_jsonl", path=str(path), tokenizer="char")
+    cfg.objective = "pav"
+    with pytest.raises(
+        DataError, match=r"'q_values': record 'stepwise-1' of .*some_q.jsonl has them but record 'stepwise-2' has none"
+    ):
+        loop.run(cfg, str(tmp_path / "w"), progress=False, mesh=mesh)
+
+
 def test_a_loader_that_cannot_fill_a_batch_says_so_at_once(tmp_path, mesh):
     """Every record longer than seq_len: before, 100,000 retries at full CPU; now an error naming the
     file and the longest record."""

@@ -214,16 +214,21 @@ def test_sample_outcomes_labels_only_the_outcome_and_counts_the_sampler_tokens(t
     assert [r.steps for r in got] == [x["steps"] for x in recs]
 
 
-def test_sample_outcomes_adds_exact_step_labels_from_step_truth():
-    script = [Continuation(["s", "ok"], True, 5), Continuation(["bad", "ok"], True, 6)]
-    recs, stats = labeling.sample_outcomes(
+def _outcomes_with_truth(script, grade_fn):
+    return labeling.sample_outcomes(
         ScriptedPolicy(script),
         ["p1"],
         jax.random.PRNGKey(0),
-        samples=2,
+        samples=len(script),
         solution_tokens=64,
-        grade=grade,
+        grade=grade_fn,
         step_truth=lambda p, steps: [s != "bad" for s in steps],
+    )
+
+
+def test_sample_outcomes_adds_exact_step_labels_from_step_truth():
+    recs, stats = _outcomes_with_truth(
+        [Continuation(["s", "ok"], True, 5), Continuation(["bad", "ok"], True, 6)], grade
     )
     assert [r["exact_labels"] for r in recs] == [[1.0, 1.0], [0.0, 1.0]]
     assert [r["correct"] for r in recs] == [True, False]
@@ -233,13 +238,6 @@ def test_sample_outcomes_adds_exact_step_labels_from_step_truth():
         Continuation(["s", "ok"], True, 6),
         Continuation(["s", "s"], True, 6),
     ]
-    recs, stats = labeling.sample_outcomes(
-        ScriptedPolicy(script),
-        ["p1"],
-        jax.random.PRNGKey(0),
-        samples=3,
-        solution_tokens=64,
-        grade=lambda p, steps: steps[-1] == "ok",  # right by luck: a wrong step, the right answer
-        step_truth=lambda p, steps: [s != "bad" for s in steps],
-    )
+    # right by luck: a wrong step, the right answer
+    _, stats = _outcomes_with_truth(script, lambda p, steps: steps[-1] == "ok")
     assert stats["outcome_right_with_wrong_step"] == pytest.approx(1 / 2)

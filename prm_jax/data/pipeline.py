@@ -210,12 +210,27 @@ def build_source(data_cfg, seed: int = 0, *, skipped: SkipCounter | None = None,
     return PairSource(records, name) if pair else ListSource(records, name)
 
 
+# Targets no mask can mark unknown: a record without them would train on zeros.
+EVERY_RECORD = ("q_values",)
+
+
 def check_targets(source, field: str | None, objective: str, scan: int = 100_000) -> None:
     """Raises DataError when no record of a finite source has `field` (the objective's target), so a
-    run never trains on nothing (e.g. BCE on GSM8K, which has no step labels)."""
+    run never trains on nothing (e.g. BCE on GSM8K, which has no step labels), or, for a field of
+    EVERY_RECORD, when some records have it and others do not."""
     if field is None or not hasattr(source, "__len__") or isinstance(source, PairSource):
         return
-    for i in range(min(len(source), scan)):
+    n = min(len(source), scan)
+    has = [getattr(source[i], field) is not None for i in range(n)] if field in EVERY_RECORD else []
+    if any(has) and not all(has):
+        # A missing PAV target would become a zero target in its batch (no mask marks it unknown).
+        first, gap = has.index(True), has.index(False)
+        raise DataError(
+            f"objective {objective!r} trains on the records' {field!r}: record {source[first].id!r} of "
+            f"{getattr(source, 'name', 'the data')} has them but record {source[gap].id!r} has none; "
+            "give every record its own"
+        )
+    for i in range(n):
         v = getattr(source[i], field)
         if v is not None and (not isinstance(v, list) or any(x is not None for x in v)):
             return
