@@ -92,9 +92,8 @@ def _verifier(name: str, batch: int, seed) -> ml_collections.ConfigDict:
     if name == "implicit":
         c.data.source = "outcome_jsonl"  # path: WORKDIR/outcomes/train.jsonl
     else:
-        c.data.update(
-            source="stepwise_jsonl", label_field=LABEL_FIELD[name]
-        )  # path: WORKDIR/{VERIFIER_DATA}/train.jsonl
+        # path: WORKDIR/{VERIFIER_DATA[name]}/train.jsonl
+        c.data.update(source="stepwise_jsonl", label_field=LABEL_FIELD[name])
     # steps 0: set at run time to verifier_passes epochs over the labelled solutions
     c.train.update(steps=0, ckpt_every=FINAL_ONLY, batch_size=batch, seed=seed)
     if name != "implicit":
