@@ -14,16 +14,8 @@ TOK = CharTokenizer()
 
 
 def _model(init_std=0.02, seed=0):
-    cfg = model.ModelConfig(
-        vocab_size=TOK.vocab_size,
-        d_model=32,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=8,
-        mlp_dim=64,
-        max_seq_len=256,
-        init_std=init_std,
+    cfg = model.ModelConfig.preset(
+        "tiny", vocab_size=TOK.vocab_size, d_model=32, head_dim=8, mlp_dim=64, init_std=init_std
     )
     return cfg, jax.jit(model.init_params, static_argnums=0)(cfg, jax.random.PRNGKey(seed))
 

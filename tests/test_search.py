@@ -249,17 +249,7 @@ def test_verifier_scores_match_unbatched_forward():
     from prm_jax.verifier import Verifier
 
     tok = CharTokenizer()
-    cfg = model.ModelConfig(
-        vocab_size=tok.vocab_size,
-        d_model=32,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=8,
-        mlp_dim=64,
-        max_seq_len=256,
-        init_std=0.2,
-    )
+    cfg = model.ModelConfig.preset("tiny", vocab_size=tok.vocab_size, d_model=32, head_dim=8, mlp_dim=64, init_std=0.2)
     init = jax.jit(model.init_params, static_argnums=0)
     params, ref = init(cfg, jax.random.PRNGKey(0)), init(cfg, jax.random.PRNGKey(1))
     problems = ["a = 1. b = a + 2. Find b.", "a = 5, b = 7. c = a * b, d = c - 3. Find d."] * 2

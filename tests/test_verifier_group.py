@@ -18,17 +18,8 @@ STEPS = [
 
 
 def _cfg(tok):
-    return model.ModelConfig(
-        vocab_size=tok.vocab_size,
-        d_model=32,
-        n_layers=2,
-        n_heads=4,
-        n_kv_heads=2,
-        head_dim=8,
-        mlp_dim=64,
-        max_seq_len=256,
-        init_std=0.2,
-        score_likelihood=True,
+    return model.ModelConfig.preset(
+        "tiny", vocab_size=tok.vocab_size, d_model=32, head_dim=8, mlp_dim=64, init_std=0.2, score_likelihood=True
     )
 
 
