@@ -3,9 +3,11 @@
 Prefixes of different lengths are left-padded (the padding is marked invalid in the cache, so every
 row sees only its own tokens) and all rows advance in lockstep. Shapes are rounded up to buckets
 (new-token count to a power of two, prefix length to a multiple of `LEN_BUCKET`, one prefix length per
-chunk of `max_batch` rows, batch to 16 or `max_batch`) so that a search or labelling run compiles a handful of programs:
-on a CPU a compile costs more than many padded rows. Temperature and top-p are
-traced scalars: changing them never recompiles.
+chunk of `max_batch` rows, batch to 16 or `max_batch`, distinct prefixes of a round to a power of two)
+so that a search or labelling run compiles a handful of programs:
+on a CPU a compile costs more than many padded rows. Copies of one prefix in a round (K MC rollouts,
+a beam's children, N samples of a question) are prefilled once and the cache is copied to each row.
+Temperature and top-p are traced scalars: changing them never recompiles.
 
 Modes: 'step' stops a row at the step marker or EOS (one more reasoning step: beam search, MC
 rollouts one step at a time); 'full' stops only at EOS (a whole solution, or `max_new_tokens`).
@@ -154,9 +156,10 @@ def _generate(
     new_bucket,
     prefill_chunk,
     params,
-    tokens_BxP,
-    positions_BxP,
-    valid_BxP,
+    tokens_UxP,
+    positions_UxP,
+    valid_UxP,
+    src_B,
     stop_ids_S,
     limit_B,
     temperature,
@@ -165,11 +168,17 @@ def _generate(
 ):
     """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per shape bucket.
 
-    Row b draws at most limit_B[b] <= N tokens (0: a filler row that never runs)."""
-    b, p = tokens_BxP.shape
-    cache = model_lib.init_cache(cfg, b, p + new_bucket)
-    last_BxV, cache = _prefill(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache, prefill_chunk)
-    next_pos_B = positions_BxP[:, -1] + 1
+    The U distinct prefixes are prefilled once; row b continues prefix src_B[b] (U = B: the rows
+    themselves, in order, and src_B is not read). Row b draws at most limit_B[b] <= N tokens (0: a
+    filler row that never runs)."""
+    u, p = tokens_UxP.shape
+    b = src_B.shape[0]
+    cache = model_lib.init_cache(cfg, u, p + new_bucket)
+    last_BxV, cache = _prefill(cfg, params, tokens_UxP, positions_UxP, valid_UxP, cache, prefill_chunk)
+    next_pos_B = positions_UxP[:, -1] + 1
+    if u != b:  # static: copies of a prefix share its prefill (MC rollouts, beams, best-of-N samples)
+        last_BxV, next_pos_B = last_BxV[src_B], next_pos_B[src_B]
+        cache = dict(cache, k=cache["k"][:, src_B], v=cache["v"][:, src_B], valid=cache["valid"][src_B])
 
     max_new = jnp.max(limit_B)
 
@@ -212,16 +221,22 @@ def _generate(
 
 
 _COMPILED: dict[tuple, object] = {}
-_CALLED: dict[tuple, set[tuple[int, int, int]]] = {}  # per (model, ids): the (batch, prefix, new) buckets run
+_CALLED: dict[tuple, set[tuple[int, int, int, int]]] = {}  # per (model, ids): the buckets run
 
 
-def pick_bucket(exact: tuple[int, int, int], compiled, ratio: float = REUSE_RATIO) -> tuple[int, int, int]:
-    """Returns the (batch, prefix, new) bucket a round runs on: the cheapest compiled one that covers
-    `exact` at most `ratio` times its cost (rows x cache slots), else `exact` (a new compile)."""
-    b, p, n = exact
-    cost = lambda s: s[0] * (s[1] + s[2])  # noqa: E731
-    fits = [s for s in compiled if s[0] >= b and s[1] >= p and s[2] >= n and cost(s) <= ratio * cost(exact)]
-    return min(fits, key=lambda s: (cost(s), s)) if fits else exact
+def bucket_cost(s: tuple[int, int, int, int]) -> int:
+    """Returns a (batch, prefix, new, prefill rows) bucket's cost: decode rows x cache slots plus
+    prefilled rows x prefix length."""
+    return s[0] * (s[1] + s[2]) + s[3] * s[1]
+
+
+def pick_bucket(exact: tuple[int, int, int, int], compiled, ratio: float = REUSE_RATIO) -> tuple[int, int, int, int]:
+    """Returns the (batch, prefix, new, prefill rows) bucket a round runs on: the cheapest compiled
+    one that covers `exact` at most `ratio` times its `bucket_cost`, else `exact` (a new compile)."""
+    fits = [
+        s for s in compiled if all(a >= e for a, e in zip(s, exact)) and bucket_cost(s) <= ratio * bucket_cost(exact)
+    ]
+    return min(fits, key=lambda s: (bucket_cost(s), s)) if fits else exact
 
 
 class Sampler:
@@ -302,6 +317,7 @@ class Sampler:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
         stop_S = self._stop_ids(mode)
+        prefixes = [tuple(np.asarray(p, np.int64).tolist()) for p in prefixes]
         n = len(prefixes)
         gen = [[] for _ in range(n)]  # new tokens so far
         lps = [[] for _ in range(n)]
@@ -314,28 +330,38 @@ class Sampler:
             # A round: the shortest pending rows, at most `segment` new tokens each. Rows that neither
             # stopped nor used their budget go back to the queue with their new tokens as prefix (and
             # are re-prefilled), so a few long rows never keep a whole batch decoding padding.
-            pending.sort(key=lambda i: len(prefixes[i]) + len(gen[i]))
+            # Copies of one prefix sort next to each other, so that a round prefills them once.
+            pending.sort(key=lambda i: (len(prefixes[i]) + len(gen[i]), prefixes[i], gen[i]))
             idx, pending = pending[: self.max_batch], pending[self.max_batch :]
-            rows = [list(prefixes[i]) + gen[i] for i in idx]
+            rows = [prefixes[i] + tuple(gen[i]) for i in idx]
+            uniq = list(dict.fromkeys(rows))
             limits = [min(self.segment, max_new_tokens - len(gen[i])) for i in idx]
             new_bucket = shapes.pow2(max(limits), 8)
             p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
+            u = min(b, shapes.pow2(len(uniq), MIN_BATCH))
             called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id, self.prefill_chunk), set())
             # never more rows than this sampler's max_batch (its caller's memory bound)
             mine = {c for c in called if c[0] <= self.max_batch}
-            b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), mine)
-            called.add((b, p_len, new_bucket))
+            b, p_len, new_bucket, u = pick_bucket((b, p_len, new_bucket, u), mine)
+            called.add((b, p_len, new_bucket, u))
             fill = b - len(rows)
             rows = rows + [rows[0]] * fill  # filler rows: a real prefix, never all-invalid, limit 0
+            if u == b:  # every row prefilled as itself
+                src = np.arange(b, dtype=np.int32)
+            else:
+                where = {r: j for j, r in enumerate(uniq)}
+                src = np.asarray([where[r] for r in rows], np.int32)
+                rows = uniq + [uniq[0]] * (u - len(uniq))
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
-            self.shapes.add((b, p_len, new_bucket))
+            self.shapes.add((b, p_len, new_bucket, u))
             out = self._fn(new_bucket)(
                 self.params,
                 toks,
                 pos,
                 valid,
+                src,
                 stop_S,
                 np.asarray(limits + [0] * fill, np.int32),
                 jnp.float32(temperature),

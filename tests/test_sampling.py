@@ -171,19 +171,26 @@ def test_shape_buckets_reuse_compiled_programs(tiny):
 
 
 def test_pick_bucket_takes_the_cheapest_covering_program_within_the_ratio():
-    exact = (16, 64, 8)  # cost 16 x 72
+    exact = (16, 64, 8, 16)  # cost 16 x 72 + 16 x 64 = 2176
     assert sampling.pick_bucket(exact, set()) == exact
-    assert sampling.pick_bucket(exact, {(16, 64, 8)}) == exact
-    assert sampling.pick_bucket(exact, {(256, 128, 64), (32, 64, 8), (16, 128, 8)}) == (16, 128, 8)  # 2176 < 2304
-    assert sampling.pick_bucket(exact, {(8, 128, 64), (16, 64, 4), (16, 32, 64)}) == exact  # none covers
-    big = (256, 256, 64)  # cost 256 x 320 = 71 x exact's
+    assert sampling.pick_bucket(exact, {(16, 64, 8, 16)}) == exact
+    # (16, 128, 8, 16): 16 x 136 + 16 x 128 = 4224 < (32, 64, 8, 32): 32 x 72 + 32 x 64 = 4352
+    assert sampling.pick_bucket(exact, {(256, 128, 64, 256), (32, 64, 8, 32), (16, 128, 8, 16)}) == (16, 128, 8, 16)
+    assert sampling.pick_bucket(exact, {(8, 128, 64, 8), (16, 64, 4, 16), (16, 32, 64, 16)}) == exact  # none covers
+    assert sampling.pick_bucket(exact, {(16, 64, 8, 8)}) == exact  # prefills fewer rows than needed
+    assert sampling.pick_bucket((16, 64, 8, 4), {(16, 64, 8, 16)}) == (16, 64, 8, 16)  # more prefill rows serve
+    big = (256, 256, 64, 256)  # cost 256 x 320 + 256 x 256 = 68 x exact's
     assert sampling.pick_bucket(exact, {big}) == exact
     assert sampling.pick_bucket(exact, {big}, ratio=100) == big
-    brute = {(b, p, n) for b in (16, 32, 256) for p in (64, 128, 192) for n in (8, 16, 64)}
-    cost = lambda t: t[0] * (t[1] + t[2])  # noqa: E731
-    covers = [t for t in brute if t[0] >= 32 and t[1] >= 100 and t[2] >= 10 and cost(t) <= 16 * cost((32, 100, 10))]
+    brute = {(b, p, n, u) for b in (16, 32, 256) for p in (64, 128, 192) for n in (8, 16, 64) for u in (16, 32, 256)}
+    brute = {t for t in brute if t[3] <= t[0]}
+    cost = lambda t: t[0] * (t[1] + t[2]) + t[3] * t[1]  # noqa: E731
+    want_of = (32, 100, 10, 16)
+    covers = [
+        t for t in brute if all(x >= y for x, y in zip(t, want_of)) and cost(t) <= sampling.REUSE_RATIO * cost(want_of)
+    ]
     want = min(covers, key=lambda t: (cost(t), t))
-    assert sampling.pick_bucket((32, 100, 10), brute) == want == (32, 128, 16)
+    assert sampling.pick_bucket(want_of, brute) == want == (32, 128, 16, 16)
 
 
 def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, monkeypatch):
@@ -194,17 +201,19 @@ def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, 
     s.sample([long] * 16, jax.random.PRNGKey(0), mode="full", max_new_tokens=8, temperature=0.0)
     short = [[1, 10, 11], [1, 12], [1, 13, 14]]  # exact bucket (16, 64, 8): runs on (16, 128, 8)
     out = s.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
-    assert s.shapes == {(16, 128, 8)}, s.shapes
+    assert s.shapes == {(16, 128, 8, 16)}, s.shapes
     for i, p in enumerate(short):
         ref_toks, ref_logps = _greedy_reference(cfg, params, p, 6)
         assert out.row(i) == ref_toks
         np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
     # a sampler with a smaller max_batch never takes a larger compiled batch (its memory bound)
     sampling._CALLED.clear()
-    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id)] = {(64, 64, 8)}  # the only bucket on record: 64 rows
+    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id, s.prefill_chunk)] = {
+        (64, 64, 8, 64)
+    }  # the only bucket on record: 64 rows
     small = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
     small.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
-    assert small.shapes == {(16, 64, 8)}, small.shapes
+    assert small.shapes == {(16, 64, 8, 16)}, small.shapes
 
 
 def test_chunks_get_their_own_length_bucket_and_match_reference(tiny, monkeypatch):
@@ -215,11 +224,33 @@ def test_chunks_get_their_own_length_bucket_and_match_reference(tiny, monkeypatc
     prefixes = [long] * 5 + [short] * 16  # sorted by length: 16 short rows, then a chunk of 5 long ones
     out = s.sample(prefixes, jax.random.PRNGKey(0), mode="full", max_new_tokens=6, temperature=0.0)
     lb = sampling.LEN_BUCKET
-    assert s.shapes == {(16, lb, 8), (16, -(-141 // lb) * lb, 8)}, s.shapes
+    assert s.shapes == {(16, lb, 8, 16), (16, -(-141 // lb) * lb, 8, 16)}, s.shapes
     ref = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
     for p in (short, long):  # each alone: one chunk, its own bucket
         want = ref.sample([p], jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0).row(0)
         assert all(out.row(i) == want for i, q in enumerate(prefixes) if q is p)
+
+
+def test_copies_of_a_prefix_share_one_prefill_and_continue_as_the_model_says(tiny, monkeypatch):
+    """Rows with the same prefix are prefilled once (the bucket's prefill rows < its batch), and every
+    row's sampled tokens carry the log-probs of an uncached forward over its own prefix + tokens."""
+    cfg, params = tiny
+    monkeypatch.setattr(sampling, "_CALLED", {})
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=256)
+    prefixes = [[1, 10, 11]] * 40 + [[1, 20]] * 30 + [[1] + list(range(30, 50))] * 30  # 3 distinct, 100 rows
+    out = s.sample(prefixes, jax.random.PRNGKey(4), mode="full", max_new_tokens=6, temperature=1.0)
+    assert s.shapes == {(256, 64, 8, 16)}, s.shapes
+    for first in (0, 40, 70):  # copies draw independently
+        assert len({tuple(out.row(i)) for i in range(first, first + 30)}) > 5
+    for i in range(0, 100, 7):
+        seq = prefixes[i] + out.row(i)
+        buf = np.zeros((1, REF_LEN), np.int32)
+        buf[0, : len(seq)] = seq
+        want = [
+            float(jax.nn.log_softmax(_last_logits(cfg, params, buf, n))[seq[n]])
+            for n in range(len(prefixes[i]), len(seq))
+        ]
+        np.testing.assert_allclose(out.logprobs_BxN[i, : out.lengths_B[i]], want, atol=1e-4)
 
 
 def test_bad_input(tiny):
@@ -278,4 +309,4 @@ def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny, m
     assert all(a.row(i) == b.row(i) for i in range(len(prefixes)))
     assert (a.lengths_B == 30).all() and (b.lengths_B == 30).all() and not b.stopped_B.any()
     np.testing.assert_allclose(a.logprobs_BxN, b.logprobs_BxN, atol=1e-4)
-    assert {n for _, _, n in short.shapes} == {8}  # four rounds of 8 new tokens (the last 6)
+    assert {n for _, _, n, _ in short.shapes} == {8}  # four rounds of 8 new tokens (the last 6)
