@@ -9,6 +9,10 @@ demo. `--before REV` also runs the same calls with prm_jax as it was at git revi
 worktree), and the two are printed side by side: new tokens/s, decode steps and ms per step.
 
     python benchmarks/sampler_demo.py --policy-workdir runs/demo/policy --before 605a7df
+
+`--path beam` replays the eval stage's step-level beam search instead (`search.beam_search` with the
+demo's `search` settings: N beams, width, step and finish budgets), ranked by seeded random scores so
+that only the sampler is timed; both versions get the same problems and settings.
 """
 
 from __future__ import annotations
@@ -47,7 +51,9 @@ def _read_newer_configs(loop) -> None:
     loop.from_json = from_json
 
 
-def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: int, task: dict, lab: dict) -> dict:
+def worker(
+    policy_workdir: str, problems: int, samples: int, k: int, max_batch: int, task: dict, lab: dict, path: str
+) -> dict:
     """Returns the labelling calls' counts and timings with the prm_jax on sys.path (the sampler and
     policy are built by hand, not with `sampling.load_policy`, so that older revisions run too)."""
     import jax
@@ -82,6 +88,27 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
 
     smp.sample = counted
     t0 = time.perf_counter()
+    if path == "beam":
+        draw = np.random.default_rng(3)
+
+        def rank(problems_, parents, children=None):  # random scores: the search, not a verifier, is timed
+            n = len(parents if children is None else children)
+            return draw.random(n), np.zeros(n, np.int64)
+
+        out = search.beam_search(
+            pol,
+            texts,
+            jax.random.PRNGKey(1),
+            n_beams=lab["n"],
+            width=lab["beam_width"],
+            rank_fn=rank,
+            final_fn=rank,
+            max_steps=lab["beam_max_steps"],
+            step_tokens=lab["step_tokens"],
+            finish_tokens=lab["search_tokens"],
+        )
+        items = [x for r in out for x in r.solutions]
+        return _summary(smp, calls, items, time.perf_counter() - t0, sampling)
     sols = search.sample_solutions(pol, texts, samples, jax.random.PRNGKey(1), max_new_tokens=lab["solution_tokens"])
     items = [
         (p, x.steps, bool(x.complete and arith.is_correct(p, x.steps)))
@@ -98,7 +125,11 @@ def worker(policy_workdir: str, problems: int, samples: int, k: int, max_batch: 
         prover=lab["prover"],
         max_new_tokens=lab["max_new_tokens"],
     )
-    wall = time.perf_counter() - t0
+    return _summary(smp, calls, items, time.perf_counter() - t0, sampling)
+
+
+def _summary(smp, calls, items, wall, sampling) -> dict:
+    """Returns the counts and timings of one replay's sampler calls."""
     tokens = sum(c["tokens"] for c in calls)
     return {
         "wall_s": wall,
@@ -118,6 +149,7 @@ def _run(pythonpath: str, args) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--policy-workdir", args.policy_workdir]
     cmd += ["--problems", str(args.problems), "--samples", str(args.samples), "--k", str(args.k)]
     cmd += ["--max-batch", str(args.max_batch), "--task", json.dumps(args.task), "--lab", json.dumps(args.lab)]
+    cmd += ["--path", args.path]
     env = {**os.environ, "PYTHONPATH": pythonpath}
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
     if out.returncode:
@@ -136,20 +168,29 @@ def main(argv=None) -> int:
     p.add_argument("--k", type=int, default=4)
     p.add_argument("--max-batch", type=int, default=256)
     p.add_argument("--before", help="a git revision whose prm_jax runs the same calls first")
+    p.add_argument("--path", choices=("labels", "beam"), default="labels", help="which demo stage's calls to replay")
     p.add_argument("--timeout", type=int, default=1200)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--task", type=json.loads, default=None, help=argparse.SUPPRESS)
     p.add_argument("--lab", type=json.loads, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.worker:
-        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch, a.task, a.lab)))
+        print(json.dumps(worker(a.policy_workdir, a.problems, a.samples, a.k, a.max_batch, a.task, a.lab, a.path)))
         return 0
     sys.path.insert(0, REPO)  # this process only: each worker imports the prm_jax of its PYTHONPATH
     from prm_jax.configs import demo
 
     a.task = demo.TASK  # the demo's arithmetic task, passed to the workers (an older prm_jax lacks it)
     lab = demo.get_config("full").labelling  # and its budgets: both versions replay this checkout's demo
+    srch = demo.get_config("full").search  # and the eval stage's beam settings
     a.lab = dict(solution_tokens=lab.solution_tokens, max_new_tokens=lab.max_new_tokens, prover=lab.prover)
+    a.lab.update(
+        n=srch.n,
+        beam_width=srch.beam_width,
+        beam_max_steps=srch.beam_max_steps,
+        step_tokens=srch.step_tokens,
+        search_tokens=srch.max_new_tokens,
+    )
     if not os.path.isdir(a.policy_workdir):
         raise SystemExit(f"{a.policy_workdir} not found: run `make demo` (or give --policy-workdir)")
     rows = {}
@@ -165,9 +206,13 @@ def main(argv=None) -> int:
                 subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", wt], capture_output=True)
     rows["after (this checkout)"] = _run(REPO, a)
     keys = ["new_tokens", "sampler_s", "tokens_per_s", "calls", "compiled_shapes", "wall_s"]
-    print(
-        f"labelling-stage sampler calls: {a.problems} problems x {a.samples} solutions, K={a.k} rollouts, batch {a.max_batch}"
-    )
+    if a.path == "beam":
+        print(f"eval-stage beam search sampler calls: {a.problems} problems, {srch.n} beams, width {srch.beam_width}")
+    else:
+        print(
+            f"labelling-stage sampler calls: {a.problems} problems x {a.samples} solutions, K={a.k} rollouts, "
+            f"batch {a.max_batch}"
+        )
     print(f"{'version':28s}" + "".join(f"{k:>16s}" for k in keys))
     for name, r in rows.items():
         print(f"{name:28s}" + "".join(f"{r[k]:>16.1f}" if isinstance(r[k], float) else f"{r[k]:>16d}" for k in keys))

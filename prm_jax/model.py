@@ -277,22 +277,35 @@ def resolve_attention_impl(cfg: ModelConfig) -> str:
 
 
 def decode_attention(
-    q_BxSxNxH: jax.Array, k_BxKxMxH: jax.Array, v_BxKxMxH: jax.Array, mask_Bx1xSxM: jax.Array
+    q_BxSxNxH: jax.Array,
+    k_BxKxHxM: jax.Array,
+    v_BxKxHxM: jax.Array,
+    mask_Bx1xSxM: jax.Array,
+    slot_sum: bool | None = None,
 ) -> jax.Array:
-    """Returns [B, S, N, H]: grouped-query attention of S new queries over a cache laid out [B, K, M, H].
+    """Returns [B, S, N, H]: grouped-query attention of S new queries over a cache laid out [B, K, H, M].
 
-    Two batched dots (query groups of a KV head share its keys); scores and softmax are float32.
-    Inside the sampler's decode loop this runs 2.1x faster on a 2-core CPU than the multiply-and-sum
-    form it replaced (9.1 vs 19.4 ms per step at B = 256, M = 256, tiny model; benchmarks/NOTES.md).
+    Query groups of a KV head share its keys; scores and softmax are float32; the cache keeps the slot
+    axis minor. `slot_sum` (None: on the CPU backend) takes one new query's scores (a decode step) as
+    a sum over the head dim of broadcast products along the contiguous slots instead of a batched dot:
+    XLA's CPU backend runs a dot of B x K tiny matrices as that many library calls (the demo's decode
+    step at B = 256, M = 192: 5.2 -> 4.3 ms; benchmarks/NOTES.md). The same sum for the values'
+    product was slower there, so it stays a dot. Several queries (a prefill) are real matrix products.
     """
     B, S, N, H = q_BxSxNxH.shape
-    K = k_BxKxMxH.shape[1]
+    K = k_BxKxHxM.shape[1]
+    if slot_sum is None:
+        slot_sum = jax.default_backend() == "cpu"
     q = q_BxSxNxH.reshape(B, S, K, N // K, H).transpose(0, 2, 3, 1, 4).astype(jnp.float32)  # B K G S H
-    k, v = k_BxKxMxH.astype(jnp.float32), v_BxKxMxH.astype(jnp.float32)
-    s = jnp.einsum("bkgsh,bkmh->bkgsm", q, k) * (1.0 / math.sqrt(H))
+    k, v = k_BxKxHxM.astype(jnp.float32), v_BxKxHxM.astype(jnp.float32)
+    if S == 1 and slot_sum:
+        q_BxKxGxH = q[:, :, :, 0] * (1.0 / math.sqrt(H))
+        s = sum(q_BxKxGxH[..., h, None] * k[:, :, None, h, :] for h in range(H))[:, :, :, None]  # B K G 1 M
+    else:
+        s = jnp.einsum("bkgsh,bkhm->bkgsm", q, k) * (1.0 / math.sqrt(H))
     s = jnp.where(mask_Bx1xSxM[:, :, None], s, -1e30)
     p = jax.nn.softmax(s, axis=-1)
-    o = jnp.einsum("bkgsm,bkmh->bkgsh", p, v)
+    o = jnp.einsum("bkgsm,bkhm->bkgsh", p, v)
     return o.transpose(0, 3, 1, 2, 4).reshape(B, S, N, H).astype(q_BxSxNxH.dtype)
 
 
@@ -357,9 +370,9 @@ class Attention(nn.Module):
             # Decode: write this chunk's keys/values at slots end..end+S-1 of this layer's slice of the
             # stacked cache (a loop carry, so XLA updates it in place), attend over the whole slice.
             cache_k, cache_v = kv
-            at = (layer, 0, 0, end, 0)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 2, 1, 3)[None].astype(cache_k.dtype), at)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v.transpose(0, 2, 1, 3)[None].astype(cache_v.dtype), at)
+            at = (layer, 0, 0, 0, end)
+            cache_k = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 2, 3, 1)[None].astype(cache_k.dtype), at)
+            cache_v = jax.lax.dynamic_update_slice(cache_v, v.transpose(0, 2, 3, 1)[None].astype(cache_v.dtype), at)
             new_kv = (cache_k, cache_v)
             out = decode_attention(q, cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype), mask_Bx1xLxM)
         else:
@@ -391,7 +404,7 @@ class MLP(nn.Module):
 class Block(nn.Module):
     """Pre-norm decoder block. Signature fits nn.scan: ((x, kv), broadcast args..., layer) -> ((x, kv), None).
 
-    kv is None (forward) or the whole stacked cache (k, v) [n_layers, B, K, M, H]; the block updates
+    kv is None (forward) or the whole stacked cache (k, v) [n_layers, B, K, H, M]; the block updates
     slice `layer` of it, so the cache stays one loop-carried buffer instead of per-layer copies.
     """
 
@@ -630,17 +643,30 @@ def output_embedding(cfg: ModelConfig, params: Any) -> jax.Array:
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype: Any = None) -> dict:
-    """Returns an empty KV cache: k, v [n_layers, B, n_kv_heads, M, head_dim], valid [B, M] bool, end int32.
+    """Returns an empty KV cache: k, v [n_layers, B, n_kv_heads, head_dim, M], valid [B, M] bool, end int32.
 
-    Heads before slots, so that one (row, head)'s keys are contiguous for the decode step's pass over them.
+    Slots minor, so that a decode step's products with one query run along contiguous slots
+    (`decode_attention`).
     """
     dt = jnp.dtype(dtype or cfg.dtype)
-    shape = (cfg.n_layers, batch, cfg.n_kv_heads, max_len, cfg.head_dim)
+    shape = (cfg.n_layers, batch, cfg.n_kv_heads, cfg.head_dim, max_len)
     return dict(
         k=jnp.zeros(shape, dt),
         v=jnp.zeros(shape, dt),
         valid=jnp.zeros((batch, max_len), bool),
         end=jnp.zeros((), jnp.int32),
+    )
+
+
+def extend_cache(cache: dict, n: int) -> dict:
+    """Returns `cache` with n more empty slots after its last one (a prefill runs on a cache the size of
+    the prefix, so that its attention never reads the slots the decode steps fill later)."""
+    slots = [(0, 0)] * (cache["k"].ndim - 1) + [(0, n)]
+    return dict(
+        cache,
+        k=jnp.pad(cache["k"], slots),
+        v=jnp.pad(cache["v"], slots),
+        valid=jnp.pad(cache["valid"], [(0, 0), (0, n)]),
     )
 
 

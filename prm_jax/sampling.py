@@ -1,13 +1,15 @@
-"""Batched sampling with a static KV cache: one prefill, then a compiled `lax.while_loop` decode.
+"""Batched sampling with a static KV cache: a compiled prefill, then a compiled `lax.while_loop` decode.
 
 Prefixes of different lengths are left-padded (the padding is marked invalid in the cache, so every
 row sees only its own tokens) and all rows advance in lockstep. Shapes are rounded up to buckets
 (new-token count to a power of two, prefix length to a multiple of `LEN_BUCKET`, one prefix length per
-chunk of `max_batch` rows, batch to 16 or `max_batch`, distinct prefixes of a round to a power of two)
-so that a search or labelling run compiles a handful of programs:
-on a CPU a compile costs more than many padded rows. Copies of one prefix in a round (K MC rollouts,
-a beam's children, N samples of a question) are prefilled once and the cache is copied to each row.
-Temperature and top-p are traced scalars: changing them never recompiles.
+chunk of `max_batch` rows, batch to 16 or `max_batch`) so that a search or labelling run compiles a
+handful of programs: on a CPU a compile costs more than many padded rows. Copies of one prefix in a
+round (K MC rollouts, a beam's children, N samples of a question) are prefilled once, in a program
+apart from the decode loop's (a quarter of the batch's rows, or all of them), and the cache is copied to
+each row; the prefill attends over the prefix's slots only, and the decode loop adds the new ones.
+Temperature and top-p are traced scalars: changing them never recompiles (top-p below 1 runs programs of
+its own, with the nucleus cut).
 
 Modes: 'step' stops a row at the step marker or EOS (one more reasoning step: beam search, MC
 rollouts one step at a time); 'full' stops only at EOS (a whole solution, or `max_new_tokens`).
@@ -110,19 +112,22 @@ def nucleus_logits(x_BxV, top_p):
     return jnp.where(x_BxV >= t_B[:, None], x_BxV, -jnp.inf)
 
 
-def sample_next(logits_BxV, rng, temperature, top_p):
+def sample_next(logits_BxV, rng, temperature, top_p, nucleus: bool = True):
     """Returns (token_B, logprob_B): a draw at `temperature` from the top-p nucleus (argmax if T=0).
 
     The log-prob is the model's own (temperature 1, no nucleus), which is what the implicit PRM and
-    any importance weighting need.
+    any importance weighting need. `nucleus` False (static) leaves the top-p cut out of the program:
+    the caller knows top_p = 1.
     """
     logits_BxV = logits_BxV.astype(jnp.float32)
     logp_BxV = jax.nn.log_softmax(logits_BxV, axis=-1)
     greedy_B = jnp.argmax(logits_BxV, axis=-1)
     scaled_BxV = logits_BxV / jnp.maximum(temperature, 1e-6)
 
-    # Skipped when top_p = 1 (a traced value, so the choice costs no recompile).
-    masked_BxV = jax.lax.cond(top_p < 1.0, lambda x: nucleus_logits(x, top_p), lambda x: x, scaled_BxV)
+    # Skipped when top_p = 1 (a traced value: any top_p < 1 runs the same program).
+    masked_BxV = scaled_BxV
+    if nucleus:
+        masked_BxV = jax.lax.cond(top_p < 1.0, lambda x: nucleus_logits(x, top_p), lambda x: x, scaled_BxV)
     drawn_B = jax.random.categorical(rng, masked_BxV, axis=-1)
     token_B = jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
     return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
@@ -149,37 +154,47 @@ def _prefill(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache, chunk: in
     return jnp.einsum("bd,dv->bv", out.hidden[:, -1, :], w_DxV.astype(out.hidden.dtype)), cache
 
 
-def _generate(
+def _prefill_rows(cfg, prefill_chunk, params, tokens_UxP, positions_UxP, valid_UxP, src_B):
+    """Returns (last_BxV, cache with P slots, next_pos_B) of B rows; jitted per (U, P, B).
+
+    The U distinct prefixes are prefilled once; row b continues prefix src_B[b] (U = B: the rows
+    themselves, in order, and src_B is not read). A program apart from the decode loop's, so that the
+    number of distinct prefixes (K MC rollouts, a beam's children, N samples of one question share one)
+    never multiplies the loop's compiles.
+    """
+    u, p = tokens_UxP.shape
+    cache = model_lib.init_cache(cfg, u, p)
+    last_BxV, cache = _prefill(cfg, params, tokens_UxP, positions_UxP, valid_UxP, cache, prefill_chunk)
+    next_pos_B = positions_UxP[:, -1] + 1
+    if u != src_B.shape[0]:  # static: copies of a prefix share its prefill
+        last_BxV, next_pos_B = last_BxV[src_B], next_pos_B[src_B]
+        cache = dict(cache, k=cache["k"][:, src_B], v=cache["v"][:, src_B], valid=cache["valid"][src_B])
+    return last_BxV, cache, next_pos_B
+
+
+def _decode_rows(
     cfg,
     pad_id,
     eos_id,
     new_bucket,
-    prefill_chunk,
+    nucleus,
     params,
-    tokens_UxP,
-    positions_UxP,
-    valid_UxP,
-    src_B,
+    last_BxV,
+    cache,
+    next_pos_B,
     stop_ids_S,
     limit_B,
     temperature,
     top_p,
     rng,
 ):
-    """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per shape bucket.
+    """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per (B, P, N) bucket.
 
-    The U distinct prefixes are prefilled once; row b continues prefix src_B[b] (U = B: the rows
-    themselves, in order, and src_B is not read). Row b draws at most limit_B[b] <= N tokens (0: a
-    filler row that never runs)."""
-    u, p = tokens_UxP.shape
-    b = src_B.shape[0]
-    cache = model_lib.init_cache(cfg, u, p + new_bucket)
-    last_BxV, cache = _prefill(cfg, params, tokens_UxP, positions_UxP, valid_UxP, cache, prefill_chunk)
-    next_pos_B = positions_UxP[:, -1] + 1
-    if u != b:  # static: copies of a prefix share its prefill (MC rollouts, beams, best-of-N samples)
-        last_BxV, next_pos_B = last_BxV[src_B], next_pos_B[src_B]
-        cache = dict(cache, k=cache["k"][:, src_B], v=cache["v"][:, src_B], valid=cache["valid"][src_B])
-
+    Continues the prefilled rows (`_prefill_rows`); the cache gains N empty slots here, after the
+    prefill, so that the prefill attends over P slots, not P + N. Row b draws at most
+    limit_B[b] <= N tokens (0: a filler row that never runs)."""
+    b = limit_B.shape[0]
+    cache = model_lib.extend_cache(cache, new_bucket)
     max_new = jnp.max(limit_B)
 
     def cond(state):
@@ -189,7 +204,7 @@ def _generate(
     def body(state):
         i, toks, logps, last, cache, done, lengths, stopped, ended, pos, rng = state
         rng, sub = jax.random.split(rng)
-        tok_B, logp_B = sample_next(last, sub, temperature, top_p)
+        tok_B, logp_B = sample_next(last, sub, temperature, top_p, nucleus)
         live_B = ~done
         tok_B = jnp.where(live_B, tok_B, pad_id)
         toks = toks.at[:, i].set(tok_B)
@@ -221,18 +236,18 @@ def _generate(
 
 
 _COMPILED: dict[tuple, object] = {}
-_CALLED: dict[tuple, set[tuple[int, int, int, int]]] = {}  # per (model, ids): the buckets run
+_CALLED: dict[tuple, set[tuple[int, int, int]]] = {}  # per (model, ids, top-p cut): the decode buckets run
 
 
-def bucket_cost(s: tuple[int, int, int, int]) -> int:
-    """Returns a (batch, prefix, new, prefill rows) bucket's cost: decode rows x cache slots plus
-    prefilled rows x prefix length."""
-    return s[0] * (s[1] + s[2]) + s[3] * s[1]
+def bucket_cost(s: tuple[int, int, int]) -> int:
+    """Returns a (batch, prefix, new) decode bucket's cost: rows x cache slots."""
+    return s[0] * (s[1] + s[2])
 
 
-def pick_bucket(exact: tuple[int, int, int, int], compiled, ratio: float = REUSE_RATIO) -> tuple[int, int, int, int]:
-    """Returns the (batch, prefix, new, prefill rows) bucket a round runs on: the cheapest compiled
-    one that covers `exact` at most `ratio` times its `bucket_cost`, else `exact` (a new compile)."""
+def pick_bucket(exact: tuple[int, int, int], compiled, ratio: float = REUSE_RATIO) -> tuple[int, int, int]:
+    """Returns the (batch, prefix, new) decode bucket a round runs on: the cheapest compiled one that
+    covers `exact` (every dimension at least as large) at most `ratio` times its `bucket_cost`, else
+    `exact` (a new compile)."""
     fits = [
         s for s in compiled if all(a >= e for a, e in zip(s, exact)) and bucket_cost(s) <= ratio * bucket_cost(exact)
     ]
@@ -278,16 +293,22 @@ class Sampler:
         self.seconds = 0.0
         self.shapes: set[tuple[int, int, int]] = set()  # (batch, prefix bucket, new bucket) called: compiles
 
-    def _fn(self, new_bucket: int):
-        # One jitted function per (model, ids, bucket) for the whole process: a second Sampler of the
-        # same policy (the demo's search stage after its labelling stage) reuses the compiles.
-        key = (self.cfg, self.pad_id, self.eos_id, new_bucket, self.prefill_chunk)
+    def _program(self, key: tuple, fn):
+        # One jitted function per key for the whole process: a second Sampler of the same policy (the
+        # demo's search stage after its labelling stage) reuses the compiles.
+        key = (self.cfg,) + key
         if key not in _COMPILED:
-            _COMPILED[key] = jax.jit(
-                functools.partial(_generate, self.cfg, self.pad_id, self.eos_id, new_bucket, self.prefill_chunk)
-            )
+            _COMPILED[key] = jax.jit(functools.partial(fn, self.cfg, *key[1:-1]))
         self._compiled[key] = _COMPILED[key]
         return _COMPILED[key]
+
+    def _prefill_fn(self):
+        return self._program((self.prefill_chunk, "prefill"), _prefill_rows)
+
+    def _decode_fn(self, new_bucket: int, nucleus: bool):
+        # Top-p sampling gets programs of its own: the bisection adds ~15% to a compile (0.35 of
+        # ~2.3 s on the 2-core CPU), and labelling and the demo's search sample at top_p = 1.
+        return self._program((self.pad_id, self.eos_id, new_bucket, nucleus, "decode"), _decode_rows)
 
     def _stop_ids(self, mode: str) -> np.ndarray:
         if mode == "step":
@@ -339,12 +360,17 @@ class Sampler:
             new_bucket = shapes.pow2(max(limits), 8)
             p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
-            u = min(b, shapes.pow2(len(uniq), MIN_BATCH))
-            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id, self.prefill_chunk), set())
+            nucleus = top_p < 1
+            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id, self.prefill_chunk, nucleus), set())
             # never more rows than this sampler's max_batch (its caller's memory bound)
             mine = {c for c in called if c[0] <= self.max_batch}
-            b, p_len, new_bucket, u = pick_bucket((b, p_len, new_bucket, u), mine)
-            called.add((b, p_len, new_bucket, u))
+            b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), mine)
+            called.add((b, p_len, new_bucket))
+            # Prefill rows: a quarter of the batch when the distinct prefixes fit (K = 4 MC rollouts, a
+            # beam's children, N samples of a question), else every row as itself. Two sizes, not a
+            # power of two each: a prefill program compiles in ~0.8 s on the 2-core CPU, and 64 rows of
+            # 128 tokens prefill in 0.04 s against 256 rows' 0.18 s.
+            u = b // 4 if b > MIN_BATCH and len(uniq) <= b // 4 else b
             fill = b - len(rows)
             rows = rows + [rows[0]] * fill  # filler rows: a real prefix, never all-invalid, limit 0
             if u == b:  # every row prefilled as itself
@@ -356,12 +382,12 @@ class Sampler:
             toks, pos, valid = left_pad(rows, p_len, self.pad_id)
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
             self.shapes.add((b, p_len, new_bucket, u))
-            out = self._fn(new_bucket)(
+            last, cache, next_pos = self._prefill_fn()(self.params, toks, pos, valid, src)
+            out = self._decode_fn(new_bucket, nucleus)(
                 self.params,
-                toks,
-                pos,
-                valid,
-                src,
+                last,
+                cache,
+                next_pos,
                 stop_S,
                 np.asarray(limits + [0] * fill, np.int32),
                 jnp.float32(temperature),

@@ -202,6 +202,18 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     )
     assert r.returncode == 0 and "after (this checkout)" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert "before (HEAD)" in r.stdout and "speed-up" in r.stdout, r.stdout[-2000:]
+    # and the eval stage's beam search calls
+    cmd = [sys.executable, os.path.join(root, "benchmarks", "sampler_demo.py"), "--policy-workdir", f"{workdir}/policy"]
+    r = subprocess.run(
+        cmd + ["--path", "beam", "--problems", "1", "--max-batch", "16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=root,
+    )
+    assert r.returncode == 0 and "beam search sampler calls: 1 problems" in r.stdout, (
+        r.stdout[-2000:] + r.stderr[-2000:]
+    )
 
 
 def test_outcome_problem_count_buys_the_budget_at_the_measured_tokens_per_solution():

@@ -233,7 +233,7 @@ def test_decode_matches_forward(params, scan_layers):
     ref = fwd(cfg, p, tokens, segment_ids=valid.astype(np.int32), positions=positions)
     B, L = tokens.shape
     cache = M.init_cache(cfg, B, 16)
-    assert cache["k"].shape == (CFG.n_layers, B, CFG.n_kv_heads, 16, CFG.head_dim)
+    assert cache["k"].shape == (CFG.n_layers, B, CFG.n_kv_heads, CFG.head_dim, 16)
     step = jax.jit(functools.partial(M.decode, cfg))
     prefill = 5
     out, cache = step(p, tokens[:, :prefill], positions[:, :prefill], valid[:, :prefill], cache)
@@ -248,6 +248,29 @@ def test_decode_matches_forward(params, scan_layers):
     assert diff.max() <= 1e-5, diff.max()
     np.testing.assert_allclose(np.concatenate(scores, 1)[valid], np.asarray(ref.score)[valid], atol=1e-5)
     np.testing.assert_array_equal(cache["valid"][:, :L], valid)
+
+
+@pytest.mark.parametrize("n_queries", [1, 3])
+@pytest.mark.parametrize("slot_sum", [True, False])
+def test_decode_attention_both_forms_equal_a_numpy_reference(n_queries, slot_sum):
+    """Grouped-query attention over a [B, K, H, M] cache, by the sum over the head dim (CPU's decode
+    step) or the batched dot, equals a per-row, per-head numpy softmax over the allowed slots."""
+    rng = np.random.default_rng(0)
+    B, N, K, H, Mx = 3, 4, 2, 8, 11
+    q = rng.normal(size=(B, n_queries, N, H)).astype(np.float32)
+    k, v = (rng.normal(size=(B, K, H, Mx)).astype(np.float32) for _ in range(2))
+    mask = rng.random((B, 1, n_queries, Mx)) < 0.7
+    mask[..., 0] = True  # every query sees a slot
+    got = np.asarray(M.decode_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), jnp.asarray(mask), slot_sum))
+    want = np.zeros_like(q)
+    for b in range(B):
+        for s in range(n_queries):
+            for n in range(N):
+                kv = n // (N // K)  # query group n reads KV head n // G
+                sc = np.where(mask[b, 0, s], q[b, s, n] @ k[b, kv] / np.sqrt(H), -np.inf)
+                w = np.exp(sc - sc.max())
+                want[b, s, n] = v[b, kv] @ (w / w.sum())
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_decode_inside_while_loop(params):

@@ -151,9 +151,10 @@ def test_stops_at_step_marker_and_eos(tiny):
     assert no_stop.row(0) == ref and not no_stop.stopped_B.any()
 
 
-def _programs(cfg) -> int:
-    """Returns how many sampler programs this process compiled for a model of config `cfg`."""
-    return sum(f._cache_size() for k, f in sampling._COMPILED.items() if k[0] == cfg)
+def _programs(cfg, kind: str | None = None) -> int:
+    """Returns how many sampler programs (of `kind`: 'prefill' or 'decode') this process compiled for a
+    model of config `cfg`."""
+    return sum(f._cache_size() for k, f in sampling._COMPILED.items() if k[0] == cfg and kind in (None, k[-1]))
 
 
 def test_shape_buckets_reuse_compiled_programs(tiny):
@@ -161,36 +162,39 @@ def test_shape_buckets_reuse_compiled_programs(tiny):
     s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
     s.sample([[1, 2, 3]] * 5, jax.random.PRNGKey(0), max_new_tokens=5)
     before = _programs(s.cfg)  # programs are shared by every sampler of this model in the process
-    s.sample([[1, 2, 3, 4, 5, 6]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.3, top_p=0.9)
+    s.sample([[1, 2, 3, 4, 5, 6]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.3)
     assert _programs(s.cfg) == before
+    # top-p below 1 compiles the nucleus cut once; its value and the temperature are traced
+    s.sample([[1, 2, 3, 4, 5, 6]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.3, top_p=0.9)
+    assert _programs(s.cfg) == before + 1
+    s.sample([[1, 2, 3]] * 7, jax.random.PRNGKey(1), max_new_tokens=7, temperature=0.7, top_p=0.5)
+    assert _programs(s.cfg) == before + 1
     again = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
     again.sample([[7, 8]] * 3, jax.random.PRNGKey(2), max_new_tokens=6)
-    assert _programs(s.cfg) == before  # a second sampler compiles nothing new
-    assert s.tokens_generated == 5 * 5 + 7 * 7
+    assert _programs(s.cfg) == before + 1  # a second sampler compiles nothing new
+    assert s.tokens_generated == 5 * 5 + 7 * 7 * 3
     assert "score_head" not in s.params and not s.cfg.score_head  # the sampler never reads step scores
 
 
 def test_pick_bucket_takes_the_cheapest_covering_program_within_the_ratio():
-    exact = (16, 64, 8, 16)  # cost 16 x 72 + 16 x 64 = 2176
+    exact = (16, 64, 8)  # cost 16 x 72 = 1152
     assert sampling.pick_bucket(exact, set()) == exact
-    assert sampling.pick_bucket(exact, {(16, 64, 8, 16)}) == exact
-    # (16, 128, 8, 16): 16 x 136 + 16 x 128 = 4224 < (32, 64, 8, 32): 32 x 72 + 32 x 64 = 4352
-    assert sampling.pick_bucket(exact, {(256, 128, 64, 256), (32, 64, 8, 32), (16, 128, 8, 16)}) == (16, 128, 8, 16)
-    assert sampling.pick_bucket(exact, {(8, 128, 64, 8), (16, 64, 4, 16), (16, 32, 64, 16)}) == exact  # none covers
-    assert sampling.pick_bucket(exact, {(16, 64, 8, 8)}) == exact  # prefills fewer rows than needed
-    assert sampling.pick_bucket((16, 64, 8, 4), {(16, 64, 8, 16)}) == (16, 64, 8, 16)  # more prefill rows serve
-    big = (256, 256, 64, 256)  # cost 256 x 320 + 256 x 256 = 68 x exact's
+    assert sampling.pick_bucket(exact, {(16, 64, 8)}) == exact
+    # (16, 128, 8): 16 x 136 = 2176 < (32, 64, 8): 32 x 72 = 2304
+    assert sampling.pick_bucket(exact, {(256, 128, 64), (32, 64, 8), (16, 128, 8)}) == (16, 128, 8)
+    assert sampling.pick_bucket(exact, {(8, 128, 64), (16, 64, 4), (16, 32, 64)}) == exact  # none covers
+    big = (256, 256, 64)  # cost 256 x 320 = 71 x exact's
     assert sampling.pick_bucket(exact, {big}) == exact
     assert sampling.pick_bucket(exact, {big}, ratio=100) == big
-    brute = {(b, p, n, u) for b in (16, 32, 256) for p in (64, 128, 192) for n in (8, 16, 64) for u in (16, 32, 256)}
-    brute = {t for t in brute if t[3] <= t[0]}
-    cost = lambda t: t[0] * (t[1] + t[2]) + t[3] * t[1]  # noqa: E731
-    want_of = (32, 100, 10, 16)
+    brute = {(b, p, n) for b in (16, 32, 256) for p in (64, 128, 192) for n in (8, 16, 64)}
+    want_of = (32, 100, 10)
     covers = [
-        t for t in brute if all(x >= y for x, y in zip(t, want_of)) and cost(t) <= sampling.REUSE_RATIO * cost(want_of)
+        t
+        for t in brute
+        if all(x >= y for x, y in zip(t, want_of)) and t[0] * (t[1] + t[2]) <= sampling.REUSE_RATIO * 32 * 110
     ]
-    want = min(covers, key=lambda t: (cost(t), t))
-    assert sampling.pick_bucket(want_of, brute) == want == (32, 128, 16, 16)
+    want = min(covers, key=lambda t: (t[0] * (t[1] + t[2]), t))
+    assert sampling.pick_bucket(want_of, brute) == want == (32, 128, 16)
 
 
 def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, monkeypatch):
@@ -208,9 +212,10 @@ def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, 
         np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
     # a sampler with a smaller max_batch never takes a larger compiled batch (its memory bound)
     sampling._CALLED.clear()
-    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id, s.prefill_chunk)] = {
-        (64, 64, 8, 64)
-    }  # the only bucket on record: 64 rows
+    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id, s.prefill_chunk, False)] = {(64, 64, 8)}  # on record: 64 rows
+    wide = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=64)
+    wide.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
+    assert wide.shapes == {(64, 64, 8, 16)}, wide.shapes  # the record is read where the bound allows
     small = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
     small.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
     assert small.shapes == {(16, 64, 8, 16)}, small.shapes
@@ -239,7 +244,7 @@ def test_copies_of_a_prefix_share_one_prefill_and_continue_as_the_model_says(tin
     s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=256)
     prefixes = [[1, 10, 11]] * 40 + [[1, 20]] * 30 + [[1] + list(range(30, 50))] * 30  # 3 distinct, 100 rows
     out = s.sample(prefixes, jax.random.PRNGKey(4), mode="full", max_new_tokens=6, temperature=1.0)
-    assert s.shapes == {(256, 64, 8, 16)}, s.shapes
+    assert s.shapes == {(256, 64, 8, 64)}, s.shapes
     for first in (0, 40, 70):  # copies draw independently
         assert len({tuple(out.row(i)) for i in range(first, first + 30)}) > 5
     for i in range(0, 100, 7):
@@ -251,6 +256,24 @@ def test_copies_of_a_prefix_share_one_prefill_and_continue_as_the_model_says(tin
             for n in range(len(prefixes[i]), len(seq))
         ]
         np.testing.assert_allclose(out.logprobs_BxN[i, : out.lengths_B[i]], want, atol=1e-4)
+
+
+def test_few_distinct_prefixes_prefill_alone_and_reuse_the_decode_program(tiny, monkeypatch):
+    """A round of copies (16 distinct prefixes x 16) after a round of 256 distinct rows prefills a
+    quarter of the batch, not 256 rows, and runs the decode program already compiled for that bucket."""
+    cfg, params = tiny
+    cfg = cfg.replace(init_std=cfg.init_std / 2)  # a config of its own: no program of another test's
+    monkeypatch.setattr(sampling, "_CALLED", {})
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=256)
+    distinct = [[1, 10 + i % 50, 20 + i // 50] for i in range(256)]
+    s.sample(distinct, jax.random.PRNGKey(0), mode="full", max_new_tokens=6)
+    assert s.shapes == {(256, 64, 8, 256)}, s.shapes
+    decode, prefill = _programs(s.cfg, "decode"), _programs(s.cfg, "prefill")
+    copies = [[1, 10 + j, 5] for j in range(16) for _ in range(16)]
+    out = s.sample(copies, jax.random.PRNGKey(1), mode="full", max_new_tokens=6)
+    assert s.shapes == {(256, 64, 8, 256), (256, 64, 8, 64)}, s.shapes
+    assert _programs(s.cfg, "decode") == decode and _programs(s.cfg, "prefill") == prefill + 1
+    assert len({tuple(out.row(i)) for i in range(16)}) > 3  # copies still draw independently
 
 
 def test_bad_input(tiny):
