@@ -136,6 +136,10 @@ def _summary(smp, calls, items, wall, sampling) -> dict:
         "sampler_s": smp.seconds,
         "new_tokens": tokens,
         "tokens_per_s": tokens / smp.seconds,
+        # decode-loop iterations (an older revision without the counter: None) and the sampler's time per
+        # iteration, its prefills, compiles and host work included
+        "decode_steps": getattr(smp, "decode_steps", None),
+        "ms_per_step": 1e3 * smp.seconds / smp.decode_steps if getattr(smp, "decode_steps", 0) else None,
         "calls": len(calls),
         "compiled_shapes": len(smp.shapes),
         "rows": sum(c["rows"] for c in calls),
@@ -143,6 +147,11 @@ def _summary(smp, calls, items, wall, sampling) -> dict:
         "per_call": calls,
         "prm_jax": os.path.dirname(os.path.dirname(os.path.abspath(sampling.__file__))),
     }
+
+
+def _cell(x) -> str:
+    """Returns one table cell: a float to one decimal, an int as is, '-' for a figure a revision lacks."""
+    return f"{x:>16.1f}" if isinstance(x, float) else f"{x:>16d}" if isinstance(x, int) else f"{'-':>16s}"
 
 
 def _run(pythonpath: str, args) -> dict:
@@ -205,7 +214,7 @@ def main(argv=None) -> int:
             finally:
                 subprocess.run(["git", "-C", REPO, "worktree", "remove", "--force", wt], capture_output=True)
     rows["after (this checkout)"] = _run(REPO, a)
-    keys = ["new_tokens", "sampler_s", "tokens_per_s", "calls", "compiled_shapes", "wall_s"]
+    keys = ["new_tokens", "sampler_s", "tokens_per_s", "decode_steps", "ms_per_step", "compiled_shapes", "wall_s"]
     if a.path == "beam":
         print(f"eval-stage beam search sampler calls: {a.problems} problems, {srch.n} beams, width {srch.beam_width}")
     else:
@@ -215,7 +224,7 @@ def main(argv=None) -> int:
         )
     print(f"{'version':28s}" + "".join(f"{k:>16s}" for k in keys))
     for name, r in rows.items():
-        print(f"{name:28s}" + "".join(f"{r[k]:>16.1f}" if isinstance(r[k], float) else f"{r[k]:>16d}" for k in keys))
+        print(f"{name:28s}" + "".join(_cell(r.get(k)) for k in keys))
     if len(rows) == 2:
         b, c = rows.values()
         print(f"speed-up (new tokens/s, compiles included): {c['tokens_per_s'] / b['tokens_per_s']:.2f}x")

@@ -290,6 +290,7 @@ class Sampler:
         self.prefill_chunk = int(prefill_chunk)
         self._compiled: dict[tuple, object] = {}  # the process-wide programs this sampler called
         self.tokens_generated = 0
+        self.decode_steps = 0  # decode-loop iterations over all rounds (a round runs its longest row's count)
         self.seconds = 0.0
         self.shapes: set[tuple[int, int, int]] = set()  # (batch, prefix bucket, new bucket) called: compiles
 
@@ -395,6 +396,7 @@ class Sampler:
                 jax.random.fold_in(rng, rnd),
             )
             tok_BxN, lp_BxN, len_B, stop_B, end_B = (np.asarray(o) for o in out)
+            self.decode_steps += int(len_B.max())
             for j, i in enumerate(idx):
                 gen[i] += tok_BxN[j, : len_B[j]].tolist()
                 lps[i] += lp_BxN[j, : len_B[j]].tolist()

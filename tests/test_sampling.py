@@ -159,6 +159,7 @@ def _programs(cfg, kind: str | None = None) -> int:
 
 def test_shape_buckets_reuse_compiled_programs(tiny):
     cfg, params = tiny
+    cfg = cfg.replace(init_std=cfg.init_std / 3)  # a config of its own: no program of another test's
     s = sampling.Sampler(cfg, params, pad_id=0, eos_id=-5, step_id=-6)
     s.sample([[1, 2, 3]] * 5, jax.random.PRNGKey(0), max_new_tokens=5)
     before = _programs(s.cfg)  # programs are shared by every sampler of this model in the process
@@ -333,3 +334,4 @@ def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny, m
     assert (a.lengths_B == 30).all() and (b.lengths_B == 30).all() and not b.stopped_B.any()
     np.testing.assert_allclose(a.logprobs_BxN, b.logprobs_BxN, atol=1e-4)
     assert {n for _, _, n, _ in short.shapes} == {8}  # four rounds of 8 new tokens (the last 6)
+    assert short.decode_steps == long.decode_steps == 30  # 8 + 8 + 8 + 6 loop iterations, and one round of 30
