@@ -292,7 +292,7 @@ class Sampler:
         self.tokens_generated = 0
         self.decode_steps = 0  # decode-loop iterations over all rounds (a round runs its longest row's count)
         self.seconds = 0.0
-        self.shapes: set[tuple[int, int, int]] = set()  # (batch, prefix bucket, new bucket) called: compiles
+        self.shapes: set[tuple[int, int, int, int]] = set()  # (batch, prefix, new, prefill rows) buckets run
 
     def _program(self, key: tuple, fn):
         # One jitted function per key for the whole process: a second Sampler of the same policy (the
@@ -362,7 +362,8 @@ class Sampler:
             p_len = shapes.multiple(max(len(r) for r in rows), self.len_bucket)
             b = self.max_batch if len(rows) > self.max_batch // 4 else shapes.pow2(len(rows), MIN_BATCH)
             nucleus = top_p < 1
-            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id, self.prefill_chunk, nucleus), set())
+            # the decode programs' own key: samplers of any prefill chunk share them
+            called = _CALLED.setdefault((self.cfg, self.pad_id, self.eos_id, nucleus), set())
             # never more rows than this sampler's max_batch (its caller's memory bound)
             mine = {c for c in called if c[0] <= self.max_batch}
             b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), mine)

@@ -213,13 +213,35 @@ def test_tail_round_reuses_a_larger_compiled_bucket_and_matches_reference(tiny, 
         np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
     # a sampler with a smaller max_batch never takes a larger compiled batch (its memory bound)
     sampling._CALLED.clear()
-    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id, s.prefill_chunk, False)] = {(64, 64, 8)}  # on record: 64 rows
+    sampling._CALLED[(s.cfg, s.pad_id, s.eos_id, False)] = {(64, 64, 8)}  # on record: 64 rows
     wide = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=64)
     wide.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
     assert wide.shapes == {(64, 64, 8, 16)}, wide.shapes  # the record is read where the bound allows
     small = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
     small.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
     assert small.shapes == {(16, 64, 8, 16)}, small.shapes
+
+
+def test_samplers_of_another_prefill_chunk_reuse_the_decode_buckets_and_match_reference(tiny, monkeypatch):
+    """The decode programs do not depend on the prefill chunk, so neither does their record: a tail
+    round of a chunked-prefill sampler runs on the decode bucket another sampler compiled, and its greedy
+    tokens and log-probs equal uncached forwards."""
+    cfg, params = tiny
+    cfg = cfg.replace(init_std=cfg.init_std / 4)  # a config of its own: no program of another test's
+    monkeypatch.setattr(sampling, "_CALLED", {})
+    whole = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
+    long = [1] + [20 + i % 40 for i in range(69)]  # prefix bucket 128
+    whole.sample([long] * 16, jax.random.PRNGKey(0), mode="full", max_new_tokens=8, temperature=0.0)
+    decode = _programs(whole.cfg, "decode")
+    chunked = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16, prefill_chunk=32)
+    short = [[1, 10, 11], [1, 12], [1, 13, 14]]  # exact bucket (16, 64, 8): runs on (16, 128, 8)
+    out = chunked.sample(short, jax.random.PRNGKey(1), mode="full", max_new_tokens=6, temperature=0.0)
+    assert chunked.shapes == {(16, 128, 8, 16)}, chunked.shapes
+    assert _programs(whole.cfg, "decode") == decode
+    for i, p in enumerate(short):
+        ref_toks, ref_logps = _greedy_reference(cfg, params, p, 6)
+        assert out.row(i) == ref_toks
+        np.testing.assert_allclose(out.logprobs_BxN[i], ref_logps, atol=1e-4)
 
 
 def test_chunks_get_their_own_length_bucket_and_match_reference(tiny, monkeypatch):
