@@ -357,3 +357,29 @@ def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny, m
     np.testing.assert_allclose(a.logprobs_BxN, b.logprobs_BxN, atol=1e-4)
     assert {n for _, _, n, _ in short.shapes} == {8}  # four rounds of 8 new tokens (the last 6)
     assert short.decode_steps == long.decode_steps == 30  # 8 + 8 + 8 + 6 loop iterations, and one round of 30
+
+
+def test_cpu_programs_compile_with_the_sampler_options_and_draw_the_same_tokens(tiny, monkeypatch):
+    """On the CPU the sampler's programs compile with `CPU_COMPILER_OPTIONS` (an unknown option fails
+    the compile, so they reach the compiler) and draw the same tokens as XLA's defaults, with log-probs
+    equal to float32 rounding (another LLVM level may order a sum's terms differently)."""
+    cfg, params = tiny
+    prefixes = [[1, 10, 11], [1, 20], [1] + list(range(30, 50))] * 6
+
+    def draw():
+        monkeypatch.setattr(sampling, "_COMPILED", {})  # compile afresh under the options set now
+        monkeypatch.setattr(sampling, "_CALLED", {})
+        s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6)
+        return s.sample(prefixes, jax.random.PRNGKey(2), mode="full", max_new_tokens=10, temperature=1.0)
+
+    assert jax.default_backend() == "cpu"
+    assert sampling.CPU_COMPILER_OPTIONS  # the options under test
+    lowered = draw()
+    monkeypatch.setattr(sampling, "CPU_COMPILER_OPTIONS", None)
+    default = draw()
+    np.testing.assert_array_equal(lowered.tokens_BxN, default.tokens_BxN)
+    np.testing.assert_allclose(lowered.logprobs_BxN, default.logprobs_BxN, rtol=1e-6, atol=1e-6)
+    assert len({tuple(lowered.row(i)) for i in range(0, 18, 3)}) > 1  # sampled, not one repeated row
+    monkeypatch.setattr(sampling, "CPU_COMPILER_OPTIONS", {"xla_no_such_option": 1})
+    with pytest.raises(Exception, match="xla_no_such_option"):
+        draw()
