@@ -41,9 +41,9 @@ REUSE_RATIO = 16
 MAX_STOP_IDS = 4
 # XLA's CPU backend compiles at LLVM level 3 by default. For the sampler's programs level 2 saves ~25%
 # of each compile (the labelling stage's 5 prefill and 3 decode programs: ~5.6 -> ~4.2 s on the 2-core
-# CPU), runs the decode loop as fast, and draws the same tokens (log-probs equal to float32 rounding;
-# benchmarks/NOTES.md).
-# Other backends keep their defaults.
+# CPU) and runs the decode loop as fast. On the demo's five seeds it drew the same tokens; another
+# summation order can move a log-prob by float32 rounding (benchmarks/NOTES.md). Other backends keep
+# their defaults.
 CPU_COMPILER_OPTIONS = {"xla_backend_optimization_level": 2}
 NUCLEUS_ITERS = 40  # bisection steps: the float32 interval is exhausted well before
 
