@@ -118,22 +118,19 @@ def nucleus_logits(x_BxV, top_p):
     return jnp.where(x_BxV >= t_B[:, None], x_BxV, -jnp.inf)
 
 
-def sample_next(logits_BxV, rng, temperature, top_p, nucleus: bool = True):
+def sample_next(logits_BxV, rng, temperature, top_p, nucleus: bool):
     """Returns (token_B, logprob_B): a draw at `temperature` from the top-p nucleus (argmax if T=0).
 
     The log-prob is the model's own (temperature 1, no nucleus), which is what the implicit PRM and
-    any importance weighting need. `nucleus` False (static) leaves the top-p cut out of the program:
-    the caller knows top_p = 1.
+    any importance weighting need. `nucleus` (static) says whether top_p < 1: only then does the
+    program carry the top-p cut (its value stays traced).
     """
     logits_BxV = logits_BxV.astype(jnp.float32)
     logp_BxV = jax.nn.log_softmax(logits_BxV, axis=-1)
     greedy_B = jnp.argmax(logits_BxV, axis=-1)
     scaled_BxV = logits_BxV / jnp.maximum(temperature, 1e-6)
 
-    # Skipped when top_p = 1 (a traced value: any top_p < 1 runs the same program).
-    masked_BxV = scaled_BxV
-    if nucleus:
-        masked_BxV = jax.lax.cond(top_p < 1.0, lambda x: nucleus_logits(x, top_p), lambda x: x, scaled_BxV)
+    masked_BxV = nucleus_logits(scaled_BxV, top_p) if nucleus else scaled_BxV
     drawn_B = jax.random.categorical(rng, masked_BxV, axis=-1)
     token_B = jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
     return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
