@@ -177,12 +177,17 @@ def pick_threshold(step_probs_list: Sequence, labels) -> float:
 
 
 class Curve(NamedTuple):
-    """Accuracy against N: point estimate and a bootstrap confidence interval, per N."""
+    """Accuracy against N: point estimate and a bootstrap confidence interval, per N.
+
+    per_problem [len(ns), P]: each problem's expected correctness at each N (acc is its mean over
+    problems), what `paired_difference` compares two methods on.
+    """
 
     ns: np.ndarray
     acc: np.ndarray
     lo: np.ndarray
     hi: np.ndarray
+    per_problem: np.ndarray | None = None
 
 
 def best_of_n_curve(
@@ -230,17 +235,40 @@ def best_of_n_curve(
     if np.any(ns < 1) or np.any(ns > M):
         raise ValueError(f"every N must be in [1, {M}], got {ns.tolist()}")
     rng = np.random.default_rng(seed)
-    acc, lo, hi = [], [], []
+    acc, lo, hi, rows = [], [], [], []
     for n in ns:
         idx = np.sort(np.argsort(rng.random((n_boot, P, M)), axis=-1)[..., :n], axis=-1)
         chosen_RxP = selection.choose(method, idx, ids, scores)
         right_RxP = np.where(chosen_RxP >= 0, correct[np.arange(P)[None, :], np.maximum(chosen_RxP, 0)], False)
         per_problem = right_RxP.astype(np.float64).mean(0)  # expected correctness of each problem at N
+        rows.append(per_problem)
         acc.append(per_problem.mean())
         reps = per_problem[rng.integers(0, P, size=(n_boot, P))].mean(1)
         lo.append(np.quantile(reps, (1 - ci) / 2))
         hi.append(np.quantile(reps, 1 - (1 - ci) / 2))
-    return Curve(ns, np.asarray(acc), np.asarray(lo), np.asarray(hi))
+    return Curve(ns, np.asarray(acc), np.asarray(lo), np.asarray(hi), np.stack(rows))
+
+
+def paired_difference(a_P, b_P, *, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float, float]:
+    """Returns (mean of a - b, lo, hi): the difference of two methods' accuracies on the same problems,
+    with the central `ci` percentile interval of n_boot bootstrap resamples of the problems.
+
+    a_P, b_P: each problem's (expected) correctness under the two methods, e.g. `Curve.per_problem`
+    rows. Both draw the same problems in every replicate, so what the methods share (a problem every
+    method gets right or wrong) cancels: the interval of the difference is narrower than the two
+    accuracies' own intervals suggest.
+    """
+    a, b = np.asarray(a_P, np.float64), np.asarray(b_P, np.float64)
+    if a.ndim != 1 or a.shape != b.shape or not a.size:
+        raise ValueError(f"paired_difference: need two non-empty 1-d arrays of one length, got {a.shape}, {b.shape}")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("paired_difference: correctness contains NaN or inf")
+    if n_boot < 1 or not 0 < ci < 1:
+        raise ValueError(f"paired_difference: need n_boot >= 1 and 0 < ci < 1, got {n_boot}, {ci}")
+    d = a - b
+    reps = d[np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))].mean(1)
+    q = (1.0 - ci) / 2.0
+    return float(d.mean()), float(np.quantile(reps, q)), float(np.quantile(reps, 1.0 - q))
 
 
 # ------------------------------------------------------------------------------------------ AUROC

@@ -47,8 +47,8 @@ def _draw(ax, curves: dict, bands, dodge: float) -> list:
     xs_all, points = [], 0
     lines = [k for k, c in curves.items() if np.size(c[0]) > 1]
     singles = [k for k in curves if k not in lines]
-    for name, (ns, acc, lo, hi) in curves.items():
-        ns, acc, lo, hi = (np.asarray(a, np.float64) for a in (ns, acc, lo, hi))
+    for name, c in curves.items():
+        ns, acc, lo, hi = (np.asarray(a, np.float64) for a in c[:4])  # an evaluate.Curve has per_problem after
         if not (ns.shape == acc.shape == lo.shape == hi.shape):
             raise ValueError(f"curve {name!r}: ns, acc, lo, hi must have the same length")
         family = name.split("/")[0]

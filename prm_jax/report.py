@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 
+from prm_jax import evaluate
 from prm_jax import jsonio
 
 WEAK_POLICY = 0.10  # below this one-sample accuracy the report says the figures are not evidence
@@ -47,6 +48,28 @@ def _ci(res, name, n=None) -> dict:
     return {"value": a, "ci": [lo, hi]}
 
 
+def _diff(res, a: str, b: str, n_a=None, n_b=None) -> dict | None:
+    """Returns {"value", "ci"}: curve a at N = n_a minus curve b at n_b (None: each curve's last N) on the
+    same problems, with a paired bootstrap CI; None where the result has no per-problem accuracies (an
+    eval.json written before they were kept)."""
+    pp = res.get("per_problem_acc") or {}
+    if a not in pp or b not in pp:
+        return None
+    rows = []
+    for name, k in ((a, n_a), (b, n_b)):
+        ns = res["curves"][name]["ns"]
+        rows.append(pp[name][len(ns) - 1 if k is None else ns.index(k)])
+    d, lo, hi = evaluate.paired_difference(*rows, n_boot=res["bootstrap"]["n_boot"], seed=res["bootstrap"]["seed"])
+    return {"value": d, "ci": [lo, hi]}
+
+
+def _fmt_diff(v: dict | None, prefix: str = "; paired difference ") -> str:
+    """Returns prefix + '+0.012 [-0.020, +0.041]' for a `_diff`, '' for None."""
+    if v is None:
+        return ""
+    return f"{prefix}{v['value']:+.3f} [{v['ci'][0]:+.3f}, {v['ci'][1]:+.3f}]"  # 3 decimals: the sign of a bound near 0
+
+
 def _auroc(res, name) -> dict:
     return {"value": res["auroc"].get(name), "ci": res.get("auroc_ci", {}).get(name)}
 
@@ -64,8 +87,11 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
     n = res["n"]
     maj, wv = _ci(res, "majority", n), _ci(res, "bce/min/weighted_vote", n)
     arg = res["curves"]["bce/min/argmax"]
+    steps = {
+        f"N={k} - N={m}": _diff(res, "bce/min/argmax", "bce/min/argmax", k, m) for m, k in zip(arg["ns"], arg["ns"][1:])
+    }
     falls = [
-        f"{a:.3f}->{b:.3f} (N={m}->{k})"
+        f"{a:.3f}->{b:.3f} (N={m}->{k}{_fmt_diff(steps[f'N={k} - N={m}'], '; ')})"
         for m, k, a, b in zip(arg["ns"], arg["ns"][1:], arg["acc"], arg["acc"][1:])
         if b < a - 0.01
     ]
@@ -101,13 +127,19 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
         if len(exact_data) == 2
         else ""
     )
+    # Paired differences (same problems, one bootstrap): the figures compare methods, and two
+    # accuracies' own CIs overlap even where one method wins on the same problems.
+    vote_diff = _diff(res, "bce/min/weighted_vote", "majority", n, n)
+    pav_orm = _diff(res, "beam_pav", "orm/last/argmax", None, orm_n)
+    pav_bce = _diff(res, "beam_pav", "beam_bce")
+    imp_diff = _diff(res, "implicit/min/argmax", "bce/min/argmax", n, n)
     out = [
         {
             "key": "bce_weighted_vote_beats_majority",
             "claim": "PRM-weighted voting beats majority voting (Math-Shepherd, Wang et al. 2024; Lightman et al. 2023)",
             "figure": f"BCE-PRM weighted vote (min) > majority vote at N={n}",
-            "values": {"bce_weighted_vote": wv, "majority": maj},
-            "measured": f"{_fmt(wv)} vs {_fmt(maj)}",
+            "values": {"bce_weighted_vote": wv, "majority": maj, "difference": vote_diff},
+            "measured": f"{_fmt(wv)} vs {_fmt(maj)}" + _fmt_diff(vote_diff),
             "holds": wv["value"] > maj["value"],
         },
         {
@@ -115,8 +147,11 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "claim": "a PRM's best-of-N keeps improving as N grows (Lightman et al. 2023, Fig. 3)",
             "figure": "BCE-PRM (min) argmax best-of-N: each N >= the one before, within 1 point",
             "values": {
-                f"N={k}": {"value": a, "ci": [lo, hi]}
-                for k, a, lo, hi in zip(arg["ns"], arg["acc"], arg["lo"], arg["hi"])
+                **{
+                    f"N={k}": {"value": a, "ci": [lo, hi]}
+                    for k, a, lo, hi in zip(arg["ns"], arg["acc"], arg["lo"], arg["hi"])
+                },
+                **{k: v for k, v in steps.items() if v is not None},
             },
             "measured": " ".join(f"{a:.3f}" for a in arg["acc"]) + (f"; falls {', '.join(falls)}" if falls else ""),
             "holds": not falls,
@@ -126,9 +161,18 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "claim": "PAV beam search (Q^pi + alpha * A^mu) is >8% more accurate and 1.5-5x more compute-"
             "efficient than ORM best-of-N (Setlur et al. 2024)",
             "figure": "PAV beam >= ORM best-of-N at equal generated tokens and >= BCE-PRM beam",
-            "values": {"beam_pav": pav, f"orm_best_of_{orm_n}": orm, "beam_bce": bbeam, "beam_pav_tokens": toks},
+            "values": {
+                "beam_pav": pav,
+                f"orm_best_of_{orm_n}": orm,
+                "beam_bce": bbeam,
+                "beam_pav_tokens": toks,
+                "difference_vs_orm": pav_orm,
+                "difference_vs_bce_beam": pav_bce,
+            },
             "measured": f"PAV beam {_fmt(pav)} ({toks:.0f} tok/problem) vs ORM best-of-{orm_n} {_fmt(orm)}, "
-            f"BCE beam {_fmt(bbeam)}",
+            f"BCE beam {_fmt(bbeam)}"
+            + _fmt_diff(pav_orm, "; paired differences: vs ORM ")
+            + _fmt_diff(pav_bce, ", vs BCE beam "),
             "holds": pav["value"] >= orm["value"] and pav["value"] >= bbeam["value"],
         },
         {
@@ -151,21 +195,22 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
             "key": "implicit_close_to_bce",
             "claim": "an implicit PRM from outcome labels only matches an MC-labelled PRM (Yuan et al. 2024)",
             "figure": f"implicit PRM within 3 points of BCE-PRM at best-of-{n} (min, argmax)",
-            "values": {"implicit": imp_n, "bce": bce_n, **budget},
-            "measured": f"{_fmt(imp_n)} vs {_fmt(bce_n)}" + budget_text,
+            "values": {"implicit": imp_n, "bce": bce_n, "difference": imp_diff, **budget},
+            "measured": f"{_fmt(imp_n)} vs {_fmt(bce_n)}" + _fmt_diff(imp_diff) + budget_text,
             "holds": imp_n["value"] >= bce_n["value"] - 0.03,
         },
     ]
     if "likelihood/min/argmax" in res["curves"]:
         lik = _ci(res, "likelihood/min/argmax", n)
+        lik_diff = _diff(res, "bce/min/argmax", "likelihood/min/argmax", n, n)
         out.append(
             {
                 "key": "bce_beats_likelihood",
                 "claim": "step labels add to what the policy already knows: a trained PRM beats the policy's "
                 "own confidence (no paper's figure; the label-free baseline every PRM should beat)",
                 "figure": f"BCE-PRM (min) argmax best-of-{n} > the policy's likelihood (least likely token)",
-                "values": {"bce": bce_n, "likelihood": lik},
-                "measured": f"{_fmt(bce_n)} vs {_fmt(lik)}",
+                "values": {"bce": bce_n, "likelihood": lik, "difference": lik_diff},
+                "measured": f"{_fmt(bce_n)} vs {_fmt(lik)}" + _fmt_diff(lik_diff),
                 "holds": bce_n["value"] > lik["value"],
             }
         )

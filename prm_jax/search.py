@@ -399,6 +399,8 @@ def evaluate_methods(
     answer by the `answer` verifier; its CI through the same bootstrap. Sampling at `temperature`,
     `top_p`. `grade(answer, gold)` decides correctness; `step_truth(problem, steps)` (exact per-step
     correctness) adds step AUROC and one solution with an error and its step scores (`example`).
+    `per_problem_acc` holds each curve's per-problem expected correctness at each N (with the bootstrap's
+    `n_boot` and `seed` in `bootstrap`), for `evaluate.paired_difference`.
     `per_problem` adds `per_problem`: per problem its gold answer, every sample's answer, correctness,
     tokens and scores, and each curve's pick from all n samples (what the curve's value at N = n
     averages) or each beam search's answer.
@@ -430,6 +432,9 @@ def evaluate_methods(
         "mean_gen_tokens_per_solution": float(gen_tokens.mean()),
         "policy_accuracy": float(correct.mean()),
         "curves": {},
+        # Each curve's per-problem expected correctness [N index][problem]: paired method comparisons.
+        "per_problem_acc": {},
+        "bootstrap": {"n_boot": n_boot, "seed": seed},
         "auroc": {},
         "tokens": {},
     }
@@ -472,6 +477,8 @@ def evaluate_methods(
     def curve(label, sc, method, correct_PxM=correct, answers_PxM=answers, at=ns):
         c = evaluate.best_of_n_curve(sc, correct_PxM, answers_PxM, ns=at, method=method, n_boot=n_boot, seed=seed)
         res["curves"][label] = {"ns": list(at), "acc": c.acc.tolist(), "lo": c.lo.tolist(), "hi": c.hi.tolist()}
+        # Means of n_boot 0/1 draws: 6 decimals keep every value, and eval.json stays small.
+        res["per_problem_acc"][label] = np.round(c.per_problem, 6).tolist()
         if rows is not None and answers_PxM is not None:  # the rule on the whole pool: the curve at N = n
             full = np.broadcast_to(np.arange(n), (1, len(problems), n))
             pick = selection.choose(method, full, ids_PxM, sc)[0]

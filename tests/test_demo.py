@@ -3,6 +3,7 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from prm_jax import demo
@@ -79,6 +80,12 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         res["curves"]["bce/min/weighted_vote"]["lo"][-1],
         res["curves"]["bce/min/weighted_vote"]["hi"][-1],
     ]
+    # each comparison also has its paired difference on the same problems (beams included)
+    pav = rep["figures"][2]["values"]
+    assert pav["difference_vs_bce_beam"]["value"] == pytest.approx(
+        np.mean(np.asarray(res["per_problem_acc"]["beam_pav"][0]) - res["per_problem_acc"]["beam_bce"][0])
+    )
+    assert pav["difference_vs_orm"] is not None and rep["figures"][0]["values"]["difference"] is not None
     # the oracle row is pass@N: at least every method's accuracy at every N
     orc = res["curves"]["oracle"]["acc"]
     for k, c in res["curves"].items():
@@ -232,6 +239,74 @@ def test_report_values_without_a_defined_ci():
     assert report._fmt({"value": float("nan"), "ci": [float("nan"), float("nan")]}) == "n/a"
     assert report._fmt({"value": None, "ci": [None, None]}) == "n/a"
     assert report._fmt({"value": 0.7, "ci": None}) == "0.700"
+
+
+def test_report_compares_methods_on_the_same_problems():
+    """The figures' paired differences read each method's per-problem row at the figure's N (ORM at the
+    N whose tokens match the PAV beam's, not its last), hand-computed here; an eval.json without
+    per-problem rows (written before they were kept) still reports, without them."""
+    from prm_jax import evaluate, report
+
+    rng = np.random.default_rng(0)
+    P, ns = 8, [1, 2, 4]
+    names = ["majority", "bce/min/weighted_vote", "bce/min/argmax", "orm/last/argmax", "implicit/min/argmax"]
+    names += ["likelihood/min/argmax"]
+    rows = {k: rng.integers(0, 3, size=(len(ns), P)) / 2.0 for k in names}
+    rows.update(beam_pav=rng.integers(0, 2, size=(1, P)) * 1.0, beam_bce=rng.integers(0, 2, size=(1, P)) * 1.0)
+
+    def curve(k):
+        r = rows[k]
+        m = r.mean(1).tolist()
+        return {
+            "ns": [4] if k.startswith("beam") else ns,
+            "acc": m,
+            "lo": [x - 0.1 for x in m],
+            "hi": [x + 0.1 for x in m],
+        }
+
+    res = {
+        "n": 4,
+        "mean_gen_tokens_per_solution": 50.0,
+        "tokens": {"beam_pav_gen_per_problem": 100.0},  # = best-of-2's generated tokens
+        "curves": {k: curve(k) for k in rows},
+        "auroc": {"bce": 0.9, "exact": 0.96},
+        "per_problem_acc": {k: r.tolist() for k, r in rows.items()},
+        "bootstrap": {"n_boot": 300, "seed": 5},
+    }
+    figs = {f["key"]: f for f in report.figures(res)}
+    vote = figs["bce_weighted_vote_beats_majority"]["values"]["difference"]
+    assert vote["value"] == pytest.approx(np.mean(rows["bce/min/weighted_vote"][2] - rows["majority"][2]))
+    d = rows["bce/min/weighted_vote"][2] - rows["majority"][2]
+    reps = d[np.random.default_rng(5).integers(0, P, size=(300, P))].mean(1)
+    assert vote["ci"] == pytest.approx(np.quantile(reps, [0.025, 0.975]).tolist())
+    pav = figs["pav_beam_beats_orm_and_bce_beam"]
+    assert "orm_best_of_2" in pav["values"]
+    assert pav["values"]["difference_vs_orm"]["value"] == pytest.approx(
+        np.mean(rows["beam_pav"][0] - rows["orm/last/argmax"][1])
+    )
+    assert pav["values"]["difference_vs_bce_beam"]["value"] == pytest.approx(
+        np.mean(rows["beam_pav"][0] - rows["beam_bce"][0])
+    )
+    assert "paired differences: vs ORM" in pav["measured"]
+    imp = figs["implicit_close_to_bce"]["values"]["difference"]
+    assert imp["value"] == pytest.approx(np.mean(rows["implicit/min/argmax"][2] - rows["bce/min/argmax"][2]))
+    steps = figs["bce_argmax_does_not_fall"]["values"]
+    assert steps["N=4 - N=2"]["value"] == pytest.approx(np.mean(rows["bce/min/argmax"][2] - rows["bce/min/argmax"][1]))
+    lik = figs["bce_beats_likelihood"]["values"]["difference"]
+    assert lik["value"] == pytest.approx(np.mean(rows["bce/min/argmax"][2] - rows["likelihood/min/argmax"][2]))
+    # a difference's CI is evaluate.paired_difference's, and the holds rules still read the point values
+    assert lik["ci"] == pytest.approx(
+        list(
+            evaluate.paired_difference(rows["bce/min/argmax"][2], rows["likelihood/min/argmax"][2], n_boot=300, seed=5)[
+                1:
+            ]
+        )
+    )
+    old = {k: v for k, v in res.items() if k not in ("per_problem_acc", "bootstrap")}
+    old_figs = {f["key"]: f for f in report.figures(old)}
+    assert old_figs["bce_weighted_vote_beats_majority"]["values"]["difference"] is None
+    assert "paired" not in old_figs["pav_beam_beats_orm_and_bce_beam"]["measured"]
+    assert [f["holds"] for f in old_figs.values()] == [f["holds"] for f in figs.values()]
 
 
 def test_verifier_data_reads_the_named_stage_and_rejects_another(tmp_path):

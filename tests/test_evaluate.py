@@ -101,9 +101,64 @@ def test_best_of_n_curve_matches_exact_expectation(method):
         )
         assert curve.acc[i] == pytest.approx(exact, abs=0.015), (method, n)
         assert curve.lo[i] <= curve.acc[i] <= curve.hi[i]
-    # N = M is deterministic for argmax and its value is known
+        # each problem's own expectation, what paired comparisons read
+        per = curve.per_problem[i]
+        assert per.shape == (P,) and per.mean() == pytest.approx(curve.acc[i], abs=1e-12)
+    # N = M is deterministic for argmax and its value is known, problem by problem
     full = evaluate.best_of_n_curve(scores, correct, answers.tolist(), ns=[M], method="argmax", n_boot=10)
     assert full.acc[0] == pytest.approx(np.mean(correct[np.arange(P), scores.argmax(1)]))
+    np.testing.assert_array_equal(full.per_problem[0], correct[np.arange(P), scores.argmax(1)])
+
+
+def test_paired_difference_matches_the_enumerated_bootstrap():
+    """Five problems: all 5^5 equally likely resamples enumerated give the exact bootstrap distribution
+    of the mean difference; 40,000 replicates must land on its 2.5% and 97.5% quantiles."""
+    a, b = np.array([1.0, 0.0, 1.0, 0.5, 1.0]), np.array([0.0, 0.0, 0.0, 1.0, 0.5])
+    d = a - b
+    values, counts = np.unique([d[list(j)].mean() for j in itertools.product(range(5), repeat=5)], return_counts=True)
+    cdf = np.cumsum(counts) / counts.sum()
+
+    def quantile(q):  # the smallest value whose CDF reaches q; the CDF must not pass q close to it
+        i = np.searchsorted(cdf, q)
+        assert cdf[i] - q > 0.005 and (i == 0 or q - cdf[i - 1] > 0.005)
+        return values[i]
+
+    mean, lo, hi = evaluate.paired_difference(a, b, n_boot=40_000, seed=3)
+    assert mean == pytest.approx(0.4)
+    assert lo == pytest.approx(quantile(0.025), abs=1e-12) and hi == pytest.approx(quantile(0.975), abs=1e-12)
+    assert values[0] < lo < mean < hi < values[-1]  # interior quantiles, not the extremes
+    assert evaluate.paired_difference(a, b, n_boot=50, seed=3) == evaluate.paired_difference(a, b, n_boot=50, seed=3)
+
+
+def test_paired_difference_cancels_what_the_methods_share():
+    """Two methods that agree on all but 4 of 400 problems: the paired interval is [0, 0.02]-ish, far
+    narrower than either accuracy's own interval (about +-0.05); identical methods give exactly 0."""
+    rng = np.random.default_rng(0)
+    a = (rng.random(400) < 0.5).astype(float)
+    b = a.copy()
+    flip = np.flatnonzero(a == 0)[:4]
+    a[flip] = 1.0  # a wins on 4 problems, loses on none
+    mean, lo, hi = evaluate.paired_difference(a, b, n_boot=2000, seed=0)
+    assert mean == pytest.approx(4 / 400) and lo >= 0.0 and hi <= 0.025 and lo < mean < hi
+    own = evaluate.best_of_n_curve(a[:, None], a[:, None].astype(bool), ns=[1], n_boot=2000, seed=0)
+    assert own.hi[0] - own.lo[0] > 4 * (hi - lo)
+    assert evaluate.paired_difference(a, a, n_boot=100, seed=0) == (0.0, 0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "a, b, kw, match",
+    [
+        ([1.0, 0.0], [1.0], {}, "one length"),
+        ([], [], {}, "non-empty"),
+        ([[1.0]], [[1.0]], {}, "1-d"),
+        ([1.0, np.nan], [1.0, 0.0], {}, "NaN"),
+        ([1.0], [0.0], {"n_boot": 0}, "n_boot"),
+        ([1.0], [0.0], {"ci": 1.0}, "ci"),
+    ],
+)
+def test_paired_difference_rejects_bad_input(a, b, kw, match):
+    with pytest.raises(ValueError, match=match):
+        evaluate.paired_difference(a, b, **{"n_boot": 10, "seed": 0, **kw})
 
 
 def test_best_of_n_curve_defaults_and_errors():

@@ -404,6 +404,13 @@ def test_evaluate_methods_per_problem_picks_are_the_curves_at_full_n_and_match_b
     assert [r["gold"] for r in rows] == gold and all(len(r["samples"]) == 8 for r in rows)
     for label, c in res["curves"].items():
         assert np.mean([r["picks"][label]["correct"] for r in rows]) == pytest.approx(c["acc"][-1], abs=1e-12), label
+        # the per-problem accuracies the report's paired differences read: each N's mean is the curve,
+        # and at N = n each problem's is its pick's correctness
+        per = np.asarray(res["per_problem_acc"][label])
+        assert per.shape == (len(c["ns"]), len(problems)), label
+        np.testing.assert_allclose(per.mean(1), c["acc"], atol=1e-6, err_msg=label)
+        assert per[-1].tolist() == [float(r["picks"][label]["correct"]) for r in rows], label
+    assert res["bootstrap"] == {"n_boot": 20, "seed": 0}
     for r in rows:
         answers = [s["answer"] for s in r["samples"]]
         seen = [a for a in answers if a is not None]
