@@ -251,6 +251,25 @@ def _num(x) -> str:
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 
+def last_doubling(res: dict, names=MAIN) -> dict:
+    """Returns {method: {"value", "ci"}}: each curve of `names` (and its weighted vote) at the largest N
+    minus at half of it, paired on the same problems; {} without per-problem accuracies.
+
+    A verifier whose argmax falls here is exploited at large N: its highest scores go to wrong
+    solutions more often the more candidates it sees (the issue's first symptom).
+    """
+    out = {}
+    for k in names:
+        for name in (k, k.replace("/argmax", "/weighted_vote")):
+            c = res["curves"].get(name)
+            if name in out or c is None or len(c["ns"]) < 2 or k == "oracle":
+                continue
+            d = _diff(res, name, name, c["ns"][-1], c["ns"][-2])
+            if d is not None:
+                out[name] = d
+    return out
+
+
 def plot_curves(res: dict, names=MAIN) -> tuple[dict, dict]:
     """Returns the curves `names` of `search.evaluate_methods`'s result as (ns, acc, lo, hi) against N
     and against tokens per problem.
@@ -361,6 +380,16 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
         "`oracle` picks a right answer whenever one of the N is right (pass@N, the ceiling)."
     ]
     md += [f"Beam `{k}`: ranked by {v['rank']}, answer by {v['answer']}." for k, v in res.get("beam_terms", {}).items()]
+    doubling = last_doubling(res)
+    if doubling:
+        ns = res["curves"]["majority"]["ns"]
+        md += [
+            f"\n## The last doubling of N: accuracy at N={ns[-1]} minus at N={ns[-2]} (paired, bootstrap 95% CI)\n",
+            "Below 0 with its interval: the method picks worse from more candidates.\n",
+            "| method | difference |",
+            "|---|---|",
+        ]
+        md += [f"| {k} | {_fmt_diff(v, '')} |" for k, v in doubling.items()]
     md += ["\n## Step AUROC against exact ground truth (held-out samples)\n", "| verifier | AUROC |", "|---|---|"]
     md += [f"| {k} | {_num(v)} |" for k, v in res["auroc"].items()]
     val = res.get("val")
@@ -426,6 +455,7 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
             "n": n,
             "policy_accuracy": res["policy_accuracy"],
             "figures": figs,
+            "last_doubling": doubling,
             "curves": res["curves"],
             "auroc": {k: {"value": v, "ci": res.get("auroc_ci", {}).get(k)} for k, v in res["auroc"].items()},
             "validation": res.get("val"),

@@ -86,6 +86,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         np.mean(np.asarray(res["per_problem_acc"]["beam_pav"][0]) - res["per_problem_acc"]["beam_bce"][0])
     )
     assert pav["difference_vs_orm"] is not None and rep["figures"][0]["values"]["difference"] is not None
+    assert "bce/min/argmax" in rep["last_doubling"] and "beam_pav" not in rep["last_doubling"]
     # the oracle row is pass@N: at least every method's accuracy at every N
     orc = res["curves"]["oracle"]["acc"]
     for k, c in res["curves"].items():
@@ -302,7 +303,14 @@ def test_report_compares_methods_on_the_same_problems():
             ]
         )
     )
+    # the last doubling of N, per method of the report (beams and the oracle have none)
+    last = report.last_doubling(res)
+    assert set(last) == set(names)  # MAIN's methods this result has, and the one weighted vote it has
+    assert last["implicit/min/argmax"]["value"] == pytest.approx(
+        np.mean(rows["implicit/min/argmax"][2] - rows["implicit/min/argmax"][1])
+    )
     old = {k: v for k, v in res.items() if k not in ("per_problem_acc", "bootstrap")}
+    assert report.last_doubling(old) == {}
     old_figs = {f["key"]: f for f in report.figures(old)}
     assert old_figs["bce_weighted_vote_beats_majority"]["values"]["difference"] is None
     assert "paired" not in old_figs["pav_beam_beats_orm_and_bce_beam"]["measured"]
