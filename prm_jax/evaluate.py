@@ -243,10 +243,18 @@ def best_of_n_curve(
         per_problem = right_RxP.astype(np.float64).mean(0)  # expected correctness of each problem at N
         rows.append(per_problem)
         acc.append(per_problem.mean())
-        reps = per_problem[rng.integers(0, P, size=(n_boot, P))].mean(1)
-        lo.append(np.quantile(reps, (1 - ci) / 2))
-        hi.append(np.quantile(reps, 1 - (1 - ci) / 2))
+        a, b = bootstrap_mean_ci(per_problem, rng, n_boot, ci)
+        lo.append(a)
+        hi.append(b)
     return Curve(ns, np.asarray(acc), np.asarray(lo), np.asarray(hi), np.stack(rows))
+
+
+def bootstrap_mean_ci(x_P: np.ndarray, rng: np.random.Generator, n_boot: int, ci: float) -> tuple[float, float]:
+    """Returns (lo, hi): the central `ci` percentile interval of the mean of x_P over n_boot resamples of
+    its entries with replacement (drawn from `rng`)."""
+    reps = x_P[rng.integers(0, x_P.size, size=(n_boot, x_P.size))].mean(1)
+    q = (1.0 - ci) / 2.0
+    return float(np.quantile(reps, q)), float(np.quantile(reps, 1.0 - q))
 
 
 def paired_difference(a_P, b_P, *, n_boot: int, seed: int, ci: float = 0.95) -> tuple[float, float, float]:
@@ -266,9 +274,7 @@ def paired_difference(a_P, b_P, *, n_boot: int, seed: int, ci: float = 0.95) -> 
     if n_boot < 1 or not 0 < ci < 1:
         raise ValueError(f"paired_difference: need n_boot >= 1 and 0 < ci < 1, got {n_boot}, {ci}")
     d = a - b
-    reps = d[np.random.default_rng(seed).integers(0, d.size, size=(n_boot, d.size))].mean(1)
-    q = (1.0 - ci) / 2.0
-    return float(d.mean()), float(np.quantile(reps, q)), float(np.quantile(reps, 1.0 - q))
+    return (float(d.mean()), *bootstrap_mean_ci(d, np.random.default_rng(seed), n_boot, ci))
 
 
 # ------------------------------------------------------------------------------------------ AUROC

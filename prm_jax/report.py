@@ -259,12 +259,10 @@ def last_doubling(res: dict, names=MAIN) -> dict:
     solutions more often the more candidates it sees (the issue's first symptom).
     """
     out = {}
-    for k in names:
-        for name in (k, k.replace("/argmax", "/weighted_vote")):
-            c = res["curves"].get(name)
-            if name in out or c is None or len(c["ns"]) < 2 or k == "oracle":
-                continue
-            d = _diff(res, name, name, c["ns"][-1], c["ns"][-2])
+    for k in (k for k in names if k != "oracle"):  # the ceiling, not a method
+        for name in dict.fromkeys((k, k.replace("/argmax", "/weighted_vote"))):
+            ns = res["curves"].get(name, {}).get("ns", [])
+            d = _diff(res, name, name, ns[-1], ns[-2]) if len(ns) > 1 else None
             if d is not None:
                 out[name] = d
     return out

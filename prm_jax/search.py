@@ -477,7 +477,8 @@ def evaluate_methods(
     def curve(label, sc, method, correct_PxM=correct, answers_PxM=answers, at=ns):
         c = evaluate.best_of_n_curve(sc, correct_PxM, answers_PxM, ns=at, method=method, n_boot=n_boot, seed=seed)
         res["curves"][label] = {"ns": list(at), "acc": c.acc.tolist(), "lo": c.lo.tolist(), "hi": c.hi.tolist()}
-        # Means of n_boot 0/1 draws: 6 decimals keep every value, and eval.json stays small.
+        # Means of n_boot 0/1 draws (multiples of 1/n_boot): 6 decimals are far below that step, and
+        # eval.json stays small.
         res["per_problem_acc"][label] = np.round(c.per_problem, 6).tolist()
         if rows is not None and answers_PxM is not None:  # the rule on the whole pool: the curve at N = n
             full = np.broadcast_to(np.arange(n), (1, len(problems), n))
