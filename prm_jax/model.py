@@ -370,9 +370,14 @@ class Attention(nn.Module):
             # Decode: write this chunk's keys/values at slots end..end+S-1 of this layer's slice of the
             # stacked cache (a loop carry, so XLA updates it in place), attend over the whole slice.
             cache_k, cache_v = kv
-            at = (layer, 0, 0, 0, end)
-            cache_k = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 2, 3, 1)[None].astype(cache_k.dtype), at)
-            cache_v = jax.lax.dynamic_update_slice(cache_v, v.transpose(0, 2, 3, 1)[None].astype(cache_v.dtype), at)
+            if jnp.ndim(end):  # one slot per row (S = 1): rows at their own offsets (continuous batching)
+                rows_B = jnp.arange(k.shape[0])
+                cache_k = cache_k.at[layer, rows_B, :, :, end].set(k[:, 0].astype(cache_k.dtype))
+                cache_v = cache_v.at[layer, rows_B, :, :, end].set(v[:, 0].astype(cache_v.dtype))
+            else:
+                at = (layer, 0, 0, 0, end)
+                cache_k = jax.lax.dynamic_update_slice(cache_k, k.transpose(0, 2, 3, 1)[None].astype(cache_k.dtype), at)
+                cache_v = jax.lax.dynamic_update_slice(cache_v, v.transpose(0, 2, 3, 1)[None].astype(cache_v.dtype), at)
             new_kv = (cache_k, cache_v)
             out = decode_attention(q, cache_k[layer].astype(q.dtype), cache_v[layer].astype(q.dtype), mask_Bx1xLxM)
         else:
@@ -682,20 +687,28 @@ def decode(
 ) -> tuple[Output, dict]:
     """Returns (Output for the S new tokens, cache advanced by S).
 
-    The new keys/values go to slots end..end+S-1 for every row (rows advance in lockstep; left padding is
-    marked by valid=False). Query i attends to valid slots j <= end + i. The caller keeps end + S <= M
-    (dynamic_update_slice would otherwise clamp the write position).
+    The new keys/values go to slots end..end+S-1 (left padding is marked by valid=False). Query i
+    attends to valid slots j <= end + i. `cache["end"]` is a scalar (rows advance in lockstep) or, for
+    S = 1, one slot per row [B] (rows at their own offsets: a row refilled with a new prefix restarts
+    its new tokens after that prefix, and the slots it has not yet rewritten lie after its query). The
+    caller keeps end + S <= M (the write position would otherwise be clamped or dropped).
     """
     B, S = tokens_BxS.shape
     M = cache["valid"].shape[1]
     end = cache["end"]
-    valid_BxM = jax.lax.dynamic_update_slice(cache["valid"], valid_BxS.astype(bool), (0, end))
     slot_M = jnp.arange(M)
-    query_slot_S = end + jnp.arange(S)
-    allowed_SxM = slot_M[None, :] <= query_slot_S[:, None]
+    if jnp.ndim(end):
+        if S != 1:
+            raise ValueError(f"a per-row cache end takes one new token per row, got {S}")
+        valid_BxM = cache["valid"].at[jnp.arange(B), end].set(valid_BxS[:, 0].astype(bool))
+        query_slot_BxS = end[:, None]
+    else:
+        valid_BxM = jax.lax.dynamic_update_slice(cache["valid"], valid_BxS.astype(bool), (0, end))
+        query_slot_BxS = jnp.broadcast_to(end + jnp.arange(S), (B, S))
+    allowed_BxSxM = slot_M <= query_slot_BxS[..., None]
     if cfg.sliding_window is not None:
-        allowed_SxM &= (query_slot_S[:, None] - slot_M[None, :]) < cfg.sliding_window
-    mask = (allowed_SxM[None] & valid_BxM[:, None, :])[:, None]
+        allowed_BxSxM &= (query_slot_BxS[..., None] - slot_M) < cfg.sliding_window
+    mask = (allowed_BxSxM & valid_BxM[:, None, :])[:, None]
     out, (k, v) = Transformer(cfg).apply(
         {"params": params}, tokens_BxS, positions_BxS, mask, lm_head=lm_head, end=end, kv=(cache["k"], cache["v"])
     )

@@ -1,15 +1,17 @@
 """Batched sampling with a static KV cache: a compiled prefill, then a compiled `lax.while_loop` decode.
 
 Prefixes of different lengths are left-padded (the padding is marked invalid in the cache, so every
-row sees only its own tokens) and all rows advance in lockstep. Shapes are rounded up to buckets
-(new-token count to a power of two, prefix length to a multiple of `LEN_BUCKET`, one prefix length per
-chunk of `max_batch` rows, batch to 16 or `max_batch`) so that a search or labelling run compiles a
-handful of programs: on a CPU a compile costs more than many padded rows. Copies of one prefix in a
-round (K MC rollouts, a beam's children, N samples of a question) are prefilled once, in a program
-apart from the decode loop's (a quarter of the batch's rows, or all of them), and the cache is copied to
-each row; the prefill attends over the prefix's slots only, and the decode loop adds the new ones.
-Temperature and top-p are traced scalars: changing them never recompiles (top-p below 1 runs programs of
-its own, with the nucleus cut).
+row sees only its own tokens). Shapes are rounded up to buckets (new-token count to a power of two,
+prefix length to a multiple of `LEN_BUCKET`, batch to 16 or `max_batch`) so that a search or labelling
+run compiles a handful of programs: on a CPU a compile costs more than many padded rows. A round's
+distinct prefixes (the K MC rollouts of a step, a beam's children, the N samples of a question share
+one) are prefilled once, in a program apart from the decode loop's, into a bank (a quarter of the
+batch's rows, or all of them); the prefill attends over the prefix's slots only. The decode loop runs
+continuous batching: B rows in lockstep work through up to JOBS_PER_ROW x B jobs, and a row whose job
+stopped takes the next one in the same loop (the bank's slots copied into it, a per-row cache end), so
+short rows never leave the batch decoding padding while a long one runs. Temperature and top-p are
+traced scalars: changing them never recompiles (top-p below 1 runs programs of its own, with the
+nucleus cut).
 
 Modes: 'step' stops a row at the step marker or EOS (one more reasoning step: beam search, MC
 rollouts one step at a time); 'full' stops only at EOS (a whole solution, or `max_new_tokens`).
@@ -38,6 +40,13 @@ MIN_BATCH = 16
 # on the 2-core CPU one compile (~3 s) costs ~200 decode steps of a 256-row batch, and the demo's
 # tail rounds (a few rows still running, runaway solutions) each compiled a new shape.
 REUSE_RATIO = 16
+# Continuous batching (`_decode_rows`): a round holds up to JOBS_PER_ROW jobs per batch row, and at
+# most REFILL finished rows take a new job per decode step (each copies its prefix's cache slots). On
+# the demo's labelling calls (seed 0's policy, 1,024 solutions + their MC rollouts) 8 jobs per row cut
+# the decode-loop iterations from 2,159 (one job per row) to 1,662 (4 per row: 1,788) and the compiled
+# shapes from 5 to 4; a refill step costs ~10% more than a plain one (benchmarks/NOTES.md).
+JOBS_PER_ROW = 8
+REFILL = 16
 MAX_STOP_IDS = 4
 # XLA's CPU backend compiles at LLVM level 3 by default. For the sampler's programs level 2 saves ~25%
 # of each compile (the labelling stage's 5 prefill and 3 decode programs: ~5.6 -> ~4.2 s on the 2-core
@@ -157,22 +166,24 @@ def _prefill(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache, chunk: in
     return jnp.einsum("bd,dv->bv", out.hidden[:, -1, :], w_DxV.astype(out.hidden.dtype)), cache
 
 
-def _prefill_rows(cfg, prefill_chunk, params, tokens_UxP, positions_UxP, valid_UxP, src_B):
-    """Returns (last_BxV, cache with P slots, next_pos_B) of B rows; jitted per (U, P, B).
+def _prefill_rows(cfg, prefill_chunk, batch, params, tokens_UxP, positions_UxP, valid_UxP):
+    """Returns the prefilled bank of `batch` rows (last_BxV, cache with P slots, next_pos_B); jitted per
+    (U, P, batch).
 
-    The U distinct prefixes are prefilled once; row b continues prefix src_B[b] (U = B: the rows
-    themselves, in order, and src_B is not read). A program apart from the decode loop's, so that the
-    number of distinct prefixes (K MC rollouts, a beam's children, N samples of one question share one)
-    never multiplies the loop's compiles.
+    The U distinct prefixes of a round are prefilled once (K MC rollouts, a beam's children, N samples
+    of one question share one); rows U.. of the bank are padding that no job reads. A program apart
+    from the decode loop's, so that the number of distinct prefixes never multiplies the loop's
+    compiles.
     """
     u, p = tokens_UxP.shape
     cache = model_lib.init_cache(cfg, u, p)
-    last_BxV, cache = _prefill(cfg, params, tokens_UxP, positions_UxP, valid_UxP, cache, prefill_chunk)
-    next_pos_B = positions_UxP[:, -1] + 1
-    if u != src_B.shape[0]:  # static: copies of a prefix share its prefill
-        last_BxV, next_pos_B = last_BxV[src_B], next_pos_B[src_B]
-        cache = dict(cache, k=cache["k"][:, src_B], v=cache["v"][:, src_B], valid=cache["valid"][src_B])
-    return last_BxV, cache, next_pos_B
+    last_UxV, cache = _prefill(cfg, params, tokens_UxP, positions_UxP, valid_UxP, cache, prefill_chunk)
+    next_pos_U = positions_UxP[:, -1] + 1
+    if u != batch:  # static
+        pad = lambda x, axis: jnp.pad(x, [(0, batch - u) if a == axis else (0, 0) for a in range(x.ndim)])
+        last_UxV, next_pos_U = pad(last_UxV, 0), pad(next_pos_U, 0)
+        cache = dict(cache, k=pad(cache["k"], 1), v=pad(cache["v"], 1), valid=pad(cache["valid"], 0))
+    return last_UxV, cache, next_pos_U
 
 
 def _decode_rows(
@@ -182,60 +193,109 @@ def _decode_rows(
     new_bucket,
     nucleus,
     params,
-    last_BxV,
-    cache,
-    next_pos_B,
+    bank_last_UxV,
+    bank,
+    bank_pos_U,
+    src_J,
+    limit_J,
     stop_ids_S,
-    limit_B,
     temperature,
     top_p,
     rng,
 ):
-    """Returns (tokens_BxN, logprobs_BxN, lengths_B, stopped_B, ended_B); jitted per (B, P, N) bucket.
+    """Returns (tokens_JxN, logprobs_JxN, lengths_J, stopped_J, ended_J, iterations); jitted per
+    (B, P, N) bucket, with J = JOBS_PER_ROW * B jobs.
 
-    Continues the prefilled rows (`_prefill_rows`); the cache gains N empty slots here, after the
-    prefill, so that the prefill attends over P slots, not P + N. Row b draws at most
-    limit_B[b] <= N tokens (0: a filler row that never runs)."""
-    b = limit_B.shape[0]
+    Continuous batching: B rows decode in lockstep, job j continues bank prefix src_J[j] for at most
+    limit_J[j] <= N tokens (0: a filler job, after the real ones), and a row whose job has ended takes
+    the next job in the same loop: the bank's prefix slots are copied into the row (at most REFILL rows
+    per step) and its new tokens restart after them (a per-row cache end, `model_lib.decode`). So rows
+    that stop early never leave the batch decoding padding while a long row runs.
+    """
+    b, j = bank_pos_U.shape[0], src_J.shape[0]
+    p = bank["valid"].shape[1]
+    n_jobs = jnp.sum(limit_J > 0)
+    r = min(REFILL, b)
+
+    def take(x, src, axis):
+        return jnp.take(x, src, axis=axis)
+
+    first_B = jnp.arange(b)  # jobs 0..B-1 start in rows 0..B-1
+    src_B = src_J[:b]
+    cache = dict(
+        k=take(bank["k"], src_B, 1),
+        v=take(bank["v"], src_B, 1),
+        valid=take(bank["valid"], src_B, 0),
+        end=jnp.full((b,), p, jnp.int32),
+    )
     cache = model_lib.extend_cache(cache, new_bucket)
-    max_new = jnp.max(limit_B)
+    m = p + new_bucket
 
     def cond(state):
-        i, done_B = state[0], state[5]
-        return (i < max_new) & ~jnp.all(done_B)
+        return ~jnp.all(state[10])
 
     def body(state):
-        i, toks, logps, last, cache, done, lengths, stopped, ended, pos, rng = state
+        i, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q, rng = state
         rng, sub = jax.random.split(rng)
         tok_B, logp_B = sample_next(last, sub, temperature, top_p, nucleus)
         live_B = ~done
         tok_B = jnp.where(live_B, tok_B, pad_id)
-        toks = toks.at[:, i].set(tok_B)
-        logps = logps.at[:, i].set(jnp.where(live_B, logp_B, 0.0))
-        lengths = lengths + live_B.astype(jnp.int32)
+        at_B = jnp.where(live_B, job, j)  # finished rows write nowhere (index j is dropped)
+        toks = toks.at[at_B, count].set(tok_B, mode="drop")
+        logps = logps.at[at_B, count].set(logp_B, mode="drop")
+        lengths = lengths.at[at_B].add(1, mode="drop")
         hit_B = live_B & jnp.any(tok_B[:, None] == stop_ids_S[None, :], axis=-1)
-        stopped = stopped | hit_B
-        ended = ended | (live_B & (tok_B == eos_id))
-        done = done | hit_B | (lengths >= limit_B)
+        stopped = stopped.at[at_B].set(hit_B, mode="drop")
+        ended = ended.at[at_B].set(hit_B & (tok_B == eos_id), mode="drop")
+        cache = dict(cache, end=jnp.minimum(p + count, m - 1))
+        count = count + live_B.astype(jnp.int32)
+        done = done | hit_B | (count >= limit)
         out, cache = model_lib.decode(cfg, params, tok_B[:, None], pos[:, None], jnp.ones((b, 1), bool), cache)
-        return (i + 1, toks, logps, out.logits[:, -1, :], cache, done, lengths, stopped, ended, pos + 1, rng)
+        last, pos = out.logits[:, -1, :], pos + 1
+        # Refill: the first r finished rows take the next jobs.
+        rows_R = jnp.nonzero(done, size=r, fill_value=b)[0]
+        next_R = q + jnp.arange(r)
+        ok_R = (rows_R < b) & (next_R < n_jobs)
+        rows_R = jnp.where(ok_R, rows_R, b)
+        next_R = jnp.minimum(next_R, j - 1)
+        src_R = src_J[next_R]
+        k, v = cache["k"], cache["v"]
+        cache = dict(
+            cache,
+            k=k.at[:, rows_R, :, :, :p].set(take(bank["k"], src_R, 1), mode="drop"),
+            v=v.at[:, rows_R, :, :, :p].set(take(bank["v"], src_R, 1), mode="drop"),
+            valid=cache["valid"].at[rows_R, :p].set(bank["valid"][src_R], mode="drop"),
+        )
+        last = last.at[rows_R].set(bank_last_UxV[src_R].astype(last.dtype), mode="drop")
+        pos = pos.at[rows_R].set(bank_pos_U[src_R], mode="drop")
+        job = job.at[rows_R].set(next_R, mode="drop")
+        count = count.at[rows_R].set(0, mode="drop")
+        limit = limit.at[rows_R].set(limit_J[next_R], mode="drop")
+        done = done.at[rows_R].set(False, mode="drop")
+        q = q + jnp.sum(ok_R)
+        return (i + 1, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q, rng)
 
-    zeros_b = jnp.zeros((b,), bool)
+    limit_B = limit_J[:b]
+    zeros_j = jnp.zeros((j,), bool)
     state = (
         jnp.int32(0),
-        jnp.full((b, new_bucket), pad_id, jnp.int32),
-        jnp.zeros((b, new_bucket), jnp.float32),
-        last_BxV,
+        jnp.full((j, new_bucket), pad_id, jnp.int32),
+        jnp.zeros((j, new_bucket), jnp.float32),
+        jnp.zeros((j,), jnp.int32),
+        zeros_j,
+        zeros_j,
+        take(bank_last_UxV, src_B, 0),
         cache,
-        limit_B <= 0,
+        first_B,
         jnp.zeros((b,), jnp.int32),
-        zeros_b,
-        zeros_b,
-        next_pos_B,
+        limit_B <= 0,
+        limit_B,
+        take(bank_pos_U, src_B, 0),
+        jnp.minimum(n_jobs, b),
         rng,
     )
     state = jax.lax.while_loop(cond, body, state)
-    return state[1], state[2], state[6], state[7], state[8]
+    return state[1], state[2], state[3], state[4], state[5], state[0]
 
 
 _COMPILED: dict[tuple, object] = {}
@@ -293,7 +353,8 @@ class Sampler:
         self.prefill_chunk = int(prefill_chunk)
         self._compiled: dict[tuple, object] = {}  # the process-wide programs this sampler called
         self.tokens_generated = 0
-        self.decode_steps = 0  # decode-loop iterations over all rounds (a round runs its longest row's count)
+        # decode-loop iterations over all rounds (continuous batching: a list schedule of each round's jobs)
+        self.decode_steps = 0
         self.seconds = 0.0
         self.shapes: set[tuple[int, int, int, int]] = set()  # (batch, prefix, new, prefill rows) buckets run
 
@@ -307,8 +368,29 @@ class Sampler:
         self._compiled[key] = _COMPILED[key]
         return _COMPILED[key]
 
-    def _prefill_fn(self):
-        return self._program((self.prefill_chunk, "prefill"), _prefill_rows)
+    def _prefill_fn(self, batch: int):
+        return self._program((self.prefill_chunk, batch, "prefill"), _prefill_rows)
+
+    def _take_round(self, pending: list[int], prefixes, gen) -> tuple[list[int], list[int]]:
+        """Returns (the jobs of the next round, the rest) from `pending` (sorted by length): at most
+        JOBS_PER_ROW * max_batch jobs over at most max_batch distinct prefixes (the bank), and past
+        the first max_batch jobs only those of the first job's length bucket (a longer prefix bucket
+        would make every row attend over more slots)."""
+        first = shapes.multiple(len(prefixes[pending[0]]) + len(gen[pending[0]]), self.len_bucket)
+        seen: set = set()
+        n = 0
+        for i in pending:
+            row = prefixes[i] + tuple(gen[i])
+            if row not in seen and len(seen) == self.max_batch:
+                break
+            if n >= self.max_batch and (
+                n >= JOBS_PER_ROW * self.max_batch
+                or shapes.multiple(len(prefixes[i]) + len(gen[i]), self.len_bucket) != first
+            ):
+                break
+            seen.add(row)
+            n += 1
+        return pending[:n], pending[n:]
 
     def _decode_fn(self, new_bucket: int, nucleus: bool):
         # Top-p sampling gets programs of its own: the bisection adds ~15% to a compile (0.35 of
@@ -353,12 +435,13 @@ class Sampler:
         bar = tqdm(total=n, desc=desc, unit="row", leave=False, disable=desc is None or n <= self.max_batch)
         rnd = 0
         while pending:
-            # A round: the shortest pending rows, at most `segment` new tokens each. Rows that neither
-            # stopped nor used their budget go back to the queue with their new tokens as prefix (and
-            # are re-prefilled), so a few long rows never keep a whole batch decoding padding.
+            # A round: the shortest pending rows (jobs), at most `segment` new tokens each, decoded by a
+            # batch of rows that take the next job as soon as theirs ends (`_decode_rows`). Jobs that
+            # neither stopped nor used their budget go back to the queue with their new tokens as
+            # prefix (and are re-prefilled), so a few long rows never keep a batch decoding padding.
             # Copies of one prefix sort next to each other, so that a round prefills them once.
             pending.sort(key=lambda i: (len(prefixes[i]) + len(gen[i]), prefixes[i], gen[i]))
-            idx, pending = pending[: self.max_batch], pending[self.max_batch :]
+            idx, pending = self._take_round(pending, prefixes, gen)
             rows = [prefixes[i] + tuple(gen[i]) for i in idx]
             uniq = list(dict.fromkeys(rows))
             limits = [min(self.segment, max_new_tokens - len(gen[i])) for i in idx]
@@ -372,41 +455,41 @@ class Sampler:
             mine = {c for c in called if c[0] <= self.max_batch}
             b, p_len, new_bucket = pick_bucket((b, p_len, new_bucket), mine)
             called.add((b, p_len, new_bucket))
-            # Prefill rows: a quarter of the batch when the distinct prefixes fit (K = 4 MC rollouts, a
-            # beam's children, N samples of a question), else every row as itself. Two sizes, not a
+            # Prefill rows (the bank): a quarter of the batch when the distinct prefixes fit (K = 4 MC
+            # rollouts, a beam's children, N samples of a question), else every row. Two sizes, not a
             # power of two each: a prefill program compiles in ~0.8 s on the 2-core CPU, and 64 rows of
             # 128 tokens prefill in 0.04 s against 256 rows' 0.18 s.
             u = b // 4 if b > MIN_BATCH and len(uniq) <= b // 4 else b
-            fill = b - len(rows)
-            rows = rows + [rows[0]] * fill  # filler rows: a real prefix, never all-invalid, limit 0
-            if u == b:  # every row prefilled as itself
-                src = np.arange(b, dtype=np.int32)
-            else:
-                where = {r: j for j, r in enumerate(uniq)}
-                src = np.asarray([where[r] for r in rows], np.int32)
-                rows = uniq + [uniq[0]] * (u - len(uniq))
-            toks, pos, valid = left_pad(rows, p_len, self.pad_id)
+            where = {r: j for j, r in enumerate(uniq)}
+            n_jobs = JOBS_PER_ROW * b
+            src = np.zeros(n_jobs, np.int32)
+            src[: len(rows)] = [where[r] for r in rows]
+            lim = np.zeros(n_jobs, np.int32)  # filler jobs: limit 0, after the real ones
+            lim[: len(rows)] = limits
+            bank_rows = uniq + [uniq[0]] * (u - len(uniq))  # filler: a real prefix, never all-invalid
+            toks, pos, valid = left_pad(bank_rows, p_len, self.pad_id)
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
             self.shapes.add((b, p_len, new_bucket, u))
-            last, cache, next_pos = self._prefill_fn()(self.params, toks, pos, valid, src)
+            last, bank, next_pos = self._prefill_fn(b)(self.params, toks, pos, valid)
             out = self._decode_fn(new_bucket, nucleus)(
                 self.params,
                 last,
-                cache,
+                bank,
                 next_pos,
+                src,
+                lim,
                 stop_S,
-                np.asarray(limits + [0] * fill, np.int32),
                 jnp.float32(temperature),
                 jnp.float32(top_p),
                 jax.random.fold_in(rng, rnd),
             )
-            tok_BxN, lp_BxN, len_B, stop_B, end_B = (np.asarray(o) for o in out)
-            self.decode_steps += int(len_B.max())
+            tok_JxN, lp_JxN, len_J, stop_J, end_J, iters = (np.asarray(o) for o in out)
+            self.decode_steps += int(iters)
             for j, i in enumerate(idx):
-                gen[i] += tok_BxN[j, : len_B[j]].tolist()
-                lps[i] += lp_BxN[j, : len_B[j]].tolist()
-                if stop_B[j] or len(gen[i]) >= max_new_tokens:
-                    stopped[i], ended[i] = bool(stop_B[j]), bool(end_B[j])
+                gen[i] += tok_JxN[j, : len_J[j]].tolist()
+                lps[i] += lp_JxN[j, : len_J[j]].tolist()
+                if stop_J[j] or len(gen[i]) >= max_new_tokens:
+                    stopped[i], ended[i] = bool(stop_J[j]), bool(end_J[j])
                     bar.update(1)
                 else:
                     pending.append(i)

@@ -250,6 +250,31 @@ def test_decode_matches_forward(params, scan_layers):
     np.testing.assert_array_equal(cache["valid"][:, :L], valid)
 
 
+def test_decode_with_a_per_row_end_matches_forward(params):
+    """A [B] cache end (continuous batching) puts row b's tokens at its own slots off_b, off_b + 1, ..:
+    logits equal full forwards, although every slot holds junk keys/values marked valid until written
+    (slots after a row's query are masked by position, those before its offset by valid=False)."""
+    tokens, positions, valid = _left_padded_batch()
+    B, L = tokens.shape
+    off_B = np.array([3, 0, 6])
+    ref = fwd(CFG, params, tokens, segment_ids=valid.astype(np.int32), positions=positions)
+    cache = M.init_cache(CFG, B, L + 6)
+    rng = np.random.default_rng(1)
+    junk = jnp.asarray(rng.normal(size=cache["k"].shape) * 5, cache["k"].dtype)
+    cache = dict(cache, k=junk, v=-junk, valid=jnp.asarray(np.arange(L + 6)[None] >= off_B[:, None]))
+    cache["end"] = jnp.asarray(off_B, jnp.int32)
+    step = jax.jit(functools.partial(M.decode, CFG))
+    got = []
+    for i in range(L):
+        out, cache = step(params, tokens[:, i : i + 1], positions[:, i : i + 1], valid[:, i : i + 1], cache)
+        got.append(out.logits)
+    np.testing.assert_array_equal(cache["end"], off_B + L)
+    diff = np.abs(np.concatenate(got, 1) - np.asarray(ref.logits))[valid]
+    assert diff.max() <= 1e-5, diff.max()
+    with pytest.raises(ValueError, match="per-row cache end takes one new token"):
+        M.decode(CFG, params, tokens[:, :2], positions[:, :2], valid[:, :2], cache)
+
+
 @pytest.mark.parametrize("n_queries", [1, 3])
 @pytest.mark.parametrize("slot_sum", [True, False])
 def test_decode_attention_both_forms_equal_a_numpy_reference(n_queries, slot_sum):

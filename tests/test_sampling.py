@@ -359,6 +359,90 @@ def test_rows_longer_than_a_segment_are_requeued_and_match_one_long_call(tiny, m
     assert short.decode_steps == long.decode_steps == 30  # 8 + 8 + 8 + 6 loop iterations, and one round of 30
 
 
+def _list_schedule_steps(lengths, rows: int) -> int:
+    """Returns the decode iterations of `rows` rows working through jobs of `lengths` tokens in order, a
+    finished row taking the next job after the iteration that ended its own (lower rows first)."""
+    ends = list(lengths[:rows])
+    nxt, t = rows, 0
+    while nxt < len(lengths):
+        t += 1
+        for r in range(rows):
+            if ends[r] == t and nxt < len(lengths):
+                ends[r] = t + lengths[nxt]
+                nxt += 1
+    return max(ends)
+
+
+def test_continuous_batching_refills_finished_rows_and_matches_reference(tiny, monkeypatch):
+    """60 jobs (12 prefixes x 5) on a 16-row batch run in one round: a row whose job stops at the marker
+    takes the next job (its prefix's cache copied in) in the same loop. Greedy tokens equal uncached
+    forwards, the loop runs exactly as many iterations as a list schedule of the jobs' lengths (fewer
+    than rounds of 16 rows would), and sampled rows carry the log-probs of uncached forwards."""
+    cfg, params = tiny
+    monkeypatch.setattr(sampling, "_CALLED", {})
+    bases = [[1, 10 + i, 20 + 2 * i] + [30 + i] * (i % 4) for i in range(12)]
+    refs = [_greedy_reference(cfg, params, p, 12)[0] for p in bases]
+    marker = int(np.bincount(np.concatenate(refs)).argmax())  # a token the greedy rows stop at, at varied lengths
+    want = [r[: r.index(marker) + 1] if marker in r else r for r in refs]
+    assert len({len(w) for w in want}) > 2, [len(w) for w in want]
+    prefixes = [p for p in bases for _ in range(5)]
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=marker, max_batch=16)
+    out = s.sample(prefixes, jax.random.PRNGKey(0), mode="step", max_new_tokens=12, temperature=0.0)
+    assert [out.row(i) for i in range(60)] == [want[i // 5] for i in range(60)]
+    assert {b for b, *_ in s.shapes} == {16} and len(s.shapes) == 1  # one round, 16 rows
+    order = sorted(range(60), key=lambda i: (len(prefixes[i]), prefixes[i]))  # the sampler's job order
+    lengths = [int(out.lengths_B[i]) for i in order]
+    assert s.decode_steps == _list_schedule_steps(lengths, 16)
+    assert s.decode_steps < sum(max(lengths[k : k + 16]) for k in range(0, 60, 16))
+    hot = s.sample(prefixes, jax.random.PRNGKey(1), mode="step", max_new_tokens=12, temperature=1.0)
+    assert len({tuple(hot.row(i)) for i in range(60)}) > 20
+    for i in range(0, 60, 3):
+        seq = prefixes[i] + hot.row(i)
+        buf = np.zeros((1, REF_LEN), np.int32)
+        buf[0, : len(seq)] = seq
+        ref_logps = [
+            float(jax.nn.log_softmax(_last_logits(cfg, params, buf, n))[seq[n]])
+            for n in range(len(prefixes[i]), len(seq))
+        ]
+        np.testing.assert_allclose(hot.logprobs_BxN[i, : hot.lengths_B[i]], ref_logps, atol=1e-4)
+
+
+def test_list_schedule_reference_by_hand():
+    # rows 0, 1 take jobs of 3 and 1 tokens; row 1 is free after iteration 1 and takes the 2-token job
+    # (ends at 3), then both are free after 3: row 0 takes the 4-token job (ends at 7).
+    assert _list_schedule_steps([3, 1, 2, 4], 2) == 7
+    assert _list_schedule_steps([5], 16) == 5
+
+
+def test_a_round_takes_at_most_max_batch_prefixes_and_one_length_bucket_past_the_batch(tiny):
+    """`_take_round` on a sorted queue: the bank holds at most max_batch distinct prefixes, at most
+    JOBS_PER_ROW x max_batch jobs, and past the first max_batch jobs only those of the first job's
+    prefix-length bucket (brute force over the queue's prefixes)."""
+    cfg, params = tiny
+    s = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16)
+    short = [(1, 10 + i) for i in range(20) for _ in range(3)]  # 20 distinct x 3 copies, bucket 64
+    long = [(1,) + (7,) * 70] * 40  # one prefix, bucket 128
+    for prefixes in (short, [short[0]] * 10 + long, [short[0]] * 200):
+        gen = [[] for _ in prefixes]
+        pending = sorted(range(len(prefixes)), key=lambda i: (len(prefixes[i]), prefixes[i]))
+        idx, rest = s._take_round(pending, prefixes, gen)
+        assert idx + rest == pending
+        taken = [prefixes[i] for i in idx]
+        assert len(set(taken)) <= 16 and len(idx) <= sampling.JOBS_PER_ROW * 16
+        assert all(-(-len(p) // 64) == 1 for p in taken[16:])
+        # maximal: the next job would break one of the rules
+        if rest:
+            nxt = prefixes[rest[0]]
+            assert (
+                len(set(taken) | {nxt}) > 16
+                or len(idx) == sampling.JOBS_PER_ROW * 16
+                or (len(idx) >= 16 and -(-len(nxt) // 64) != 1)
+            )
+    assert len(s._take_round(list(range(60)), short, [[]] * 60)[0]) == 48  # 16 prefixes x 3
+    mixed = [short[0]] * 10 + long
+    assert len(s._take_round(list(range(50)), mixed, [[]] * 50)[0]) == 16  # the long ones fill the batch only
+
+
 def test_cpu_programs_compile_with_the_sampler_options_and_draw_the_same_tokens(tiny, monkeypatch):
     """On the CPU the sampler's programs compile with `CPU_COMPILER_OPTIONS` (an unknown option fails
     the compile, so they reach the compiler) and draw the same tokens as XLA's defaults, with log-probs
