@@ -35,6 +35,14 @@ def _last_logits(cfg, params, buf_1xR, n):
     return jax.lax.dynamic_index_in_dim(model.forward(cfg, params, buf_1xR).logits[0], n - 1, 0, False)
 
 
+def _uncached_logprobs(cfg, params, prefix, tokens):
+    """Returns log p(token | everything before it) of each of `tokens` after `prefix`, by full forwards."""
+    seq = list(prefix) + list(tokens)
+    buf = np.zeros((1, REF_LEN), np.int32)
+    buf[0, : len(seq)] = seq
+    return [float(jax.nn.log_softmax(_last_logits(cfg, params, buf, n))[seq[n]]) for n in range(len(prefix), len(seq))]
+
+
 def _greedy_reference(cfg, params, prefix, n):
     """Returns greedy tokens and log-probs from full, uncached forwards over the growing sequence."""
     seq, logps = list(prefix), []
@@ -271,13 +279,7 @@ def test_copies_of_a_prefix_share_one_prefill_and_continue_as_the_model_says(tin
     for first in (0, 40, 70):  # copies draw independently
         assert len({tuple(out.row(i)) for i in range(first, first + 30)}) > 5
     for i in range(0, 100, 7):
-        seq = prefixes[i] + out.row(i)
-        buf = np.zeros((1, REF_LEN), np.int32)
-        buf[0, : len(seq)] = seq
-        want = [
-            float(jax.nn.log_softmax(_last_logits(cfg, params, buf, n))[seq[n]])
-            for n in range(len(prefixes[i]), len(seq))
-        ]
+        want = _uncached_logprobs(cfg, params, prefixes[i], out.row(i))
         np.testing.assert_allclose(out.logprobs_BxN[i, : out.lengths_B[i]], want, atol=1e-4)
 
 
@@ -397,14 +399,8 @@ def test_continuous_batching_refills_finished_rows_and_matches_reference(tiny, m
     hot = s.sample(prefixes, jax.random.PRNGKey(1), mode="step", max_new_tokens=12, temperature=1.0)
     assert len({tuple(hot.row(i)) for i in range(60)}) > 20
     for i in range(0, 60, 3):
-        seq = prefixes[i] + hot.row(i)
-        buf = np.zeros((1, REF_LEN), np.int32)
-        buf[0, : len(seq)] = seq
-        ref_logps = [
-            float(jax.nn.log_softmax(_last_logits(cfg, params, buf, n))[seq[n]])
-            for n in range(len(prefixes[i]), len(seq))
-        ]
-        np.testing.assert_allclose(hot.logprobs_BxN[i, : hot.lengths_B[i]], ref_logps, atol=1e-4)
+        want = _uncached_logprobs(cfg, params, prefixes[i], hot.row(i))
+        np.testing.assert_allclose(hot.logprobs_BxN[i, : hot.lengths_B[i]], want, atol=1e-4)
 
 
 def test_list_schedule_reference_by_hand():
