@@ -250,20 +250,23 @@ def test_decode_matches_forward(params, scan_layers):
     np.testing.assert_array_equal(cache["valid"][:, :L], valid)
 
 
-def test_decode_with_a_per_row_end_matches_forward(params):
+@pytest.mark.parametrize("window", [None, 4])
+def test_decode_with_a_per_row_end_matches_forward(params, window):
     """A [B] cache end (continuous batching) puts row b's tokens at its own slots off_b, off_b + 1, ..:
-    logits equal full forwards, although every slot holds junk keys/values marked valid until written
-    (slots after a row's query are masked by position, those before its offset by valid=False)."""
+    logits equal full forwards (with a sliding window too), although every slot holds junk keys/values
+    marked valid until written (slots after a row's query are masked by position, those before its
+    offset by valid=False)."""
+    cfg = CFG.replace(sliding_window=window)
     tokens, positions, valid = _left_padded_batch()
     B, L = tokens.shape
     off_B = np.array([3, 0, 6])
-    ref = fwd(CFG, params, tokens, segment_ids=valid.astype(np.int32), positions=positions)
-    cache = M.init_cache(CFG, B, L + 6)
+    ref = fwd(cfg, params, tokens, segment_ids=valid.astype(np.int32), positions=positions)
+    cache = M.init_cache(cfg, B, L + 6)
     rng = np.random.default_rng(1)
     junk = jnp.asarray(rng.normal(size=cache["k"].shape) * 5, cache["k"].dtype)
     cache = dict(cache, k=junk, v=-junk, valid=jnp.asarray(np.arange(L + 6)[None] >= off_B[:, None]))
     cache["end"] = jnp.asarray(off_B, jnp.int32)
-    step = jax.jit(functools.partial(M.decode, CFG))
+    step = jax.jit(functools.partial(M.decode, cfg))
     got = []
     for i in range(L):
         out, cache = step(params, tokens[:, i : i + 1], positions[:, i : i + 1], valid[:, i : i + 1], cache)
