@@ -179,11 +179,33 @@ def _prefill_rows(cfg, prefill_chunk, batch, params, tokens_UxP, positions_UxP, 
     cache = model_lib.init_cache(cfg, u, p)
     last_UxV, cache = _prefill(cfg, params, tokens_UxP, positions_UxP, valid_UxP, cache, prefill_chunk)
     next_pos_U = positions_UxP[:, -1] + 1
-    if u != batch:  # static
+    if u != batch:  # static: a bank of `batch` rows, so that the decode program never depends on U
         pad = lambda x, axis: jnp.pad(x, [(0, batch - u) if a == axis else (0, 0) for a in range(x.ndim)])
         last_UxV, next_pos_U = pad(last_UxV, 0), pad(next_pos_U, 0)
         cache = dict(cache, k=pad(cache["k"], 1), v=pad(cache["v"], 1), valid=pad(cache["valid"], 0))
     return last_UxV, cache, next_pos_U
+
+
+def _refill(bank, bank_last_UxV, bank_pos_U, src_J, limit_J, rows_R, next_R, state):
+    """Returns the decode loop's row state with row rows_R[i] restarted on job next_R[i] (rows_R = B:
+    no row; the scatter drops it): the bank's P prefix slots copied in, its last logits, position and
+    limit set, its token count 0."""
+    cache, last, pos, job, count, limit, done = state
+    p = bank["valid"].shape[1]
+    src_R = src_J[next_R]
+    cache = dict(
+        cache,
+        k=cache["k"].at[:, rows_R, :, :, :p].set(bank["k"][:, src_R], mode="drop"),
+        v=cache["v"].at[:, rows_R, :, :, :p].set(bank["v"][:, src_R], mode="drop"),
+        valid=cache["valid"].at[rows_R, :p].set(bank["valid"][src_R], mode="drop"),
+    )
+    last = last.at[rows_R].set(bank_last_UxV[src_R].astype(last.dtype), mode="drop")
+    pos = pos.at[rows_R].set(bank_pos_U[src_R], mode="drop")
+    job = job.at[rows_R].set(next_R, mode="drop")
+    count = count.at[rows_R].set(0, mode="drop")
+    limit = limit.at[rows_R].set(limit_J[next_R], mode="drop")
+    done = done.at[rows_R].set(False, mode="drop")
+    return cache, last, pos, job, count, limit, done
 
 
 def _decode_rows(
@@ -217,16 +239,10 @@ def _decode_rows(
     n_jobs = jnp.sum(limit_J > 0)
     r = min(REFILL, b)
 
-    def take(x, src, axis):
-        return jnp.take(x, src, axis=axis)
-
     first_B = jnp.arange(b)  # jobs 0..B-1 start in rows 0..B-1
     src_B = src_J[:b]
     cache = dict(
-        k=take(bank["k"], src_B, 1),
-        v=take(bank["v"], src_B, 1),
-        valid=take(bank["valid"], src_B, 0),
-        end=jnp.full((b,), p, jnp.int32),
+        k=bank["k"][:, src_B], v=bank["v"][:, src_B], valid=bank["valid"][src_B], end=jnp.full((b,), p, jnp.int32)
     )
     cache = model_lib.extend_cache(cache, new_bucket)
     m = p + new_bucket
@@ -252,26 +268,20 @@ def _decode_rows(
         done = done | hit_B | (count >= limit)
         out, cache = model_lib.decode(cfg, params, tok_B[:, None], pos[:, None], jnp.ones((b, 1), bool), cache)
         last, pos = out.logits[:, -1, :], pos + 1
-        # Refill: the first r finished rows take the next jobs.
+        # Refill: the first r finished rows take the next jobs. The copy of the bank's slots runs only on
+        # steps where a row takes one (not while every row still runs, nor in a round's tail).
         rows_R = jnp.nonzero(done, size=r, fill_value=b)[0]
         next_R = q + jnp.arange(r)
         ok_R = (rows_R < b) & (next_R < n_jobs)
-        rows_R = jnp.where(ok_R, rows_R, b)
-        next_R = jnp.minimum(next_R, j - 1)
-        src_R = src_J[next_R]
-        k, v = cache["k"], cache["v"]
-        cache = dict(
-            cache,
-            k=k.at[:, rows_R, :, :, :p].set(take(bank["k"], src_R, 1), mode="drop"),
-            v=v.at[:, rows_R, :, :, :p].set(take(bank["v"], src_R, 1), mode="drop"),
-            valid=cache["valid"].at[rows_R, :p].set(bank["valid"][src_R], mode="drop"),
+        refill = (cache, last, pos, job, count, limit, done)
+        cache, last, pos, job, count, limit, done = jax.lax.cond(
+            jnp.any(ok_R),
+            functools.partial(_refill, bank, bank_last_UxV, bank_pos_U, src_J, limit_J),
+            lambda *a: a[2],
+            jnp.where(ok_R, rows_R, b),
+            jnp.minimum(next_R, j - 1),
+            refill,
         )
-        last = last.at[rows_R].set(bank_last_UxV[src_R].astype(last.dtype), mode="drop")
-        pos = pos.at[rows_R].set(bank_pos_U[src_R], mode="drop")
-        job = job.at[rows_R].set(next_R, mode="drop")
-        count = count.at[rows_R].set(0, mode="drop")
-        limit = limit.at[rows_R].set(limit_J[next_R], mode="drop")
-        done = done.at[rows_R].set(False, mode="drop")
         q = q + jnp.sum(ok_R)
         return (i + 1, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q, rng)
 
@@ -284,13 +294,13 @@ def _decode_rows(
         jnp.zeros((j,), jnp.int32),
         zeros_j,
         zeros_j,
-        take(bank_last_UxV, src_B, 0),
+        bank_last_UxV[src_B],
         cache,
         first_B,
         jnp.zeros((b,), jnp.int32),
         limit_B <= 0,
         limit_B,
-        take(bank_pos_U, src_B, 0),
+        bank_pos_U[src_B],
         jnp.minimum(n_jobs, b),
         rng,
     )
