@@ -24,7 +24,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from prm_jax import jsonio, targets
+from prm_jax import jsonio, sampling, targets
 
 
 @dataclasses.dataclass
@@ -70,17 +70,33 @@ def rollout_success(
     max_new_tokens: int = 256,
     desc: str | None = None,
 ) -> np.ndarray:
-    """Returns success_NxK (bool): whether each of k rollouts from each (problem, prefix) is correct."""
+    """Returns success_NxK (bool): whether each of k rollouts from each (problem, prefix) is correct.
+
+    `rng`: one key (prefix n's key is fold_in(rng, n)) or one key per prefix ([N, 2]); rollout r of
+    prefix n draws with fold_in(its key, r) (`sampling.Sampler.sample`).
+    """
     n = len(problems)
     if n == 0:
         return np.zeros((0, k), bool)
+    keys_n = sampling.request_keys(rng, n)
     flat_p = [p for p in problems for _ in range(k)]
     flat_s = [list(s) for s in prefixes for _ in range(k)]
+    flat_keys = sampling.fold_keys(np.repeat(keys_n, k, axis=0), np.tile(np.arange(k), n))
     conts = policy.continue_from(
-        flat_p, flat_s, rng, mode="full", temperature=temperature, max_new_tokens=max_new_tokens, desc=desc
+        flat_p, flat_s, flat_keys, mode="full", temperature=temperature, max_new_tokens=max_new_tokens, desc=desc
     )
     ok = [c.ended and grade(p, s + c.steps) for p, s, c in zip(flat_p, flat_s, conts)]
     return np.asarray(ok, bool).reshape(n, k)
+
+
+def step_keys(rng, items_N, steps_N) -> np.ndarray:
+    """Returns the [N, 2] rollout keys of (item, step) prefixes: fold_in(fold_in(rng, item), step).
+
+    Full MC and OmegaPRM key a prefix's rollouts this way, so given the same `rng` they draw the same
+    rollouts for the same prefix (common random numbers): where their first errors differ, the binary
+    search differs, not the MC draw.
+    """
+    return sampling.fold_keys(sampling.fold_keys(rng, items_N), steps_N)
 
 
 def mc_values(
@@ -96,8 +112,8 @@ def mc_values(
 ):
     """Returns (mc per item: list of [T] float arrays, rollouts used) for (problem, steps, correct) items.
 
-    Step t's value is the fraction of k rollouts from steps[:t+1] that are correct; the last step's
-    is the item's own outcome (no rollouts).
+    Step t's value is the fraction of k rollouts from steps[:t+1] that are correct (keyed by
+    `step_keys(rng, i, t)`); the last step's is the item's own outcome (no rollouts).
     """
     req = [(i, t) for i, (_, steps, _) in enumerate(items) for t in range(len(steps) - 1)]
     succ = rollout_success(
@@ -106,7 +122,7 @@ def mc_values(
         [items[i][0] for i, _ in req],
         [items[i][1][: t + 1] for i, t in req],
         k,
-        rng,
+        step_keys(rng, [i for i, _ in req], [t for _, t in req]),
         temperature=temperature,
         max_new_tokens=max_new_tokens,
         desc=desc,
@@ -133,13 +149,14 @@ def omega_first_errors(
     """Returns (first_error per item (-1 when correct), rollouts used) by binary search on MC = 0.
 
     Correct solutions need no rollouts. For a wrong one the search runs over steps 0..T-2 (step T-1
-    is known wrong from the outcome); all items advance one bisection per batched sampler call.
+    is known wrong from the outcome); all items advance one bisection per batched sampler call. The
+    rollouts of item i's step m are keyed by `step_keys(rng, i, m)`, as `mc_values` keys them.
     """
     lo = np.zeros(len(items), np.int64)
     hi = np.asarray([max(len(s) - 1, 0) for _, s, _ in items], np.int64)  # error index in [lo, hi]
     result = np.full(len(items), -1, np.int64)
     active = [i for i, (_, _, correct) in enumerate(items) if not correct]
-    used, rnd = 0, 0
+    used = 0
     with tqdm(desc="OmegaPRM binary search", unit="round", leave=False) as bar:
         while True:
             todo = [i for i in active if lo[i] < hi[i]]
@@ -152,7 +169,7 @@ def omega_first_errors(
                 [items[i][0] for i in todo],
                 [items[i][1][: m + 1] for i, m in zip(todo, mids)],
                 k,
-                jax.random.fold_in(rng, rnd),
+                step_keys(rng, todo, mids),
                 temperature=temperature,
                 max_new_tokens=max_new_tokens,
             )
@@ -162,7 +179,6 @@ def omega_first_errors(
                     lo[i] = m + 1
                 else:
                     hi[i] = m
-            rnd += 1
             bar.update(1)
     for i in active:
         result[i] = lo[i]
@@ -202,8 +218,9 @@ def label_solutions(
     at temperature T) or 'policy' (rollouts of `prover_policy`). step_truth(problem, steps) -> exact
     per-step correctness, stored in meta (for AUROC against ground truth). stats counts rollouts.
     """
-    r_mc, r_v0, r_pr, r_pv = jax.random.split(rng, 4)
-    mc, used = mc_values(policy, grade, items, k, r_mc, temperature=temperature, max_new_tokens=max_new_tokens)
+    # MC rollouts with `rng` itself (`step_keys`), so that OmegaPRM given the same rng draws the same ones
+    r_v0, r_pr, r_pv = (jax.random.fold_in(rng, i) for i in (1, 2, 3))
+    mc, used = mc_values(policy, grade, items, k, rng, temperature=temperature, max_new_tokens=max_new_tokens)
     problems = sorted({p for p, _, _ in items})
 
     def from_question(pol, rng_, temp, desc):  # [P, K] successes of rollouts from the bare question
@@ -273,26 +290,33 @@ def first_error_agreement(
     max_new_tokens: int,
     first_error: Callable,
 ) -> dict:
-    """Returns how often OmegaPRM's first errors (`omega_fe`) match full MC's (`mc_fe`), how often a
-    second, independent full-MC draw matches the first, and how often each finds the exact first error.
+    """Returns how often OmegaPRM's first errors (`omega_fe`, on full MC's own rollouts) match full
+    MC's (`mc_fe`), how often OmegaPRM on a draw of its own and a second full-MC draw match them, and
+    how often each finds the exact first error.
 
-    Both searches draw their own K rollouts, so part of their disagreement is MC noise: the second
-    full-MC draw (`rng`, `k` rollouts per prefix) measures how often full MC agrees with itself, the
-    level OmegaPRM's agreement is to be read against.
+    On the same rollouts (common random numbers, `step_keys`) a mismatch is the binary search's own: a
+    prefix after the first zero-MC step that some rollout still finishes right. The two fresh draws
+    (`rng`: fold 0 full MC again, fold 1 OmegaPRM, `k` rollouts per prefix) add MC noise: the second
+    full-MC draw's agreement is how often full MC agrees with itself.
     First errors are -1 for none; the exact-match rates are over the solutions `first_error` finds wrong.
     """
     if not len(items):
         return {"solutions_with_error_in_omega_subset": 0}
-    mc_again, _ = mc_values(policy, grade, items, k, rng, max_new_tokens=max_new_tokens, desc="MC rollouts, again")
+    mc_again, _ = mc_values(
+        policy, grade, items, k, jax.random.fold_in(rng, 0), max_new_tokens=max_new_tokens, desc="MC rollouts, again"
+    )
     again_fe = np.asarray([_first_zero(m) for m in mc_again])
+    own_fe, _ = omega_first_errors(policy, grade, items, k, jax.random.fold_in(rng, 1), max_new_tokens=max_new_tokens)
     exact_fe = np.asarray([first_error(p, st) for p, st, _ in items])
     wrong = exact_fe >= 0
+    rate = lambda fe: float(np.mean(fe[wrong] == exact_fe[wrong])) if wrong.any() else None  # noqa: E731
     return {
-        # OmegaPRM's binary search against the full MC labels it approximates (same K, same rule)
+        # OmegaPRM's binary search against the full MC labels it approximates (same rollouts, same rule)
         "omega_first_error_matches_full_mc": float(np.mean(omega_fe == mc_fe)),
+        "omega_own_draw_first_error_matches_full_mc": float(np.mean(own_fe == mc_fe)),
         "full_mc_repeat_first_error_matches_full_mc": float(np.mean(again_fe == mc_fe)),
-        "omega_first_error_exact_match": float(np.mean(omega_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
-        "mc_hard_first_error_exact_match": float(np.mean(mc_fe[wrong] == exact_fe[wrong])) if wrong.any() else None,
+        "omega_first_error_exact_match": rate(omega_fe),
+        "mc_hard_first_error_exact_match": rate(mc_fe),
         "solutions_with_error_in_omega_subset": int(wrong.sum()),
     }
 
@@ -324,9 +348,10 @@ def label_and_split(
     Solutions get `solution_tokens` new tokens at most, rollouts `max_new_tokens`.
     Labels: Math-Shepherd MC values (K rollouts per step prefix), the prover's Q and V0 (`prover`),
     exact step correctness `step_truth(problem, steps)` in meta. OmegaPRM's binary search runs on the
-    first `omega_solutions` solutions as a cost comparison (its rollouts against full MC's, how often
-    each finds the exact `first_error(problem, steps)`, and a second full-MC draw's agreement with the
-    first: `first_error_agreement`). The last `val_frac` of the problems
+    first `omega_solutions` solutions as a cost comparison, on the rollouts full MC drew for the
+    prefixes it probes (its rollouts against full MC's, how often each finds the exact
+    `first_error(problem, steps)`, and OmegaPRM's and a second full MC's agreement on fresh draws:
+    `first_error_agreement`). The last `val_frac` of the problems
     (and all their solutions) form the validation split, so no problem is on both sides.
     """
     from prm_jax import search
@@ -338,11 +363,12 @@ def label_and_split(
         (p, x.steps, bool(x.complete and grade(p, x.steps))) for p, xs in zip(problems, sols) for x in xs if x.steps
     ]
     t0 = time.perf_counter()
+    mc_rng = jax.random.fold_in(rng, 1)
     labelled, stats = label_solutions(
         policy,
         grade,
         items,
-        jax.random.fold_in(rng, 1),
+        mc_rng,
         k=k,
         prover=prover,
         max_new_tokens=max_new_tokens,
@@ -351,7 +377,8 @@ def label_and_split(
     )
     stats["label_seconds"] = time.perf_counter() - t0
     sub = items[:omega_solutions]
-    fe, used = omega_first_errors(policy, grade, sub, k, jax.random.fold_in(rng, 2), max_new_tokens=max_new_tokens)
+    # OmegaPRM keyed as full MC keys its rollouts: it draws the same ones for the prefixes it probes
+    fe, used = omega_first_errors(policy, grade, sub, k, mc_rng, max_new_tokens=max_new_tokens)
     stats.update(
         {
             "omega_solutions": len(sub),
@@ -365,12 +392,19 @@ def label_and_split(
             "solution_tokens_sampled": int(sum(x.gen_tokens for xs in sols for x in xs)),
         }
     )
-    # After `sampler_tokens` is read: the second full-MC draw is a measurement, not part of the budget.
+    # After `sampler_tokens` is read: the fresh draws are measurements, not part of the budget.
     mc_fe = np.asarray([_first_zero(x.hard) for x in labelled[: len(sub)]])
-    rng_again = jax.random.fold_in(rng, 3)
     stats.update(
         first_error_agreement(
-            policy, grade, sub, fe, mc_fe, k, rng_again, max_new_tokens=max_new_tokens, first_error=first_error
+            policy,
+            grade,
+            sub,
+            fe,
+            mc_fe,
+            k,
+            jax.random.fold_in(rng, 2),
+            max_new_tokens=max_new_tokens,
+            first_error=first_error,
         )
     )
     n_val = max(1, int(round(val_frac * len(problems))))

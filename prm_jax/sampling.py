@@ -11,7 +11,10 @@ continuous batching: B rows in lockstep work through up to JOBS_PER_ROW x B jobs
 stopped takes the next one in the same loop (the bank's slots copied into it, a per-row cache end), so
 short rows never leave the batch decoding padding while a long one runs. Temperature and top-p are
 traced scalars: changing them never recompiles (top-p below 1 runs programs of its own, with the
-nucleus cut).
+nucleus cut). Every request has a key of its own (`request_keys`), and its token t draws with
+fold_in(key, t): what a request draws never depends on which rows, round, bucket or `max_batch` it
+ran in, and two callers that key a prefix alike (full MC and OmegaPRM, `labeling.step_keys`) draw
+the same rollouts from it.
 
 Modes: 'step' stops a row at the step marker or EOS (one more reasoning step: beam search, MC
 rollouts one step at a time); 'full' stops only at EOS (a whole solution, or `max_new_tokens`).
@@ -127,8 +130,9 @@ def nucleus_logits(x_BxV, top_p):
     return jnp.where(x_BxV >= t_B[:, None], x_BxV, -jnp.inf)
 
 
-def sample_next(logits_BxV, rng, temperature, top_p, nucleus: bool):
-    """Returns (token_B, logprob_B): a draw at `temperature` from the top-p nucleus (argmax if T=0).
+def sample_next(logits_BxV, keys_Bx2, temperature, top_p, nucleus: bool):
+    """Returns (token_B, logprob_B): a draw at `temperature` from the top-p nucleus (argmax if T=0),
+    row b's with its own key keys_Bx2[b].
 
     The log-prob is the model's own (temperature 1, no nucleus), which is what the implicit PRM and
     any importance weighting need. `nucleus` (static) says whether top_p < 1: only then does the
@@ -140,9 +144,45 @@ def sample_next(logits_BxV, rng, temperature, top_p, nucleus: bool):
     scaled_BxV = logits_BxV / jnp.maximum(temperature, 1e-6)
 
     masked_BxV = nucleus_logits(scaled_BxV, top_p) if nucleus else scaled_BxV
-    drawn_B = jax.random.categorical(rng, masked_BxV, axis=-1)
+    drawn_B = jax.vmap(jax.random.categorical)(keys_Bx2, masked_BxV)
     token_B = jnp.where(temperature > 0, drawn_B, greedy_B).astype(jnp.int32)
     return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
+
+
+def raw_keys(rng) -> jax.Array:
+    """Returns `rng` as raw uint32 key data ([..., 2] for threefry), typed keys unwrapped."""
+    rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
+    return jax.random.key_data(rng) if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+
+
+@jax.jit
+def _fold(keys_Nx2, data_N):
+    return jax.vmap(jax.random.fold_in)(keys_Nx2, data_N)
+
+
+def fold_keys(keys, data) -> np.ndarray:
+    """Returns [N, 2] uint32 keys fold_in(keys[n], data[n]) (`keys` one key for all, or N keys)."""
+    data = np.asarray(data, np.int64).reshape(-1)
+    keys = np.asarray(raw_keys(keys))
+    n = len(data)
+    if keys.ndim == 1:
+        keys = np.broadcast_to(keys, (n,) + keys.shape)
+    if keys.shape[0] != n:
+        raise ValueError(f"fold_keys: {keys.shape[0]} keys for {n} data values")
+    m = shapes.pow2(max(n, 1), 16)  # a handful of compiled sizes, whatever N is
+    pad = lambda x: np.concatenate([x, np.zeros((m - n,) + x.shape[1:], x.dtype)])
+    return np.asarray(_fold(pad(keys), pad(data.astype(np.uint32))))[:n]
+
+
+def request_keys(rng, n: int) -> np.ndarray:
+    """Returns the [n, 2] uint32 keys of n requests: `rng` itself when it holds n keys, else
+    fold_in(rng, i) for request i."""
+    keys = np.asarray(raw_keys(rng))
+    if keys.ndim == 2:
+        if keys.shape[0] != n:
+            raise ValueError(f"sample(): {keys.shape[0]} keys for {n} prefixes; give one key or one per prefix")
+        return keys.astype(np.uint32)
+    return fold_keys(keys, np.arange(n))
 
 
 def _prefill(cfg, params, tokens_BxP, positions_BxP, valid_BxP, cache, chunk: int):
@@ -220,13 +260,18 @@ def _decode_rows(
     bank_pos_U,
     src_J,
     limit_J,
+    key_Jx2,
+    offset_J,
     stop_ids_S,
     temperature,
     top_p,
-    rng,
 ):
     """Returns (tokens_JxN, logprobs_JxN, lengths_J, stopped_J, ended_J, iterations); jitted per
     (B, P, N) bucket, with J = JOBS_PER_ROW * B jobs.
+
+    Job j's new token t draws with fold_in(key_Jx2[j], offset_J[j] + t) (`offset_J`: the tokens its
+    request drew in earlier rounds), so what a request draws never depends on the rows, round or
+    batch it runs in.
 
     Continuous batching: B rows decode in lockstep, job j continues bank prefix src_J[j] for at most
     limit_J[j] <= N tokens (0: a filler job, after the real ones), and a row whose job has ended takes
@@ -251,9 +296,9 @@ def _decode_rows(
         return ~jnp.all(state[10])
 
     def body(state):
-        i, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q, rng = state
-        rng, sub = jax.random.split(rng)
-        tok_B, logp_B = sample_next(last, sub, temperature, top_p, nucleus)
+        i, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q = state
+        keys_Bx2 = jax.vmap(jax.random.fold_in)(key_Jx2[job], offset_J[job] + count)
+        tok_B, logp_B = sample_next(last, keys_Bx2, temperature, top_p, nucleus)
         live_B = ~done
         tok_B = jnp.where(live_B, tok_B, pad_id)
         at_B = jnp.where(live_B, job, j)  # finished rows write nowhere (index j is dropped)
@@ -283,7 +328,7 @@ def _decode_rows(
             refill,
         )
         q = q + jnp.sum(ok_R)
-        return (i + 1, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q, rng)
+        return (i + 1, toks, logps, lengths, stopped, ended, last, cache, job, count, done, limit, pos, q)
 
     limit_B = limit_J[:b]
     zeros_j = jnp.zeros((j,), bool)
@@ -302,7 +347,6 @@ def _decode_rows(
         limit_B,
         bank_pos_U[src_B],
         jnp.minimum(n_jobs, b),
-        rng,
     )
     state = jax.lax.while_loop(cond, body, state)
     return state[1], state[2], state[3], state[4], state[5], state[0]
@@ -429,7 +473,13 @@ class Sampler:
         top_p: float = 1.0,
         desc: str | None = None,
     ) -> Samples:
-        """Returns a `Samples` with one continuation per prefix (in the order given)."""
+        """Returns a `Samples` with one continuation per prefix (in the order given).
+
+        `rng`: one key (prefix i draws with fold_in(rng, i)) or one key per prefix ([n, 2] raw keys).
+        Token t of prefix i draws with fold_in(its key, t), so a request's tokens depend on its key
+        alone, never on the batch, round or bucket it lands in (what common random numbers between
+        two labellers need, and what keeps a run's draws when `max_batch` changes).
+        """
         if not prefixes:
             raise ValueError("sample() needs at least one prefix")
         if temperature < 0 or not 0 < top_p <= 1:
@@ -437,13 +487,13 @@ class Sampler:
         stop_S = self._stop_ids(mode)
         prefixes = [tuple(np.asarray(p, np.int64).tolist()) for p in prefixes]
         n = len(prefixes)
+        keys_n = request_keys(rng, n)
         gen = [[] for _ in range(n)]  # new tokens so far
         lps = [[] for _ in range(n)]
         stopped, ended = np.zeros(n, bool), np.zeros(n, bool)
         pending = list(range(n))
         t0 = time.perf_counter()
         bar = tqdm(total=n, desc=desc, unit="row", leave=False, disable=desc is None or n <= self.max_batch)
-        rnd = 0
         while pending:
             # A round: the shortest pending rows (jobs), at most `segment` new tokens each, decoded by a
             # batch of rows that take the next job as soon as theirs ends (`_decode_rows`). Jobs that
@@ -476,6 +526,10 @@ class Sampler:
             src[: len(rows)] = [where[r] for r in rows]
             lim = np.zeros(n_jobs, np.int32)  # filler jobs: limit 0, after the real ones
             lim[: len(rows)] = limits
+            key = np.zeros((n_jobs, keys_n.shape[1]), np.uint32)
+            key[: len(rows)] = keys_n[idx]
+            off = np.zeros(n_jobs, np.int32)
+            off[: len(rows)] = [len(gen[i]) for i in idx]
             bank_rows = uniq + [uniq[0]] * (u - len(uniq))  # filler: a real prefix, never all-invalid
             toks, pos, valid = left_pad(bank_rows, p_len, self.pad_id)
             model_lib.check_token_ids(self.cfg, toks, source="the sampler's prefixes (the policy's tokenizer)")
@@ -488,10 +542,11 @@ class Sampler:
                 next_pos,
                 src,
                 lim,
+                key,
+                off,
                 stop_S,
                 jnp.float32(temperature),
                 jnp.float32(top_p),
-                jax.random.fold_in(rng, rnd),
             )
             tok_JxN, lp_JxN, len_J, stop_J, end_J, iters = (np.asarray(o) for o in out)
             self.decode_steps += int(iters)
@@ -503,7 +558,6 @@ class Sampler:
                     bar.update(1)
                 else:
                     pending.append(i)
-            rnd += 1
         bar.close()
         self.seconds += time.perf_counter() - t0
         lengths = np.asarray([len(g) for g in gen], np.int32)

@@ -67,6 +67,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         "bce_step_auroc",
         "exact_step_auroc",
         "implicit_close_to_bce",
+        "implicit_vote_beats_majority",
         "bce_beats_likelihood",
         "omega_fewer_rollouts",
     ]
@@ -117,6 +118,22 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert om["omega_first_error_exact_match"] == out["labels"]["omega_first_error_exact_match"]
     assert om["mc_first_error_exact_match"] == out["labels"]["mc_hard_first_error_exact_match"]
     assert om["full_mc_repeat_matches_full_mc"] == out["labels"]["full_mc_repeat_first_error_matches_full_mc"]
+    assert om["own_draw_matches_full_mc"] == out["labels"]["omega_own_draw_first_error_matches_full_mc"]
+    # OmegaPRM on full MC's rollouts: its agreement is that of the binary search run on the written hard
+    # labels (the first solutions are the first problems', all in the training split)
+    sub = rows[: out["labels"]["omega_solutions"]]
+    assert len(sub) == out["labels"]["omega_solutions"] and sub[-1]["prompt"] not in {r["prompt"] for r in val}
+
+    def bisect(hard, correct):
+        lo, hi = 0, len(hard) - 1
+        while lo < hi and not correct:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if hard[mid] > 0 else (lo, mid)
+        return -1 if correct else lo
+
+    first_zero = [next((i for i, h in enumerate(r["hard_labels"]) if h == 0), -1) for r in sub]
+    sim = [bisect(r["hard_labels"], r["correct"]) for r in sub]
+    assert om["first_error_matches_full_mc"] == pytest.approx(np.mean(np.asarray(sim) == first_zero))
     fig = {f["key"]: f for f in rep["figures"]}["implicit_close_to_bce"]  # states both label budgets
     assert fig["values"]["outcome_solutions"] == len(outcomes) and fig["values"]["train_solutions"] == len(rows)
     assert f"outcome labels on {len(outcomes):,} solutions" in fig["measured"]
@@ -251,7 +268,7 @@ def test_report_compares_methods_on_the_same_problems():
     rng = np.random.default_rng(0)
     P, ns = 8, [1, 2, 4]
     names = ["majority", "bce/min/weighted_vote", "bce/min/argmax", "orm/last/argmax", "implicit/min/argmax"]
-    names += ["likelihood/min/argmax"]
+    names += ["likelihood/min/argmax", "implicit/min/weighted_vote"]
     rows = {k: rng.integers(0, 3, size=(len(ns), P)) / 2.0 for k in names}
     rows.update(beam_pav=rng.integers(0, 2, size=(1, P)) * 1.0, beam_bce=rng.integers(0, 2, size=(1, P)) * 1.0)
 
@@ -291,6 +308,11 @@ def test_report_compares_methods_on_the_same_problems():
     assert "paired differences: vs ORM" in pav["measured"]
     imp = figs["implicit_close_to_bce"]["values"]["difference"]
     assert imp["value"] == pytest.approx(np.mean(rows["implicit/min/argmax"][2] - rows["bce/min/argmax"][2]))
+    imp_wv = figs["implicit_vote_beats_majority"]
+    assert imp_wv["values"]["difference"]["value"] == pytest.approx(
+        np.mean(rows["implicit/min/weighted_vote"][2] - rows["majority"][2])
+    )
+    assert imp_wv["holds"] == (rows["implicit/min/weighted_vote"][2].mean() > rows["majority"][2].mean())
     steps = figs["bce_argmax_does_not_fall"]["values"]
     assert steps["N=4 - N=2"]["value"] == pytest.approx(np.mean(rows["bce/min/argmax"][2] - rows["bce/min/argmax"][1]))
     lik = figs["bce_beats_likelihood"]["values"]["difference"]
@@ -305,7 +327,7 @@ def test_report_compares_methods_on_the_same_problems():
     )
     # the last doubling of N, per method of the report (beams and the oracle have none)
     last = report.last_doubling(res)
-    assert set(last) == set(names)  # MAIN's methods this result has, and the one weighted vote it has
+    assert set(last) == set(names)  # MAIN's methods this result has, and the weighted votes it has
     assert last["implicit/min/argmax"]["value"] == pytest.approx(
         np.mean(rows["implicit/min/argmax"][2] - rows["implicit/min/argmax"][1])
     )

@@ -69,6 +69,56 @@ def test_omega_binary_search_finds_first_error_with_fewer_rollouts():
     assert used <= sum(int(np.ceil(np.log2(len(s)))) for _, s, c in items if not c) * 8
 
 
+class KeyedCoinPolicy:
+    """As CoinPolicy, but a rollout's outcome is a function of its key alone (as the Sampler's draws are)."""
+
+    def __init__(self, p_good):
+        self.p_good = p_good
+
+    def continue_from(self, problems, prefixes, rng, *, mode="full", temperature=1.0, max_new_tokens=64, desc=None):
+        keys = np.asarray(rng)
+        assert keys.shape == (len(prefixes), 2)  # one key per rollout
+        out = []
+        for pre, key in zip(prefixes, keys):
+            u = np.random.default_rng([int(key[0]), int(key[1])]).random()
+            out.append(Continuation(["ok" if "bad" not in pre and u < self.p_good else "wrong"], True, 3))
+        return out
+
+
+def _bisect(hard, correct):
+    """Returns the binary search's first error read off full-MC hard labels (brute-force reference)."""
+    if correct:
+        return -1
+    lo, hi = 0, len(hard) - 1
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (mid + 1, hi) if hard[mid] > 0 else (lo, mid)
+    return lo
+
+
+def test_omega_on_full_mcs_keys_draws_full_mcs_rollouts():
+    """Given full MC's rng, OmegaPRM's probes draw the rollouts full MC drew for the same prefixes, so
+    its first errors are the binary search run on full MC's hard labels, item by item; a fresh rng
+    gives other draws."""
+    rs = np.random.default_rng(0)
+    items = []
+    for i in range(60):
+        steps = ["s"] * int(rs.integers(2, 7))
+        bad = int(rs.integers(0, len(steps) + 1))
+        if bad < len(steps):
+            steps[bad] = "bad"
+        items.append((f"p{i}", steps + ["x"], bad == len(steps) and bool(rs.random() < 0.5)))
+    pol = KeyedCoinPolicy(p_good=0.3)  # K = 2: many prefixes before the error get MC = 0 (noise)
+    mc, _ = labeling.mc_values(pol, grade, items, 2, jax.random.PRNGKey(5))
+    want = [_bisect([float(m > 0) for m in v], c) for v, (_, _, c) in zip(mc, items)]
+    first_zero = [labeling._first_zero([float(m > 0) for m in v]) if not c else -1 for v, (_, _, c) in zip(mc, items)]
+    fe, _ = labeling.omega_first_errors(pol, grade, items, 2, jax.random.PRNGKey(5))
+    assert fe.tolist() == want
+    assert want != first_zero  # non-monotone MC values: where the search and the full scan part
+    fresh, _ = labeling.omega_first_errors(pol, grade, items, 2, jax.random.PRNGKey(6))
+    assert fresh.tolist() != want
+
+
 def _first_bad(problem, steps):
     return next((i for i, s in enumerate(steps) if s == "bad"), -1)
 
@@ -90,6 +140,7 @@ def test_first_error_agreement_against_hand_counts():
         first_error=_first_bad,
     )
     assert out["omega_first_error_matches_full_mc"] == out["full_mc_repeat_first_error_matches_full_mc"] == 1.0
+    assert out["omega_own_draw_first_error_matches_full_mc"] == 1.0
     assert out["omega_first_error_exact_match"] == out["mc_hard_first_error_exact_match"] == 1.0
     assert out["solutions_with_error_in_omega_subset"] == 3
     # One that never succeeds: every prefix's MC value is 0, so full MC puts every first error at step 0
@@ -110,6 +161,7 @@ def test_first_error_agreement_against_hand_counts():
         first_error=_first_bad,
     )
     assert out["omega_first_error_matches_full_mc"] == 0.75 and out["full_mc_repeat_first_error_matches_full_mc"] == 1.0
+    assert out["omega_own_draw_first_error_matches_full_mc"] == 0.75
     assert out["omega_first_error_exact_match"] == out["mc_hard_first_error_exact_match"] == pytest.approx(1 / 3)
 
 

@@ -312,6 +312,47 @@ def test_bad_input(tiny):
         s.sample([[1, 2]], jax.random.PRNGKey(0), mode="beam")
     with pytest.raises(ValueError, match="top_p"):
         s.sample([[1, 2]], jax.random.PRNGKey(0), top_p=0.0)
+    with pytest.raises(ValueError, match="3 keys for 2 prefixes"):
+        s.sample([[1, 2], [1, 3]], np.zeros((3, 2), np.uint32))
+
+
+def test_a_requests_draws_depend_on_its_key_alone(tiny, monkeypatch):
+    """Sampled (temperature 1) tokens of a request are the same whatever else is in the call, in what
+    order, at what max_batch and segment (rounds, rows and buckets differ); one key for a call gives
+    request i the key fold_in(rng, i); another key draws other tokens."""
+    cfg, params = tiny
+    monkeypatch.setattr(sampling, "_CALLED", {})
+    mine = [[1, 10, 11], [1, 20], [1] + list(range(30, 50)), [1, 10, 11]]
+    others = [[1, 12 + i % 7, 40 + i % 5] for i in range(40)]
+    keys = sampling.fold_keys(jax.random.PRNGKey(7), np.arange(len(mine)))
+    other_keys = sampling.fold_keys(jax.random.PRNGKey(8), np.arange(len(others)))
+    kw = dict(mode="full", max_new_tokens=20, temperature=1.0)
+    wide = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=256)
+    alone = wide.sample(mine, keys, **kw)
+    narrow = sampling.Sampler(cfg, params, pad_id=TOK.pad_id, eos_id=-5, step_id=-6, max_batch=16, segment=8)
+    mixed = narrow.sample(
+        others[:25] + mine[::-1] + others[25:], np.concatenate([other_keys[:25], keys[::-1], other_keys[25:]]), **kw
+    )
+    for i in range(len(mine)):
+        assert alone.row(i) == mixed.row(25 + len(mine) - 1 - i)
+    assert alone.row(0) != alone.row(3)  # two copies of one prefix, two keys: two draws
+    one_key = wide.sample(mine, jax.random.PRNGKey(7), **kw)
+    np.testing.assert_array_equal(one_key.tokens_BxN, alone.tokens_BxN)
+    again = wide.sample(mine, jax.random.key(7), **kw)  # a typed key draws as its raw data does
+    np.testing.assert_array_equal(again.tokens_BxN, alone.tokens_BxN)
+    other = wide.sample(mine, jax.random.PRNGKey(9), **kw)
+    assert any(other.row(i) != alone.row(i) for i in range(len(mine)))
+
+
+def test_fold_keys_equals_jax_fold_in():
+    rng = jax.random.PRNGKey(3)
+    data = [0, 5, 2**31 - 1, 17]
+    want = np.stack([np.asarray(jax.random.fold_in(rng, d)) for d in data])
+    np.testing.assert_array_equal(sampling.fold_keys(rng, data), want)
+    per_key = sampling.fold_keys(want, [1, 2, 3, 4])
+    np.testing.assert_array_equal(per_key[2], np.asarray(jax.random.fold_in(want[2], 3)))
+    with pytest.raises(ValueError, match="4 keys for 3 data values"):
+        sampling.fold_keys(want, [1, 2, 3])
 
 
 def test_policy_decodes_steps_and_renders_like_tokenize(tiny):

@@ -358,6 +358,32 @@ def test_search_command_reads_math_gsm8k_and_prompt_files(tmp_path):
         _read_problems(str(p), "auto")
 
 
+def test_search_command_answer_kind_reaches_the_policy_and_the_grade():
+    """--arith grades integers whatever type the policy's parser returns, and names the kind the policy
+    reads answers with ('arith'); --problems takes the format's kind unless --answer-kind says; an
+    unknown kind is refused before any model loads."""
+    import argparse
+    import os
+
+    from prm_jax.commands.search import _problems
+
+    fx = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    args = argparse.Namespace(limit=None, arith=3, problems=None, answer_kind=None, seed=0, format="auto")
+    problems, gold, grade, kind = _problems(args)
+    assert kind == "arith" and len(problems) == 3
+    assert grade(str(gold[0]), gold[0]) and grade(gold[0], gold[0]) and not grade(None, gold[0])
+    assert not grade(str(gold[0] + 1), gold[0])
+    args = argparse.Namespace(
+        limit=1, arith=None, problems=os.path.join(fx, "gsm8k.jsonl"), answer_kind=None, seed=0, format="auto"
+    )
+    assert _problems(args)[3] == "gsm8k"
+    args.answer_kind = "math"
+    assert _problems(args)[3] == "math"
+    args.answer_kind = "latex"
+    with pytest.raises(ValueError, match="--answer-kind 'latex'"):
+        _problems(args)
+
+
 class RandomPolicy:
     """Full solutions of 1-3 random digit steps (seeded per call); the answer is the last digit mod 3."""
 

@@ -97,10 +97,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _problems(args):
+    """Returns (problems, gold answers, grade(answer, gold), answer kind) of --arith or --problems; the
+    kind also tells the policy how to read a sampled solution's answer."""
+    from prm_jax import evaluate
+
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit {args.limit}: give a positive number of problems")
     if args.arith and args.problems:
         raise ValueError("give one of --arith K and --problems FILE")
+    if args.answer_kind is not None and args.answer_kind not in evaluate.ANSWER_KINDS:
+        raise ValueError(f"--answer-kind {args.answer_kind!r}: give one of {', '.join(evaluate.ANSWER_KINDS)}")
     if args.arith:
         import numpy as np
         from prm_jax.data import arith
@@ -108,10 +114,10 @@ def _problems(args):
         rng = np.random.default_rng(args.seed)
         k = args.arith if args.limit is None else min(args.arith, args.limit)
         probs = [arith.sample_problem(arith.ArithConfig(), rng) for _ in range(k)]
-        return [p.text for p in probs], [p.answer for p in probs], lambda a, g: a == g
+        # integer equality: the char tokenizer's parser gives an int, another's the last integer as text
+        grade = lambda a, g: evaluate.grade_answer(a, g, "arith")  # noqa: E731
+        return [p.text for p in probs], [p.answer for p in probs], grade, "arith"
     if args.problems:
-        from prm_jax import evaluate
-
         fmt, rows = _read_problems(args.problems, args.format)
         if args.limit is not None:
             rows = rows[: args.limit]
@@ -120,6 +126,7 @@ def _problems(args):
             [p for p, _ in rows],
             [a for _, a in rows],
             lambda a, g: a is not None and evaluate.grade_answer(a, g, kind),
+            kind,
         )
     raise ValueError("give the problems: --arith K or --problems FILE")
 
@@ -171,10 +178,8 @@ def load(args: argparse.Namespace, *, need_verifier: bool, need_pav: bool = Fals
         raise ValueError("give the verifier: --verifier-workdir RUN or --verifier-hf DIR")
     if need_pav and not args.pav_workdir:
         raise ValueError("--method pav_beam needs --pav-workdir (the PAV that gives A^mu)")
-    problems, gold, grade = _problems(args)
-    pol = sampling.load_policy(
-        args.policy_workdir, hf_dir=args.policy_hf, marker=args.marker, answer_kind=args.answer_kind
-    )
+    problems, gold, grade, kind = _problems(args)
+    pol = sampling.load_policy(args.policy_workdir, hf_dir=args.policy_hf, marker=args.marker, answer_kind=kind)
     verifiers = {}
     family = "prm_jax"
     if args.verifier_hf and args.verifier_kind == "score":

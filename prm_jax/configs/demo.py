@@ -136,7 +136,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # Problems, sampling, labelling and bootstrap draw from seed + fixed offsets; the policy's and the
     # verifiers' train.seed are this same reference (overriding any of them moves all).
     c.seed = seed
-    c.sample_batch = 64 if quick else 256  # sampler rows per decode step (labelling and search)
+    # Sampler rows per decode step (labelling and search). What a request draws does not depend on it
+    # (seed 0's final.json is byte-identical at 64 and 256). On the 2-core CPU, continuous batching keeps
+    # 64 rows busy, and they run faster than 256: seed 0's labelling sampler made 28.3k / 29.6k new
+    # tokens/s at 64, 24.7k at 128, 18.6k / 19.5k at 256, and 30.1k at 32 (benchmarks/NOTES.md).
+    c.sample_batch = 64
     c.task = ml_collections.ConfigDict(dict(base.arith_section(), **TASK))
     c.policy = _policy(40 if quick else 1100, 16 if quick else 32, seed)
     c.labelling = ml_collections.ConfigDict(
