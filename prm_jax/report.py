@@ -81,6 +81,20 @@ def _fmt(v: dict) -> str:
     return _num(v["value"]) + tail
 
 
+def _beats(key: str, claim: str, figure: str, a: tuple[str, dict], b: tuple[str, dict], diff) -> dict:
+    """Returns a figure that holds when a's value is above b's: both with their CIs, and their paired
+    difference (`_diff`, or None)."""
+    (a_name, a_val), (b_name, b_val) = a, b
+    return {
+        "key": key,
+        "claim": claim,
+        "figure": figure,
+        "values": {a_name: a_val, b_name: b_val, "difference": diff},
+        "measured": f"{_fmt(a_val)} vs {_fmt(b_val)}" + _fmt_diff(diff),
+        "holds": a_val["value"] > b_val["value"],
+    }
+
+
 def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
     """Returns the issue's figures: key, the paper's claim, the measured values (each with its
     bootstrap 95% CI), the measured text and whether the figure holds."""
@@ -134,14 +148,14 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
     pav_bce = _diff(res, "beam_pav", "beam_bce")
     imp_diff = _diff(res, "implicit/min/argmax", "bce/min/argmax", n, n)
     out = [
-        {
-            "key": "bce_weighted_vote_beats_majority",
-            "claim": "PRM-weighted voting beats majority voting (Math-Shepherd, Wang et al. 2024; Lightman et al. 2023)",
-            "figure": f"BCE-PRM weighted vote (min) > majority vote at N={n}",
-            "values": {"bce_weighted_vote": wv, "majority": maj, "difference": vote_diff},
-            "measured": f"{_fmt(wv)} vs {_fmt(maj)}" + _fmt_diff(vote_diff),
-            "holds": wv["value"] > maj["value"],
-        },
+        _beats(
+            "bce_weighted_vote_beats_majority",
+            "PRM-weighted voting beats majority voting (Math-Shepherd, Wang et al. 2024; Lightman et al. 2023)",
+            f"BCE-PRM weighted vote (min) > majority vote at N={n}",
+            ("bce_weighted_vote", wv),
+            ("majority", maj),
+            vote_diff,
+        ),
         {
             "key": "bce_argmax_does_not_fall",
             "claim": "a PRM's best-of-N keeps improving as N grows (Lightman et al. 2023, Fig. 3)",
@@ -204,31 +218,28 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
         # The paper's own finding for the CE loss, the demo's: short of majority voting by argmax, above
         # it as weights of a vote. Reported beside the argmax figure, which it does not replace.
         imp_wv = _ci(res, "implicit/min/weighted_vote", n)
-        imp_wv_diff = _diff(res, "implicit/min/weighted_vote", "majority", n, n)
         out.append(
-            {
-                "key": "implicit_vote_beats_majority",
-                "claim": "an implicit PRM trained with the CE loss does not beat majority voting by best-of-N "
-                "alone, but does as the weights of a vote (Yuan et al. 2024, implicit PRM + majority voting)",
-                "figure": f"implicit PRM weighted vote (min) > majority vote at N={n}",
-                "values": {"implicit_weighted_vote": imp_wv, "majority": maj, "difference": imp_wv_diff},
-                "measured": f"{_fmt(imp_wv)} vs {_fmt(maj)}" + _fmt_diff(imp_wv_diff),
-                "holds": imp_wv["value"] > maj["value"],
-            }
+            _beats(
+                "implicit_vote_beats_majority",
+                "an implicit PRM trained with the CE loss does not beat majority voting by best-of-N alone, but "
+                "does as the weights of a vote (Yuan et al. 2024, implicit PRM + majority voting)",
+                f"implicit PRM weighted vote (min) > majority vote at N={n}",
+                ("implicit_weighted_vote", imp_wv),
+                ("majority", maj),
+                _diff(res, "implicit/min/weighted_vote", "majority", n, n),
+            )
         )
     if "likelihood/min/argmax" in res["curves"]:
-        lik = _ci(res, "likelihood/min/argmax", n)
-        lik_diff = _diff(res, "bce/min/argmax", "likelihood/min/argmax", n, n)
         out.append(
-            {
-                "key": "bce_beats_likelihood",
-                "claim": "step labels add to what the policy already knows: a trained PRM beats the policy's "
-                "own confidence (no paper's figure; the label-free baseline every PRM should beat)",
-                "figure": f"BCE-PRM (min) argmax best-of-{n} > the policy's likelihood (least likely token)",
-                "values": {"bce": bce_n, "likelihood": lik, "difference": lik_diff},
-                "measured": f"{_fmt(bce_n)} vs {_fmt(lik)}" + _fmt_diff(lik_diff),
-                "holds": bce_n["value"] > lik["value"],
-            }
+            _beats(
+                "bce_beats_likelihood",
+                "step labels add to what the policy already knows: a trained PRM beats the policy's own "
+                "confidence (no paper's figure; the label-free baseline every PRM should beat)",
+                f"BCE-PRM (min) argmax best-of-{n} > the policy's likelihood (least likely token)",
+                ("bce", bce_n),
+                ("likelihood", _ci(res, "likelihood/min/argmax", n)),
+                _diff(res, "bce/min/argmax", "likelihood/min/argmax", n, n),
+            )
         )
     if label_stats and label_stats.get("omega_rollouts"):
         full, om = label_stats["full_mc_rollouts_same_solutions"], label_stats["omega_rollouts"]
