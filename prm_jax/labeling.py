@@ -90,13 +90,15 @@ def rollout_success(
 
 
 def step_keys(rng, items_N, steps_N) -> np.ndarray:
-    """Returns the [N, 2] rollout keys of (item, step) prefixes: fold_in(fold_in(rng, item), step).
+    """Returns the [N, 2] rollout keys of (item, step) prefixes: fold_in(fold_in(fold_in(rng, 0), item),
+    step).
 
     Full MC and OmegaPRM key a prefix's rollouts this way, so given the same `rng` they draw the same
     rollouts for the same prefix (common random numbers): where their first errors differ, the binary
-    search differs, not the MC draw.
+    search differs, not the MC draw. They draw under fold_in(rng, 0) alone, so a caller's other keys
+    (fold_in(rng, 1), ...: V0 and prover rollouts) never meet an (item, step) key.
     """
-    return sampling.fold_keys(sampling.fold_keys(rng, items_N), steps_N)
+    return sampling.fold_keys(sampling.fold_keys(jax.random.fold_in(rng, 0), items_N), steps_N)
 
 
 def mc_values(
@@ -218,7 +220,8 @@ def label_solutions(
     at temperature T) or 'policy' (rollouts of `prover_policy`). step_truth(problem, steps) -> exact
     per-step correctness, stored in meta (for AUROC against ground truth). stats counts rollouts.
     """
-    # MC rollouts with `rng` itself (`step_keys`), so that OmegaPRM given the same rng draws the same ones
+    # MC rollouts keyed by `step_keys(rng, ...)` (under fold 0), so that OmegaPRM given the same rng draws
+    # the same ones; the other rollouts under folds 1-3
     r_v0, r_pr, r_pv = (jax.random.fold_in(rng, i) for i in (1, 2, 3))
     mc, used = mc_values(policy, grade, items, k, rng, temperature=temperature, max_new_tokens=max_new_tokens)
     problems = sorted({p for p, _, _ in items})

@@ -85,6 +85,29 @@ class KeyedCoinPolicy:
         return out
 
 
+class KeyRecorder(KeyedCoinPolicy):
+    """A KeyedCoinPolicy that keeps every rollout key it was given."""
+
+    def __init__(self, p_good):
+        super().__init__(p_good)
+        self.keys = []
+
+    def continue_from(self, problems, prefixes, rng, **kw):
+        self.keys += [tuple(int(x) for x in k) for k in np.asarray(rng)]
+        return super().continue_from(problems, prefixes, rng, **kw)
+
+
+def test_every_rollout_of_a_labelling_call_has_a_key_of_its_own():
+    """MC, V0 and prover rollouts of one `label_solutions` call never share a key (a shared key is
+    shared noise: two prefixes' draws that should be independent would be correlated); counted by brute
+    force over every key the policy saw."""
+    pol = KeyRecorder(p_good=0.5)
+    items = _items()
+    _, stats = labeling.label_solutions(pol, grade, items, jax.random.PRNGKey(3), k=3, prover="temperature:0.5")
+    assert len(pol.keys) == stats["mc_rollouts"] + stats["v0_rollouts"] + stats["prover_rollouts"]
+    assert len(set(pol.keys)) == len(pol.keys)
+
+
 def _bisect(hard, correct):
     """Returns the binary search's first error read off full-MC hard labels (brute-force reference)."""
     if correct:
