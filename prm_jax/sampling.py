@@ -149,10 +149,12 @@ def sample_next(logits_BxV, keys_Bx2, temperature, top_p, nucleus: bool):
     return token_B, jnp.take_along_axis(logp_BxV, token_B[:, None], axis=-1)[:, 0]
 
 
-def raw_keys(rng) -> jax.Array:
-    """Returns `rng` as raw uint32 key data ([..., 2] for threefry), typed keys unwrapped."""
-    rng = jnp.asarray(rng) if not isinstance(rng, jax.Array) else rng
-    return jax.random.key_data(rng) if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
+def raw_keys(rng):
+    """Returns `rng` as raw uint32 key data ([..., 2] for threefry): typed keys unwrapped, raw keys
+    (a jax or numpy array) as they are."""
+    if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        return jax.random.key_data(rng)
+    return rng
 
 
 @jax.jit
@@ -180,7 +182,7 @@ def request_keys(rng, n: int) -> np.ndarray:
     keys = np.asarray(raw_keys(rng))
     if keys.ndim == 2:
         if keys.shape[0] != n:
-            raise ValueError(f"sample(): {keys.shape[0]} keys for {n} prefixes; give one key or one per prefix")
+            raise ValueError(f"{keys.shape[0]} keys for {n} prefixes; give one key or one per prefix")
         return keys.astype(np.uint32)
     return fold_keys(keys, np.arange(n))
 
