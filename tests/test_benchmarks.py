@@ -297,3 +297,34 @@ def test_demo_train_step_overrides_and_bad_input():
         demo_train_step.policy_config("model.no_such_key=1")
     with pytest.raises(ValueError, match="does not fit the type"):
         demo_train_step.policy_config("train.batch_size=maybe")
+
+
+def test_policy_steps_counts_right_and_lucky_answers_by_the_tasks_own_checks(tmp_path, capsys):
+    import policy_steps
+    from prm_jax import jsonio
+    from prm_jax.data import arith
+
+    with pytest.raises(SystemExit, match="positive integers"):
+        policy_steps.parse_steps("0,5")
+    with pytest.raises(SystemExit, match="positive integers"):
+        policy_steps.parse_steps("ten")
+    out = tmp_path / "ps"
+    res = policy_steps.main(
+        ["--variant", "quick", "--steps", "3", "--out", str(out), "--problems", "6", "--samples", "2"]
+    )
+    recs = jsonio.read_jsonl(str(out / "steps_3" / "samples.jsonl"))
+    # recomputed from the written solutions with the task's own checks (an unfinished one is wrong)
+    right = [arith.is_correct(r["prompt"], r["steps"]) and r["correct"] for r in recs]
+    assert res[3]["solutions"] == len(recs) > 0
+    assert res[3]["right"] == pytest.approx(np.mean(right))
+    lucky = [not all(arith.check_steps(r["prompt"], r["steps"])) for r, ok in zip(recs, right) if ok]
+    assert res[3]["right_with_wrong_step"] == (pytest.approx(np.mean(lucky)) if lucky else None)
+    assert "RESULT seed 0 steps 3" in capsys.readouterr().out
+    # a second call reuses the trained policy folder (no training) and draws the same samples
+    again = policy_steps.main(
+        ["--variant", "quick", "--steps", "3", "--out", str(out), "--problems", "6", "--samples", "2"]
+    )
+    assert again[3]["sft_seconds"] < 1.0 < res[3]["sft_seconds"]
+    assert {k: v for k, v in again[3].items() if k != "sft_seconds"} == {
+        k: v for k, v in res[3].items() if k != "sft_seconds"
+    }
