@@ -51,6 +51,7 @@ def main(argv=None) -> dict:
     for n in steps:
         c.policy.train.steps = n
         wd = os.path.join(a.out, f"steps_{n}")
+        reused = os.path.exists(os.path.join(wd, "policy", "DONE"))  # then no SFT time to report
         t0 = time.perf_counter()
         demo.stage_policy(wd, c, print)
         train_s = time.perf_counter() - t0
@@ -73,9 +74,8 @@ def main(argv=None) -> dict:
         }
         r = results[n]
         lucky = "n/a" if r["right_with_wrong_step"] is None else f"{r['right_with_wrong_step']:.3f}"
-        print(
-            f"RESULT seed {a.seed} steps {n}: SFT {train_s:.0f}s, right {r['right']:.3f}, right with a wrong step {lucky}"
-        )
+        sft = "reused" if reused else f"{train_s:.0f}s"
+        print(f"RESULT seed {a.seed} steps {n}: SFT {sft}, right {r['right']:.3f}, right with a wrong step {lucky}")
     jsonio.dump({"seed": a.seed, "results": results}, os.path.join(a.out, "results.json"))
     return results
 

@@ -325,6 +325,7 @@ def test_policy_steps_counts_right_and_lucky_answers_by_the_tasks_own_checks(tmp
         ["--variant", "quick", "--steps", "3", "--out", str(out), "--problems", "6", "--samples", "2"]
     )
     assert again[3]["sft_seconds"] < 1.0 < res[3]["sft_seconds"]
+    assert "RESULT seed 0 steps 3: SFT reused," in capsys.readouterr().out  # no made-up SFT time
     assert {k: v for k, v in again[3].items() if k != "sft_seconds"} == {
         k: v for k, v in res[3].items() if k != "sft_seconds"
     }

@@ -155,8 +155,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             # MC rollouts per step prefix: Math-Shepherd's N = 8. Against K = 4 on the five seeds' held-out
             # problems (one try, the same policies; README, benchmarks/NOTES.md): BCE-PRM step AUROC
             # 0.898-0.970 -> 0.901-0.967, and the outcome labels, bought with the same sampler tokens,
-            # ~5,000 -> ~9,000 solutions (implicit PRM within 3 points of the BCE-PRM on 3 seeds, from 1);
-            # +40-65 s of demo wall, most of it the implicit PRM's training.
+            # ~5,000 -> ~9,000 solutions (implicit PRM within 3 points of the BCE-PRM on 3 seeds, from 1).
+            # Seeds 5-7, run after the choice, did not confirm a gain in the issue's figures (10 of 18 at
+            # K = 8, 12 at K = 4; 35 vs 34 of 48 over eight seeds). +55-65 s of demo wall after the policy,
+            # most of it the implicit PRM's training (`make demo`: 419 s and 524 s, an hour apart).
             k=2 if quick else 8,
             prover="bok:4",  # the PAV's prover: 'bok:K' | 'temperature:T' | 'same'
             omega_solutions=8 if quick else 96,  # OmegaPRM runs on these first solutions (a cost comparison)
