@@ -329,3 +329,21 @@ def test_policy_steps_counts_right_and_lucky_answers_by_the_tasks_own_checks(tmp
     assert {k: v for k, v in again[3].items() if k != "sft_seconds"} == {
         k: v for k, v in res[3].items() if k != "sft_seconds"
     }
+    # every solution's first-error kind, recounted with the task's own checks (none when all right)
+    kinds = [arith.first_error_kind(r["prompt"], r["steps"]) for r in recs]
+    want = {k: kinds.count(k) / len(recs) for k in set(kinds) if k is not None}
+    assert res[3]["first_error"] == pytest.approx(want) and sum(want.values()) <= 1.0
+
+
+def test_policy_steps_applies_config_overrides_and_refuses_unknown_keys(tmp_path):
+    import policy_steps
+
+    out = tmp_path / "ps"
+    args = ["--variant", "quick", "--steps", "2", "--out", str(out), "--problems", "2", "--samples", "1"]
+    policy_steps.main(args + ["--config.policy.optim.lr=0.0123", "--config.policy.optim.warmup=0"])
+    logged = [json.loads(line) for line in open(out / "steps_2" / "policy" / "metrics.jsonl")]
+    assert logged[-1]["step"] == 2 and logged[-1]["lr"] == pytest.approx(0.0123)  # constant after no warm-up
+    with pytest.raises(SystemExit, match="lrr"):
+        policy_steps.main(args + ["--config.policy.optim.lrr=1"])
+    with pytest.raises(SystemExit, match="--config.key=value"):
+        policy_steps.main(args + ["--bogus=3"])

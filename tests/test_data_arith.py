@@ -134,6 +134,34 @@ def test_each_corruption_kind_gives_a_wrong_step():
             assert r.meta["first_error"] == r.meta["corrupt_at"] >= 0
 
 
+def test_step_faults_name_what_is_wrong_on_hand_made_steps():
+    assert A.step_faults(PROBLEM, GOLD) == [None, None, None] and A.first_error_kind(PROBLEM, GOLD) is None
+    slip = ["d = a + b = 12 + 7 = 29", "e = d * 3 = 29 * 3 = 87", "f = e - c = 87 - 3 = 84"]
+    assert A.step_faults(PROBLEM, slip) == ["result", None, None]
+    assert A.first_error_kind(PROBLEM, [GOLD[0], "e = d * b = 19 * 7 = 133"]) == "formula"
+    assert A.first_error_kind(PROBLEM, [GOLD[0], "e = d * 3 = 91 * 3 = 273"]) == "value"
+    assert A.first_error_kind(PROBLEM, [GOLD[0], "e = d * 3 = 19 * 4 = 76"]) == "value"  # the constant
+    assert A.first_error_kind(PROBLEM, [GOLD[0], "e = d + 3 = 19 + 3 = 22"]) == "formula"  # operator
+    assert A.step_faults(PROBLEM, ["d = 19"]) == ["unparsed"]
+    assert A.step_faults(PROBLEM, GOLD + [GOLD[-1]]) == [None, None, None, "extra"]
+    # a misnamed step leaves d never shown: the next step's look-up of d is wrong
+    misnamed = ["x = a + b = 12 + 7 = 19", "e = d * 3 = 19 * 3 = 57"]
+    assert A.step_faults(PROBLEM, misnamed) == ["formula", "value"]
+
+
+def test_first_error_kind_is_the_generators_corruption():
+    # carry: the result is off; operand: another quantity in the formula; copy: a value miscopied
+    want = {"carry": "result", "operand": "formula", "copy": "value"}
+    for kind in A.KINDS:
+        cfg = A.ArithConfig(corrupt_prob=1.0, corruption_kinds=(kind,))
+        for i in range(40):
+            r = A.make_record(cfg, 0, i)
+            # an operand corruption with no other quantity to use falls back to a carry slip
+            assert A.first_error_kind(r.problem, r.steps) == want[r.meta["corruption"]]
+            faults = A.step_faults(r.problem, r.steps)
+            assert A.step_validity(r.problem, r.steps) == [f is None for f in faults]
+
+
 def test_char_tokenizer_round_trip():
     tok = A.CharTokenizer()
     text = PROBLEM + "\n" + A.CharTokenizer.STEP.join(GOLD) + "<eos>"

@@ -156,27 +156,46 @@ def step_text(f: Formula, vx: int, vy: int, result: int, right_name: str | None 
     return f"{f.name} = {f.left} {f.op} {right_name or f.right} = {vx} {f.op} {vy} = {result}"
 
 
-def step_validity(problem, steps: Sequence[str]) -> list[bool]:
-    """Returns, per step, whether it is locally valid (see module docstring)."""
+def step_faults(problem, steps: Sequence[str]) -> list[str | None]:
+    """Returns, per step, None when it is locally valid (module docstring), else what is wrong with it.
+
+    'unparsed' (not a solution line), 'extra' (past the problem's last formula), 'formula' (name,
+    operands or operator differ from the problem's formula: a wrong quantity used), 'value' (an operand's
+    value is not the one shown for its name: a wrong look-up), 'result' (the result is not the shown
+    computation's).
+    """
     p = _as_problem(problem)
     shown = dict(p.given)
     out = []
     for t, s in enumerate(steps):
         m = _STEP.match(s.strip())
         if m is None or t >= len(p.formulas):
-            out.append(False)
+            out.append("unparsed" if m is None else "extra")
             continue
         name, left, op, right, sx, sop, sy, sres = m.groups()
         sx, sy, sres = int(sx), int(sy), int(sres)
         f = p.formulas[t]
-        ok = (name, left, op, right) == (f.name, f.left, f.op, f.right) and sop == op
-        # A name the problem never defined (a generated step may invent one) is simply invalid.
-        want_y = shown.get(right) if right in shown else (int(right) if right.isdigit() else None)
-        ok = ok and sx == shown.get(left) and sy == want_y
-        ok = ok and sres == OPS[sop](sx, sy)
-        out.append(bool(ok))
+        if (name, left, op, right) != (f.name, f.left, f.op, f.right) or sop != op:
+            out.append("formula")
+        # A name whose step did not parse has no shown value: its look-up is wrong too.
+        elif sx != shown.get(left) or sy != (int(right) if right.isdigit() else shown.get(right)):
+            out.append("value")
+        elif sres != OPS[sop](sx, sy):
+            out.append("result")
+        else:
+            out.append(None)
         shown[name] = sres  # later steps are checked against the value shown, right or wrong
     return out
+
+
+def step_validity(problem, steps: Sequence[str]) -> list[bool]:
+    """Returns, per step, whether it is locally valid (see module docstring)."""
+    return [fault is None for fault in step_faults(problem, steps)]
+
+
+def first_error_kind(problem, steps: Sequence[str]) -> str | None:
+    """Returns what is wrong with the first wrong step (`step_faults`' kinds), None when all are correct."""
+    return next((fault for fault in step_faults(problem, steps) if fault is not None), None)
 
 
 def check_steps(problem, steps: Sequence[str]) -> list[bool]:
