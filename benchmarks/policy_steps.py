@@ -17,10 +17,9 @@ DONE is reused, so give each setting its own --out.
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import time
-
-import collections
 
 import jax
 
@@ -50,6 +49,8 @@ def main(argv=None) -> dict:
     p.add_argument("--samples", type=int, default=4, help="solutions per problem")
     p.add_argument("--variant", choices=("full", "quick"), default="full", help="the demo config's variant")
     a, overrides = p.parse_known_args(argv)
+    if any(o.lstrip("-").startswith("config.seed=") for o in overrides):
+        raise SystemExit("error: give the seed as --seed N; --config.seed would be overwritten by it")
     steps = parse_steps(a.steps)
     c = demo_config.get_config(a.variant)
     try:

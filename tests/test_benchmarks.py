@@ -347,3 +347,5 @@ def test_policy_steps_applies_config_overrides_and_refuses_unknown_keys(tmp_path
         policy_steps.main(args + ["--config.policy.optim.lrr=1"])
     with pytest.raises(SystemExit, match="--config.key=value"):
         policy_steps.main(args + ["--bogus=3"])
+    with pytest.raises(SystemExit, match="--seed N"):  # not silently replaced by --seed's default
+        policy_steps.main(args + ["--config.seed=3"])

@@ -158,8 +158,10 @@ def test_first_error_kind_is_the_generators_corruption():
             r = A.make_record(cfg, 0, i)
             # an operand corruption with no other quantity to use falls back to a carry slip
             assert A.first_error_kind(r.problem, r.steps) == want[r.meta["corruption"]]
+            # the first fault sits at the step the generator corrupted; the steps before it are clean
             faults = A.step_faults(r.problem, r.steps)
-            assert A.step_validity(r.problem, r.steps) == [f is None for f in faults]
+            assert faults[: r.meta["corrupt_at"]] == [None] * r.meta["corrupt_at"]
+            assert faults[r.meta["corrupt_at"]] is not None
 
 
 def test_char_tokenizer_round_trip():
