@@ -201,6 +201,9 @@ def test_demo_config_is_one_description_of_the_run():
     assert c.verifiers.implicit.objective == "implicit_ce" and c.verifiers.implicit.loss.beta == 0.2
     assert c.verifiers.implicit.optim.lr == 5e-4  # chosen on validation problems (configs/demo.py)
     assert c.verifiers.exact.optim.lr == 5e-2 and c.verifiers.bce.optim.lr == 3e-3
+    # the policy learns the task it is labelled and evaluated on: values written beside their names
+    assert c.task.named_values and c.policy.data.arith.named_values
+    assert {k: c.policy.data.arith[k] for k in c.task} == {**c.task.to_dict(), "corrupt_prob": 0.1}
     q = demo.get_config("quick")
     assert q.search.n < c.search.n and q.policy.train.steps < c.policy.train.steps
     with pytest.raises(ValueError, match="unknown variant"):

@@ -164,6 +164,53 @@ def test_first_error_kind_is_the_generators_corruption():
             assert faults[r.meta["corrupt_at"]] is not None
 
 
+NAMED = "a12, b7, c3. d = a + b, e = d * 3, f = e - c. Find f."
+NAMED_GOLD = ["d = a12 + b7 = d19", "e = d19 * 3 = e57", "f = e57 - c3 = f54"]
+
+
+def test_named_values_format_parses_solves_and_names_faults():
+    p = A.parse_problem(NAMED)
+    assert p.named_values and p.text == NAMED and p.answer == 54 and dict(p.given) == {"a": 12, "b": 7, "c": 3}
+    assert p.formulas == A.parse_problem(PROBLEM).formulas and not A.parse_problem(PROBLEM).named_values
+    assert A.solve(p)[0] == NAMED_GOLD and A.final_answer(NAMED_GOLD) == 54 and A.is_correct(NAMED, NAMED_GOLD)
+    assert A.step_faults(NAMED, NAMED_GOLD) == [None, None, None]
+    slip = ["d = a12 + b7 = d29", "e = d29 * 3 = e87", "f = e87 - c3 = f84"]
+    assert A.step_faults(NAMED, slip) == ["result", None, None] and A.check_steps(NAMED, slip) == [False] * 3
+    assert A.first_error_kind(NAMED, [NAMED_GOLD[0], "e = d19 * b7 = e133"]) == "formula"  # b for 3
+    assert A.first_error_kind(NAMED, [NAMED_GOLD[0], "e = d91 * 3 = e273"]) == "value"
+    assert A.first_error_kind(NAMED, ["d = a7 + b7 = d14"]) == "value"  # b's value after a's name
+    assert A.first_error_kind(NAMED, [NAMED_GOLD[0], "e = d19 * 4 = e76"]) == "formula"  # the constant
+    assert A.first_error_kind(NAMED, [NAMED_GOLD[0], "e = d19 * 3 = f57"]) == "formula"  # result misnamed
+    assert A.final_answer(["f = e57 - c3 = f-4"]) == -4 and A.final_answer(["f = e57 - c3 ="]) is None
+    # the other format's lines are not this problem's solution lines, and the reverse
+    assert A.step_faults(NAMED, GOLD) == ["unparsed"] * 3 and A.step_faults(PROBLEM, NAMED_GOLD) == ["unparsed"] * 3
+    assert A.step_faults(NAMED, NAMED_GOLD + [NAMED_GOLD[-1]])[-1] == "extra"
+
+
+def _spaced(named_text: str) -> str:
+    """Returns a named problem or solution line in the spaced format (a reference independent of arith)."""
+    if named_text.endswith("."):  # a problem: only the given values are written `a12`
+        given, rest = named_text.split(". ", 1)
+        return ", ".join(f"{g[0]} = {g[1:]}" for g in given.split(", ")) + ". " + rest
+    lhs, comp, res = [x.strip() for x in named_text.split(" = ")]
+    x, op, y = comp.split()
+    names = [t[0] if t[0].isalpha() else t for t in (x, y)]
+    vals = [t[1:] if t[0].isalpha() else t for t in (x, y)]
+    return f"{lhs} = {names[0]} {op} {names[1]} = {vals[0]} {op} {vals[1]} = {res[1:]}"
+
+
+def test_named_records_are_the_spaced_records_in_the_other_format():
+    # The format changes the text only: the same seed and index draw the same problem, corruption,
+    # labels and outcome, and each named line rewritten by hand is the spaced line.
+    for kw in [dict(), dict(corrupt_prob=1.0, operators=("+", "-"), max_operand=9)]:
+        spaced_cfg, named_cfg = A.ArithConfig(**kw), A.ArithConfig(**kw, named_values=True)
+        for i in range(300):
+            s, n = A.make_record(spaced_cfg, 5, i), A.make_record(named_cfg, 5, i)
+            assert _spaced(n.problem) == s.problem and [_spaced(x) for x in n.steps] == s.steps
+            assert (n.step_labels, n.outcome, n.meta) == (s.step_labels, s.outcome, s.meta)
+            assert A.step_faults(n.problem, n.steps) == A.step_faults(s.problem, s.steps)
+
+
 def test_char_tokenizer_round_trip():
     tok = A.CharTokenizer()
     text = PROBLEM + "\n" + A.CharTokenizer.STEP.join(GOLD) + "<eos>"

@@ -37,7 +37,23 @@ from prm_jax.configs import base
 # but the transition is chaotic: the same seed's policy trained on two cores (float rounding differs)
 # was stuck on seeds 0 and 2 of 0-3 with that schedule, and this one's on seeds 5 and 7 of 0-7; so the
 # demo keeps this schedule (benchmarks/NOTES.md, seventeenth session).
-TASK = dict(min_given=2, max_given=3, min_steps=2, max_steps=3, max_operand=9, max_result=99, operators=("+", "-"))
+# What moved the transition was the format (eighteenth session; two cores; one sample right after
+# 1,100 steps, `benchmarks/policy_steps.py`): with every value written right after its name
+# (`named_values`: `a5` in the prompt, `d = a5 + b4 = d9` in a step) a look-up copies what follows an
+# earlier occurrence of the name. Seeds 3 / 7: 0.471 / 0.133 spaced, 0.230 / 0.414 with a colon
+# (`a:5`, seed 3 stuck there; seeds 0 / 1 / 2 / 5: 0.471 / 0.561 / 0.512 / 0.479), 0.621 / 0.518 as
+# here. A third layer (0.285 on seed 5, 0.328 spaced) or 8 heads of 8 (0.322) did not move it, and up to
+# 5 given values (more distractors) made it worse (0.174).
+TASK = dict(
+    min_given=2,
+    max_given=3,
+    min_steps=2,
+    max_steps=3,
+    max_operand=9,
+    max_result=99,
+    operators=("+", "-"),
+    named_values=True,
+)
 VERIFIERS = ("bce", "exact", "qpi", "orm", "pav", "implicit")
 OBJECTIVE = {"bce": "bce", "exact": "bce", "qpi": "bce", "orm": "orm", "pav": "pav", "implicit": "implicit_ce"}
 # Math-Shepherd's two label kinds: hard (some rollout reached the answer) or soft (the MC fraction).

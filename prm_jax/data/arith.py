@@ -22,6 +22,20 @@ The first error is therefore the first locally invalid step. After a corrupted s
 keeps computing from the values shown, so later steps are locally valid but labelled wrong.
 The outcome is whether the final answer (the result of the last step) equals the gold answer.
 
+`ArithConfig.named_values` writes every value right after its name, in the prompt and in the steps:
+
+    a12, b7, c3. d = a + b, e = d * 3, f = e - c. Find f.
+
+    d = a12 + b7 = d19
+    e = d19 * 3 = e57
+    f = e57 - c3 = f54
+
+Looking a value up is then copying what follows an earlier occurrence of its name, the one token
+before it: the copy an induction head makes. In the spaced format a name stands 4 characters before
+its value in the prompt and 8-9 in a step, and the demo's 2-layer policy learned the look-up late, on
+some seeds not within its 1,100 SFT steps; with `a:12` (2 before) on fewer (benchmarks/NOTES.md,
+eighteenth session). The rule above is the same in both formats.
+
 Corruption kinds (one step per corrupted solution): `carry` (the result is off by a dropped or added
 carry, +-10^k), `operand` (a different earlier quantity is used in place of one operand), `copy` (an
 operand's value is copied wrongly, e.g. digits transposed, then the computation is right).
@@ -59,6 +73,7 @@ class ArithConfig:
     # cannot change the answer, so outcome labels miss it)
     corrupt_prob: float = 0.4  # chance a solution has one wrong step
     corruption_kinds: tuple = KINDS
+    named_values: bool = False  # write each value right after its name, `a12` (module docstring)
 
     def __post_init__(self):
         if not 1 <= self.min_given <= self.max_given:
@@ -104,6 +119,7 @@ class ArithProblem:
     given: tuple  # ((name, value), ...)
     formulas: tuple  # (Formula, ...)
     answer: int
+    named_values: bool = False  # the text's and the steps' format (module docstring)
 
     @property
     def target(self) -> str:
@@ -111,14 +127,34 @@ class ArithProblem:
 
     @property
     def text(self) -> str:
-        given = ", ".join(f"{n} = {v}" for n, v in self.given)
+        sep = "" if self.named_values else " = "
+        given = ", ".join(f"{n}{sep}{v}" for n, v in self.given)
         forms = ", ".join(f"{f.name} = {f.left} {f.op} {f.right}" for f in self.formulas)
         return f"{given}. {forms}. Find {self.target}."
 
 
 _GIVEN = re.compile(r"([a-z]) = (-?\d+)")
+_NAMED_GIVEN = re.compile(r"([a-z])(-?\d+)")
 _FORMULA = re.compile(r"([a-z]) = ([a-z]) ([+\-*]) ([a-z]|\d+)")
 _STEP = re.compile(r"^([a-z]) = ([a-z]) ([+\-*]) ([a-z]|\d+) = (-?\d+) ([+\-*]) (-?\d+) = (-?\d+)$")
+# name = left<value> op (right<value> | constant) = name<result>
+_NAMED_STEP = re.compile(r"^([a-z]) = ([a-z])(-?\d+) ([+\-*]) ([a-z])?(-?\d+) = ([a-z])(-?\d+)$")
+
+
+def _parse_step(step: str, named: bool):
+    """Returns (name, left, op, right, shown left value, shown op, shown right value, result, whether a
+    named result carries the step's name), or None when `step` is not a solution line."""
+    if not named:
+        m = _STEP.match(step.strip())
+        if m is None:
+            return None
+        name, left, op, right, sx, sop, sy, sres = m.groups()
+        return name, left, op, right, int(sx), sop, int(sy), int(sres), True
+    m = _NAMED_STEP.match(step.strip())
+    if m is None:
+        return None
+    name, left, sx, op, right_name, sy, res_name, sres = m.groups()
+    return name, left, op, right_name or sy, int(sx), op, int(sy), int(sres), res_name == name
 
 
 def _eval(formulas, env: dict) -> dict:
@@ -134,7 +170,8 @@ def parse_problem(text: str) -> ArithProblem:
     parts = text.strip().split(". ")
     if len(parts) != 3 or not parts[2].startswith("Find "):
         raise ValueError(f"not an arithmetic problem: {text!r}")
-    given = tuple((n, int(v)) for n, v in _GIVEN.findall(parts[0]))
+    named = _NAMED_GIVEN.search(parts[0]) is not None
+    given = tuple((n, int(v)) for n, v in (_NAMED_GIVEN if named else _GIVEN).findall(parts[0]))
     formulas = tuple(Formula(*m) for m in _FORMULA.findall(parts[1]))
     if not given or not formulas or formulas[-1].name != parts[2][5:].rstrip("."):
         raise ValueError(f"not an arithmetic problem: {text!r}")
@@ -144,16 +181,20 @@ def parse_problem(text: str) -> ArithProblem:
             raise ValueError(f"formula for {f.name} uses an unknown quantity: {text!r}")
         known.add(f.name)
     env = _eval(formulas, dict(given))
-    return ArithProblem(given, formulas, env[formulas[-1].name])
+    return ArithProblem(given, formulas, env[formulas[-1].name], named)
 
 
 def _as_problem(problem) -> ArithProblem:
     return problem if isinstance(problem, ArithProblem) else parse_problem(problem)
 
 
-def step_text(f: Formula, vx: int, vy: int, result: int, right_name: str | None = None) -> str:
-    """Returns one solution line, e.g. `d = a + b = 12 + 7 = 19`."""
-    return f"{f.name} = {f.left} {f.op} {right_name or f.right} = {vx} {f.op} {vy} = {result}"
+def step_text(f: Formula, vx: int, vy: int, result: int, right_name: str | None = None, named: bool = False) -> str:
+    """Returns one solution line: `d = a + b = 12 + 7 = 19`, or `d = a12 + b7 = d19` when `named`."""
+    right = right_name or f.right
+    if named:
+        shown_right = str(vy) if right.isdigit() else f"{right}{vy}"
+        return f"{f.name} = {f.left}{vx} {f.op} {shown_right} = {f.name}{result}"
+    return f"{f.name} = {f.left} {f.op} {right} = {vx} {f.op} {vy} = {result}"
 
 
 def step_faults(problem, steps: Sequence[str]) -> list[str | None]:
@@ -168,14 +209,13 @@ def step_faults(problem, steps: Sequence[str]) -> list[str | None]:
     shown = dict(p.given)
     out = []
     for t, s in enumerate(steps):
-        m = _STEP.match(s.strip())
-        if m is None or t >= len(p.formulas):
-            out.append("unparsed" if m is None else "extra")
+        parsed = _parse_step(s, p.named_values)
+        if parsed is None or t >= len(p.formulas):
+            out.append("unparsed" if parsed is None else "extra")
             continue
-        name, left, op, right, sx, sop, sy, sres = m.groups()
-        sx, sy, sres = int(sx), int(sy), int(sres)
+        name, left, op, right, sx, sop, sy, sres, result_named = parsed
         f = p.formulas[t]
-        if (name, left, op, right) != (f.name, f.left, f.op, f.right) or sop != op:
+        if (name, left, op, right) != (f.name, f.left, f.op, f.right) or sop != op or not result_named:
             out.append("formula")
         # A name whose step did not parse has no shown value: its look-up is wrong too.
         elif sx != shown.get(left) or sy != (int(right) if right.isdigit() else shown.get(right)):
@@ -213,10 +253,11 @@ def first_error(problem, steps: Sequence[str]) -> int:
 
 
 def final_answer(steps: Sequence[str]) -> int | None:
-    """Returns the integer after the last '=' of the last step, None if there is none."""
+    """Returns the integer that ends the last step after its last '=' (or a named result's name), None
+    if there is none."""
     if not steps:
         return None
-    m = re.search(r"=\s*(-?\d+)\s*$", steps[-1].strip())
+    m = re.search(r"(?:=\s*|[a-z])(-?\d+)\s*$", steps[-1].strip())
     return int(m.group(1)) if m else None
 
 
@@ -253,7 +294,7 @@ def sample_problem(cfg: ArithConfig, rng: np.random.Generator) -> ArithProblem:
         f = Formula(name, left, op, right)
         formulas.append(f)
         env[name] = OPS[op](vx, vy)
-    return ArithProblem(given, tuple(formulas), env[formulas[-1].name])
+    return ArithProblem(given, tuple(formulas), env[formulas[-1].name], cfg.named_values)
 
 
 def _carry_slip(value: int, rng) -> int:
@@ -302,7 +343,7 @@ def solve(
                 res = OPS[f.op](vx, vy)
             else:
                 raise ValueError(f"unknown corruption kind {kind!r}")
-        steps.append(step_text(f, vx, vy, res, right_name))
+        steps.append(step_text(f, vx, vy, res, right_name, problem.named_values))
         shown[f.name] = res
     return steps, used
 
