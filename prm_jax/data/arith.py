@@ -200,10 +200,11 @@ def step_text(f: Formula, vx: int, vy: int, result: int, right_name: str | None 
 def step_faults(problem, steps: Sequence[str]) -> list[str | None]:
     """Returns, per step, None when it is locally valid (module docstring), else what is wrong with it.
 
-    'unparsed' (not a solution line), 'extra' (past the problem's last formula), 'formula' (name,
-    operands or operator differ from the problem's formula: a wrong quantity used), 'value' (an operand's
-    value is not the one shown for its name: a wrong look-up), 'result' (the result is not the shown
-    computation's).
+    'unparsed' (not a solution line, or a line of the other text), 'extra' (past the problem's last
+    formula), 'formula' (name, operands or operator differ from the problem's formula: a wrong quantity
+    used; in the named text also a constant other than the formula's, or a result written under another
+    name), 'value' (an operand's value is not the one shown for its name: a wrong look-up), 'result'
+    (the result is not the shown computation's).
     """
     p = _as_problem(problem)
     shown = dict(p.given)
