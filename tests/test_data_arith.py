@@ -182,6 +182,13 @@ def test_named_values_format_parses_solves_and_names_faults():
     assert A.first_error_kind(NAMED, [NAMED_GOLD[0], "e = d19 * 4 = e76"]) == "formula"  # the constant
     assert A.first_error_kind(NAMED, [NAMED_GOLD[0], "e = d19 * 3 = f57"]) == "formula"  # result misnamed
     assert A.final_answer(["f = e57 - c3 = f-4"]) == -4 and A.final_answer(["f = e57 - c3 ="]) is None
+    # an unfinished last step ends in an operand or a garbled name, not in a result: no answer (policy
+    # samples of the named demo that were graded by their operand)
+    for unfinished in ["f = e57 - c3", "e0", "d = c8 - 4 = de4", "f = e8 - e8 = fe0", "e = d3 - d3 - d0"]:
+        assert A.final_answer([unfinished]) is None, unfinished
+    # graded right only by its operand before: c's value 3 would have been read as the answer 3
+    three = "a0, b3. c = a + b. Find c."
+    assert A.parse_problem(three).answer == 3 and not A.is_correct(three, ["c = a0 + b3"])
     # the other format's lines are not this problem's solution lines, and the reverse
     assert A.step_faults(NAMED, GOLD) == ["unparsed"] * 3 and A.step_faults(PROBLEM, NAMED_GOLD) == ["unparsed"] * 3
     assert A.step_faults(NAMED, NAMED_GOLD + [NAMED_GOLD[-1]])[-1] == "extra"

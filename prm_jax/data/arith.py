@@ -254,11 +254,11 @@ def first_error(problem, steps: Sequence[str]) -> int:
 
 
 def final_answer(steps: Sequence[str]) -> int | None:
-    """Returns the integer that ends the last step after its last '=' (or a named result's name), None
-    if there is none."""
+    """Returns the integer that ends the last step right after an '=' (in the named text after the
+    result's name: `= f54`), None if there is none: an operand (`- c3`) is not an answer."""
     if not steps:
         return None
-    m = re.search(r"(?:=\s*|[a-z])(-?\d+)\s*$", steps[-1].strip())
+    m = re.search(r"=\s*[a-z]?(-?\d+)\s*$", steps[-1].strip())
     return int(m.group(1)) if m else None
 
 
