@@ -28,6 +28,7 @@ import argparse
 import os
 import time
 
+import common
 import jax
 import numpy as np
 
@@ -115,10 +116,7 @@ def main() -> None:
         train_path, source = os.path.join(a.workdir, "outcomes", "train.jsonl"), "outcome_jsonl"
         n_train = sum(1 for line in open(train_path) if line.strip())
     s = c.search
-    problems = demo._problems(c.task, a.seed + 2, s.problems)
-    if a.score_on == "validation":
-        held_out = set(problems)
-        problems = [q for q in demo._problems(c.task, a.seed + 4, 2 * s.problems) if q not in held_out][: s.problems]
+    problems = common.eval_problems(c, a.score_on)
     gold = [arith.parse_problem(q).answer for q in problems]
     ev = search.sample_solutions(
         policy, problems, s.n, jax.random.PRNGKey(2000 + a.seed), max_new_tokens=s.max_new_tokens

@@ -270,6 +270,57 @@ def test_implicit_log_ratios_sum_to_the_verifiers_q_and_vanish_against_itself():
     np.testing.assert_allclose(ilr.log_ratios(same, problems, sols)[0], 0.0, atol=1e-6)
 
 
+def test_implicit_step_rewards_split_by_the_tasks_truth():
+    """benchmarks/implicit_log_ratio.py: each step's implicit reward lands in the right or the wrong
+    array as `arith.check_steps` marks it (hand-made steps: 5 + 7 = 12 right, = 13 wrong), equal to the
+    verifier's own step reward."""
+    import jax
+
+    import implicit_log_ratio as ilr
+    from prm_jax import model, search
+    from prm_jax.data.arith import CharTokenizer
+    from prm_jax.verifier import Verifier
+
+    tok = CharTokenizer()
+    cfg = model.ModelConfig.preset("tiny", vocab_size=tok.vocab_size, init_std=0.2)
+    ver = Verifier(
+        "implicit",
+        cfg,
+        model.init_params(cfg, jax.random.PRNGKey(0)),
+        tok,
+        marker="<step>",
+        ref_params=model.init_params(cfg, jax.random.PRNGKey(1)),
+        beta=0.2,
+    )
+    q1, q2 = "a = 5, b = 7. c = a + b, d = c - 2. Find d.", "a = 5, b = 7. c = a + b. Find c."
+    good, bad = ["c = a + b = 5 + 7 = 12", "d = c - 2 = 12 - 2 = 10"], ["c = a + b = 5 + 7 = 13"]
+    sols = [[search.Solution(good), search.Solution([])], [search.Solution(bad)]]
+    right, wrong = ilr.step_rewards_by_truth(ver, [q1, q2], sols)
+    r = ver.score_all([q1, q2], [good, bad])["rewards"]
+    np.testing.assert_allclose(right, np.asarray(r[0]), rtol=1e-6)
+    np.testing.assert_allclose(wrong, np.asarray(r[1]), rtol=1e-6)
+    assert right.shape == (2,) and wrong.shape == (1,)
+
+
+def test_eval_problems_validation_draw_leaves_the_held_out_problems_out():
+    from prm_jax.configs import demo as demo_config
+
+    from prm_jax import demo
+
+    c = demo_config.get_config("quick")
+    # a task this small repeats problems, so the validation draw meets held-out ones it must leave out
+    c.task.update(min_given=1, max_given=1, min_steps=1, max_steps=1, max_operand=3)
+    held = common.eval_problems(c, "held-out")
+    val = common.eval_problems(c, "validation")
+    assert held == demo._problems(c.task, c.seed + 2, c.search.problems)
+    assert set(held) & set(demo._problems(c.task, c.seed + 4, 2 * c.search.problems))
+    assert len(val) == c.search.problems and not set(held) & set(val)
+    c.seed = 1
+    assert common.eval_problems(c, "validation") != val  # the draw follows the seed
+    with pytest.raises(ValueError, match="score_on 'test'"):
+        common.eval_problems(c, "test")
+
+
 def test_label_budget_counts_dpo_pairs_per_problem(tmp_path):
     import label_budget
     from prm_jax import jsonio
