@@ -204,7 +204,9 @@ def load_verifiers(workdir: str, names) -> dict:
         tok = loop.make_tokenizer(config)
         marker = default_marker(tok)
         if config.objective in ("implicit_ce", "implicit_dpo"):
-            _, ref, _ = loop.load_trained(config.init.ref_workdir)
+            # The reference is this run's own policy stage (`verifier_config`): read from `workdir`, not
+            # from the path saved at training time, so a run folder can be moved or renamed.
+            _, ref, _ = loop.load_trained(os.path.join(workdir, "policy"))
             out[name] = Verifier(
                 "implicit",
                 cfg,

@@ -3,10 +3,11 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 
-from prm_jax import demo
+from prm_jax import demo, loop
 from prm_jax.configs.demo import VERIFIERS
 from prm_jax.data import arith
 
@@ -239,6 +240,13 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     assert r.returncode == 0 and "beam search sampler calls: 1 problems" in r.stdout, (
         r.stdout[-2000:] + r.stderr[-2000:]
     )
+    # A run folder can be moved: its implicit PRM's reference is the policy in the folder it is in now.
+    moved = str(tmp_path / "moved")
+    os.rename(workdir, moved)
+    implicit = demo.load_verifiers(moved, ["implicit"])["implicit"]
+    policy_params = loop.load_trained(os.path.join(moved, "policy"))[1]
+    for a, b in zip(jax.tree.leaves(implicit.ref_params), jax.tree.leaves(policy_params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_outcome_problem_count_buys_the_budget_at_the_measured_tokens_per_solution():
