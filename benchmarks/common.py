@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: timing, FLOP counts, device ceilings, environment, JSON and tables.
+"""Shared pieces of the benchmarks: timing, FLOP counts, device ceilings, environment, JSON, tables and
+the demo's problem draws.
 
 Imports only numpy and the standard library at top level, so that the PyTorch peer (`peer_hf.py`)
 can use it without importing JAX (JAX and torch must never share the GPU in one process).
@@ -353,6 +354,25 @@ def stage_parser(doc: str):
     return p
 
 
+# --------------------------------------------------------------------------------------------
+# The demo's problem draws
+# --------------------------------------------------------------------------------------------
+def eval_problems(c, score_on: str) -> list[str]:
+    """Returns the problems a demo-run benchmark scores on: 'held-out' (the demo's own held-out draw,
+    `c.search.problems` of them) or 'validation' (as many from a draw no demo stage uses, the held-out
+    ones left out), so a setting can be chosen without looking at the held-out problems."""
+    from prm_jax import demo  # noqa: PLC0415  (JAX; this module imports none at top level)
+
+    problems = demo.held_out_problems(c)
+    if score_on == "held-out":
+        return problems
+    if score_on != "validation":
+        raise ValueError(f"score_on {score_on!r}: choose 'held-out' or 'validation'")
+    held_out = set(problems)
+    n = len(problems)
+    return [q for q in demo._problems(c.task, c.seed + 4, 2 * n) if q not in held_out][:n]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """`env` records the environment; `ceilings [--tiny]` measures them; `skip NAME WHY` notes a stage."""
     import argparse
@@ -385,22 +405,3 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-# --------------------------------------------------------------------------------------------
-# The demo's problem draws
-# --------------------------------------------------------------------------------------------
-def eval_problems(c, score_on: str) -> list[str]:
-    """Returns the problems a demo-run benchmark scores on: 'held-out' (the demo's own held-out draw,
-    `c.search.problems` of them) or 'validation' (as many from a draw no demo stage uses, the held-out
-    ones left out), so a setting can be chosen without looking at the held-out problems."""
-    from prm_jax import demo  # noqa: PLC0415  (JAX; this module imports none at top level)
-
-    n = c.search.problems
-    problems = demo._problems(c.task, c.seed + 2, n)
-    if score_on == "held-out":
-        return problems
-    if score_on != "validation":
-        raise ValueError(f"score_on {score_on!r}: choose 'held-out' or 'validation'")
-    held_out = set(problems)
-    return [q for q in demo._problems(c.task, c.seed + 4, 2 * n) if q not in held_out][:n]

@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     except (KeyError, ValueError, TypeError) as e:
         raise SystemExit(f"error: {e}") from None
     c.seed = a.seed
-    probs = demo._problems(c.task, a.seed + 2, a.problems)
+    probs = demo.held_out_problems(c, a.problems)
     results = {}
     for n in steps:
         c.policy.train.steps = n

@@ -51,6 +51,12 @@ def _problems(task, seed: int, n: int) -> list[str]:
     return [arith.sample_problem(cfg, rng).text for _ in range(n)]
 
 
+def held_out_problems(c, n: int | None = None) -> list[str]:
+    """Returns the evaluation's held-out problems: the first `n` (all `c.search.problems` when None) of
+    the draw at seed + 2, which no labelling stage uses."""
+    return _problems(c.task, c.seed + 2, c.search.problems if n is None else n)
+
+
 def _grade(problem, steps) -> bool:
     return arith.is_correct(problem, steps)
 
@@ -254,7 +260,7 @@ def stage_eval(workdir: str, c, log) -> dict:
     vs = load_verifiers(workdir, list(c.verifiers))
     # The label-free baseline every trained verifier must beat: the policy's own confidence.
     vs["likelihood"] = likelihood_baseline(workdir)
-    problems = _problems(c.task, c.seed + 2, s.problems)
+    problems = held_out_problems(c)
     res = search.evaluate_methods(
         pol,
         vs,

@@ -313,6 +313,7 @@ def test_eval_problems_validation_draw_leaves_the_held_out_problems_out():
     held = common.eval_problems(c, "held-out")
     val = common.eval_problems(c, "validation")
     assert held == demo._problems(c.task, c.seed + 2, c.search.problems)
+    assert demo.held_out_problems(c, 3) == held[:3]  # policy_steps.py scores a prefix of the same draw
     assert set(held) & set(demo._problems(c.task, c.seed + 4, 2 * c.search.problems))
     assert len(val) == c.search.problems and not set(held) & set(val)
     c.seed = 1
