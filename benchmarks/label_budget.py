@@ -12,8 +12,8 @@ last). The demo's own verifiers are scored on the same set first.
         --variants implicit:full:1e-3:2,exact:head:3e-3:2
 
 A variant is KIND:MODE:LR:PASSES[:BETA[:LOSS]]: KIND a demo verifier (implicit, exact, ...), MODE
-`head` (the score head alone on the frozen policy) or `full`, LR the learning rate, PASSES epochs over
-the data, BETA the implicit PRM's beta (default: the demo config's), LOSS the implicit PRM's `ce`
+`head` (the score head alone on the frozen verifier base, or the policy where the run has none) or
+`full`, LR the learning rate, PASSES epochs over the data, BETA the implicit PRM's beta (default: the demo config's), LOSS the implicit PRM's `ce`
 (default) or `dpo` (pairs of a right and a wrong solution of one problem; PASSES are then epochs over
 the pairs). `--problems 0` trains on the demo run's own outcome-labelled set
 (WORKDIR/outcomes/train.jsonl; implicit variants only):
@@ -125,6 +125,8 @@ def main() -> None:
     results = {}
     vs = demo.load_verifiers(a.workdir, ["bce", "exact", "implicit"])
     vs["likelihood"] = demo.likelihood_baseline(a.workdir)
+    if os.path.exists(os.path.join(a.workdir, "base", "DONE")):  # the verifiers' base (a run since its stage)
+        vs["base_likelihood"] = demo.likelihood_baseline(a.workdir, "base", "base_likelihood")
     for k, v in vs.items():
         results[f"demo_{k}"] = score(f"demo_{k}", v, problems, sols, gold)
     for var in a.variants.split(","):

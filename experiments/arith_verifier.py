@@ -14,7 +14,8 @@ Argument `OBJECTIVE[,SIZE]`: OBJECTIVE in bce | exact | orm | pav | implicit_ce;
 The demo size reads `runs/arith/mc/labels/train.jsonl` (stage 2, experiments/arith_mc_label.py:
 `labels` = soft MC fraction, `hard_labels`, `exact_labels` (the task's exact step correctness), `q` / `v0` = the prover's Q for the PAV, `correct`), and the
 verifiers start from the SFT policy's weights (`runs/arith/policy`, stage 1), which is also the implicit
-PRM's frozen reference; as in the demo, the score-head verifiers train their head on the frozen policy. Tiny runs start from random weights unless `--config.init.workdir` is given.
+PRM's frozen reference; as in the demo, the score-head verifiers train their head on a frozen body (the
+demo's starts them from a verifier base, the policy trained a few more SFT steps: `config.verifier_base`). Tiny runs start from random weights unless `--config.init.workdir` is given.
 """
 
 from pathlib import Path

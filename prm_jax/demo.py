@@ -4,6 +4,8 @@ Every setting is in the demo config (`prm_jax/configs/demo.py`, documented by ex
 each stage is one library call:
   1. policy/     `loop.run(config.policy)`: SFT of a tiny policy on gold + corrupted arithmetic
                  solutions (it learns to err);
+     base/       `loop.run(config.verifier_base)`: the policy trained on for a few more SFT steps, the
+                 verifiers' starting point (none when its steps are 0: they start from the policy);
   2. labels/     `labeling.label_and_split`: solutions sampled from the policy, Math-Shepherd MC labels,
                  OmegaPRM's cost comparison, PAV targets (the prover's Q), exact step correctness in
                  `meta`, split by problem into train.jsonl / val.jsonl;
@@ -11,10 +13,11 @@ each stage is one library call:
                  correctness, no rollouts (the implicit PRM's and the exact-label PRM's data), bought
                  with `labelling.outcome_budget` x the MC labels' sampler tokens;
   4. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on the train.jsonl of
-                 `config.verifier_data.NAME` (labels/ or outcomes/), from the policy's weights (the
-                 implicit PRM's reference too);
+                 `config.verifier_data.NAME` (labels/ or outcomes/), from the verifier base's weights
+                 (the implicit PRM's reference too);
   5. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
-                 and aggregation, the policy's own likelihood as a label-free baseline, BCE beam and PAV beam search) and `evaluate.step_validation`;
+                 and aggregation, the policy's and the verifier base's likelihood as label-free
+                 baselines, BCE beam and PAV beam search) and `evaluate.step_validation`;
   6. report.md, report.json (every figure with its CI, the paper's claim and whether it holds),
      accuracy_vs_n.png, accuracy_vs_compute.png, solution_steps.png (`report.write_report`); the table is printed.
 Each stage is skipped when its output exists, so an interrupted run resumes.
@@ -75,6 +78,29 @@ def stage_policy(workdir: str, c, log) -> None:
     m = loop.run(config_lib.complete(c.policy, where="config.policy"), out)
     _finish(out, m)
     log(f"policy: SFT done, final loss {m.get('loss'):.4f}")
+
+
+def verifier_init(workdir: str, c) -> str:
+    """Returns the run folder the verifiers start from: WORKDIR/base, or WORKDIR/policy when
+    `config.verifier_base.train.steps` is 0."""
+    return os.path.join(workdir, "base" if c.verifier_base.train.steps > 0 else "policy")
+
+
+def stage_base(workdir: str, c, log) -> None:
+    """Trains the verifier base into WORKDIR/base from the policy's weights (skipped when it is DONE or
+    has 0 steps)."""
+    out = os.path.join(workdir, "base")
+    if c.verifier_base.train.steps <= 0:
+        log("base: 0 steps, the verifiers start from the policy: skipped")
+        return
+    if os.path.exists(os.path.join(out, "DONE")):
+        log("base: exists, skipped")
+        return
+    b = config_lib.complete(c.verifier_base, where="config.verifier_base")
+    b.init.workdir = os.path.join(workdir, "policy")
+    m = loop.run(b, out)
+    _finish(out, m)
+    log(f"base: {b.train.steps} more SFT steps from the policy, final loss {m.get('loss'):.4f}")
 
 
 def _data_stage(workdir: str, name: str, log) -> tuple[str, dict | None]:
@@ -176,17 +202,22 @@ def verifier_data(workdir: str, c, name: str) -> tuple[str, int]:
 
 def verifier_config(workdir: str, c, name: str):
     """Returns the training config of verifier `name`: its demo section with its data's path
-    (WORKDIR/{config.verifier_data[name]}/train.jsonl), the policy as initial weights (and reference),
-    and `verifier_passes` epochs as its steps."""
+    (WORKDIR/{config.verifier_data[name]}/train.jsonl), `verifier_init` as initial weights, the policy
+    as the implicit PRM's reference, and `verifier_passes` epochs as its steps."""
     v = config_lib.complete(c.verifiers[name], where=f"config.verifiers.{name}")
     path, n_train = verifier_data(workdir, c, name)
-    policy = os.path.join(workdir, "policy")
+    init = verifier_init(workdir, c)
     # A few passes over many labelled solutions, not many passes over few (those overfit).
     v.train.steps = max(1, int(np.ceil(c.verifier_passes * n_train / v.train.batch_size)))
     v.data.path = path
-    v.init.workdir = policy
+    v.init.workdir = init
     if v.objective in ("implicit_ce", "implicit_dpo"):
-        v.init.ref_workdir = policy
+        # The reference is the policy whose solutions it scores, not the base it starts from: with the
+        # base as both, its rewards start at 0 and only outcome labels move them, while every score head
+        # reads the base's likelihood. On validation problems (256 x 16, seeds 0 / 3) best-of-16 was
+        # 0.855 / 0.840 with the policy as reference, 0.820 / 0.797 with the base; the BCE-PRM's
+        # 0.848 / 0.855 (benchmarks/NOTES.md, twentieth session).
+        v.init.ref_workdir = os.path.join(workdir, "policy")
     return v
 
 
@@ -210,9 +241,9 @@ def load_verifiers(workdir: str, names) -> dict:
         tok = loop.make_tokenizer(config)
         marker = default_marker(tok)
         if config.objective in ("implicit_ce", "implicit_dpo"):
-            # The reference is this run's own policy stage (`verifier_config`): read from `workdir`, not
+            # The reference is a stage of this run (`verifier_config`: policy/): read from `workdir`, not
             # from the path saved at training time, so a run folder can be moved or renamed.
-            _, ref, _ = loop.load_trained(os.path.join(workdir, "policy"))
+            _, ref, _ = loop.load_trained(os.path.join(workdir, os.path.basename(config.init.ref_workdir)))
             out[name] = Verifier(
                 "implicit",
                 cfg,
@@ -231,12 +262,13 @@ def load_verifiers(workdir: str, names) -> dict:
     return out
 
 
-def likelihood_baseline(workdir: str) -> Verifier:
-    """Returns `verifier.likelihood_verifier` of the demo's policy (WORKDIR/policy)."""
-    cfg, params, config = loop.load_trained(os.path.join(workdir, "policy"))
+def likelihood_baseline(workdir: str, stage: str = "policy", name: str = "likelihood") -> Verifier:
+    """Returns `verifier.likelihood_verifier` of a language-model stage of the demo (WORKDIR/STAGE:
+    the policy, or the verifier base)."""
+    cfg, params, config = loop.load_trained(os.path.join(workdir, stage))
     tok = loop.make_tokenizer(config)
     return likelihood_verifier(
-        cfg, params, tok, marker=default_marker(tok), logprob_chunk=int(config.loss.logprob_chunk)
+        cfg, params, tok, marker=default_marker(tok), name=name, logprob_chunk=int(config.loss.logprob_chunk)
     )
 
 
@@ -258,8 +290,11 @@ def stage_eval(workdir: str, c, log) -> dict:
     s = c.search
     pol = sampling.load_policy(os.path.join(workdir, "policy"), max_batch=c.sample_batch)
     vs = load_verifiers(workdir, list(c.verifiers))
-    # The label-free baseline every trained verifier must beat: the policy's own confidence.
+    # The label-free baselines every trained verifier must beat: the policy's own confidence, and that of
+    # the base the verifiers start from (what the labels add to it is the verifiers' own doing).
     vs["likelihood"] = likelihood_baseline(workdir)
+    if c.verifier_base.train.steps > 0:
+        vs["base_likelihood"] = likelihood_baseline(workdir, "base", "base_likelihood")
     problems = held_out_problems(c)
     res = search.evaluate_methods(
         pol,
@@ -322,6 +357,7 @@ def run(workdir: str, config=None, log=print) -> dict:
         return out
 
     timed("policy", stage_policy, workdir, c, log)
+    timed("base", stage_base, workdir, c, log)
     label_stats = timed("labels", stage_labels, workdir, c, log)
     label_stats = {**label_stats, **timed("outcomes", stage_outcomes, workdir, c, log)}
     for name in c.verifiers:

@@ -20,7 +20,7 @@ _POINT_MARKERS = ("*", "D", "P", "X", "s")
 _FAMILY_MARKERS = ("o", "s", "^", "v", "D", "<", ">", "p", "h")
 
 # Label-free baselines (drawn as a wide pale line under the trained verifiers).
-BASELINES = ("likelihood",)
+BASELINES = ("likelihood", "base_likelihood")
 
 
 _COLOURS = [c for c in plt.rcParams["axes.prop_cycle"].by_key()["color"] if matplotlib.colors.to_hex(c) != "#7f7f7f"]

@@ -23,6 +23,7 @@ MAIN = (
     "pav/min/argmax",
     "implicit/min/argmax",
     "likelihood/min/argmax",
+    "base_likelihood/min/argmax",
     "beam_bce",
     "beam_pav",
 )
@@ -241,6 +242,18 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
                 _diff(res, "bce/min/argmax", "likelihood/min/argmax", n, n),
             )
         )
+    if "base_likelihood/min/argmax" in res["curves"]:
+        out.append(
+            _beats(
+                "bce_beats_base_likelihood",
+                "step labels add to what the verifiers' base model already knows: a trained PRM beats the "
+                "base's own confidence (no paper's figure; the base is the policy trained a few more steps)",
+                f"BCE-PRM (min) argmax best-of-{n} > the verifier base's likelihood (least likely token)",
+                ("bce", bce_n),
+                ("base_likelihood", _ci(res, "base_likelihood/min/argmax", n)),
+                _diff(res, "bce/min/argmax", "base_likelihood/min/argmax", n, n),
+            )
+        )
     if label_stats and label_stats.get("omega_rollouts"):
         full, om = label_stats["full_mc_rollouts_same_solutions"], label_stats["omega_rollouts"]
         match = label_stats.get("omega_first_error_matches_full_mc")
@@ -403,8 +416,10 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
         "soft MC labels (the policy's own Q^pi), `orm` outcome RM, `pav` the Best-of-K prover's Q^mu, "
         "`implicit` beta * log pi/pi_ref from outcome labels (`last` = q_T, weighted vote on sigmoid), "
         "`likelihood` no labels: the policy's least likely shown token so far (sigmoid of its log-prob), "
-        "the baseline a trained verifier should beat; the score-head verifiers also read that feature "
-        "(`model.score_likelihood`) and train their head alone on the frozen policy; "
+        "the baseline a trained verifier should beat; `base_likelihood` the same for the verifiers' base "
+        "(the policy trained a few more SFT steps, `config.verifier_base`), which every verifier starts from; "
+        "the score-head verifiers also read that feature "
+        "(`model.score_likelihood`) and train their head alone on the frozen base; "
         "`oracle` picks a right answer whenever one of the N is right (pass@N, the ceiling)."
     ]
     md += [f"Beam `{k}`: ranked by {v['rank']}, answer by {v['answer']}." for k, v in res.get("beam_terms", {}).items()]
@@ -441,7 +456,7 @@ def write_report(workdir: str, res: dict, label_stats: dict, wall: dict) -> str:
             "longer / shorter than the pool's, or drawn through a token the policy rarely draws (its least "
             "likely token's probability at temperature 1, median over picks, below the pool's) is exploited "
             "by that feature. Confidently wrong: a wrong answer with every token drawn at probability >= 0.5, "
-            "an error the policy's likelihood (which every score head here reads) cannot see.\n",
+            "an error the policy's own likelihood cannot see (the score heads read their base's, which can).\n",
             "| picks of | accuracy | every step right | right by luck | confidently wrong | steps | gen tokens "
             "| least likely token p |",
             "|---|---|---|---|---|---|---|---|",

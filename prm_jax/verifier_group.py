@@ -1,8 +1,8 @@
 """Scores several verifiers that run the same body with one forward per batch.
 
-Score-head probes trained on a frozen policy (BCE-PRM, exact-label PRM, ORM, PAV, the likelihood
-baseline) hold bit-equal copies of one body and differ only in `params['score_head']`; an implicit
-PRM's reference is that body too. Scored one by one they repeat the same forward; here the body runs
+Score-head probes trained on one frozen body (BCE-PRM, exact-label PRM, ORM, PAV, the likelihood
+baseline) hold bit-equal copies of it and differ only in `params['score_head']`; an implicit
+PRM's reference can be that body too. Scored one by one they repeat the same forward; here the body runs
 once per batch, every head reads its final hidden states, and the token log-probs the likelihood
 feature needs double as the implicit PRMs' reference log-probs.
 

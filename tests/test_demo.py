@@ -35,7 +35,8 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     ):
         c = res["curves"][name]
         assert all(0.0 <= lo <= a <= hi <= 1.0 for a, lo, hi in zip(c["acc"], c["lo"], c["hi"])), name
-    assert set(res["auroc"]) == set(VERIFIERS) | {"likelihood"}  # + the policy's label-free confidence
+    # + the label-free confidence of the policy and of the verifiers' base
+    assert set(res["auroc"]) == set(VERIFIERS) | {"likelihood", "base_likelihood"}
     # PAV beam: ranked by Q^pi (the soft-label verifier of the policy) + alpha * A^mu (the PAV), answered by Q^pi
     assert res["beam_terms"]["beam_pav"] == {
         "rank": f"qpi + {QUICK.search.alpha} * A(pav)",
@@ -53,12 +54,29 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
             assert ck.restore_config()["data"]["label_field"] == field, name
         finally:
             ck.close()
-    # The score-head verifiers are probes on the frozen policy (train_test covers the mechanism); the
+    # The score-head verifiers are probes on the frozen base (train_test covers the mechanism); the
     # implicit PRM trains the whole model. Every demo model reads the likelihood features.
     for name in VERIFIERS:
         v = demo.verifier_config(workdir, QUICK, name)
         assert (v.optim.head_only_steps >= v.train.steps) == (name != "implicit"), name
         assert v.model.score_likelihood and QUICK.policy.model.score_likelihood
+        assert v.init.workdir == os.path.join(workdir, "base"), name
+    # The verifier base: the policy's weights trained on for its own steps; every score head's body is
+    # the base's, unchanged (a probe), and differs from the policy's.
+    base_log = [json.loads(line) for line in open(os.path.join(workdir, "base", "metrics.jsonl"))]
+    assert base_log[-1]["step"] == QUICK.verifier_base.train.steps
+    _, base_params, base_cfg = loop.load_trained(os.path.join(workdir, "base"))
+    assert base_cfg.init.workdir == os.path.join(workdir, "policy")
+    policy_params = loop.load_trained(os.path.join(workdir, "policy"))[1]
+    bce_params = loop.load_trained(os.path.join(workdir, "bce"))[1]
+    body = lambda p: {k: v for k, v in p.items() if k != "score_head"}  # noqa: E731
+    for a, b in zip(jax.tree.leaves(body(bce_params)), jax.tree.leaves(body(base_params)), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    moved_any = [
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(jax.tree.leaves(body(base_params)), jax.tree.leaves(body(policy_params)), strict=True)
+    ]
+    assert any(moved_any)
     assert res["tokens"]["beam_pav_gen_per_problem"] > 0 and res["tokens"]["verifier_bce_per_problem"] > 0
     keys = [f["key"] for f in out["figures"]]
     assert keys == [
@@ -70,6 +88,7 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
         "implicit_close_to_bce",
         "implicit_vote_beats_majority",
         "bce_beats_likelihood",
+        "bce_beats_base_likelihood",
         "omega_fewer_rollouts",
     ]
     # report.json: every figure with its claim, values and CIs, as the markdown states them
@@ -192,7 +211,8 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     # Second run: every stage is found and skipped; the report is rewritten from eval.json.
     logs = []
     again = demo.run(workdir, QUICK, log=logs.append)
-    assert sum("skipped" in line for line in logs) == 3 + len(VERIFIERS) + 1  # policy, labels, outcomes, ..., eval
+    # policy, base, labels, outcomes, the verifiers, eval
+    assert sum("skipped" in line for line in logs) == 4 + len(VERIFIERS) + 1
     # its report keeps the time each stage took when it ran (not the near-zero time of skipping it)
     assert {k: v for k, v in again["wall"].items() if k != "total"} == {
         k: v for k, v in out["wall"].items() if k != "total"
@@ -276,7 +296,7 @@ def test_report_compares_methods_on_the_same_problems():
     rng = np.random.default_rng(0)
     P, ns = 8, [1, 2, 4]
     names = ["majority", "bce/min/weighted_vote", "bce/min/argmax", "orm/last/argmax", "implicit/min/argmax"]
-    names += ["likelihood/min/argmax", "implicit/min/weighted_vote"]
+    names += ["likelihood/min/argmax", "base_likelihood/min/argmax", "implicit/min/weighted_vote"]
     rows = {k: rng.integers(0, 3, size=(len(ns), P)) / 2.0 for k in names}
     rows.update(beam_pav=rng.integers(0, 2, size=(1, P)) * 1.0, beam_bce=rng.integers(0, 2, size=(1, P)) * 1.0)
 
@@ -325,6 +345,11 @@ def test_report_compares_methods_on_the_same_problems():
     assert steps["N=4 - N=2"]["value"] == pytest.approx(np.mean(rows["bce/min/argmax"][2] - rows["bce/min/argmax"][1]))
     lik = figs["bce_beats_likelihood"]["values"]["difference"]
     assert lik["value"] == pytest.approx(np.mean(rows["bce/min/argmax"][2] - rows["likelihood/min/argmax"][2]))
+    base = figs["bce_beats_base_likelihood"]
+    assert base["values"]["difference"]["value"] == pytest.approx(
+        np.mean(rows["bce/min/argmax"][2] - rows["base_likelihood/min/argmax"][2])
+    )
+    assert base["holds"] == (rows["bce/min/argmax"][2].mean() > rows["base_likelihood/min/argmax"][2].mean())
     # a difference's CI is evaluate.paired_difference's, and the holds rules still read the point values
     assert lik["ci"] == pytest.approx(
         list(
@@ -357,3 +382,26 @@ def test_verifier_data_reads_the_named_stage_and_rejects_another(tmp_path):
     c.verifier_data.exact = "label"
     with pytest.raises(ValueError, match="config.verifier_data.exact: 'label'; choose 'labels' or 'outcomes'"):
         demo.verifier_data(str(tmp_path), c, "exact")
+
+
+def test_verifier_base_steps_choose_where_the_verifiers_start(tmp_path):
+    """The verifiers start from WORKDIR/base (the implicit PRM's reference is the policy); with 0 base
+    steps the base stage trains nothing and they start from the policy."""
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "train.jsonl").write_text("{}\n" * 4)
+    c = demo.default_config("quick").copy_and_resolve_references()
+    assert c.verifier_base.train.steps > 0 and c.verifier_base.train.seed == c.seed + 3
+    for steps, stage in ((c.verifier_base.train.steps, "base"), (0, "policy")):
+        c.verifier_base.train.steps = steps
+        assert demo.verifier_init(str(tmp_path), c) == str(tmp_path / stage)
+        v = demo.verifier_config(str(tmp_path), c, "bce")
+        assert v.init.workdir == str(tmp_path / stage) and not v.init.ref_workdir
+    c.verifier_data.implicit = "labels"
+    for steps, stage in ((3, "base"), (0, "policy")):
+        c.verifier_base.train.steps = steps
+        imp = demo.verifier_config(str(tmp_path), c, "implicit")
+        assert imp.init.workdir == str(tmp_path / stage) and imp.init.ref_workdir == str(tmp_path / "policy")
+    logs = []
+    demo.stage_base(str(tmp_path), c, logs.append)  # 0 steps: nothing trained, no folder made
+    assert logs == ["base: 0 steps, the verifiers start from the policy: skipped"]
+    assert not (tmp_path / "base").exists()

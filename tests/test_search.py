@@ -194,6 +194,54 @@ def test_beam_search_refills_slots_of_finished_beams():
     assert res[0].gen_tokens == pol.tokens["p"]
 
 
+class DupPolicy(TreePolicy):
+    """TreePolicy whose k-th copy of prefix P gets digit (seed(P) + k) % 3: a round's samples repeat."""
+
+    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0, max_new_tokens=64, desc=None):
+        self.requests.append([(p, tuple(x)) for p, x in zip(problems, prefixes)])
+        seen, out = collections.Counter(), []
+        for p, pre in zip(problems, prefixes):
+            k = seen[(p, tuple(pre))]
+            seen[(p, tuple(pre))] += 1
+            c = (
+                Continuation([], True, 1)
+                if len(pre) >= self.depth
+                else Continuation([str((self.seed(pre) + k) % 3)], False, 2)
+            )
+            self.tokens[p] += c.num_tokens
+            out.append(c)
+        return out
+
+
+def test_beam_search_keeps_the_top_k_samples_counting_copies():
+    """A child sampled c times holds up to c slots: each round's active set is the top K of the round's
+    samples themselves (brute force: every sample ranked by its score, ties to the first drawn), while
+    each distinct child is scored once."""
+    pol, ver = DupPolicy(depth=3), DigitVerifier()
+    rank, ranked = search.last_step_ranker(ver), []
+
+    def rank_fn(problems, parents, children):
+        ranked.append([tuple(c) for c in children])
+        return rank(problems, parents, children)
+
+    search.beam_search(
+        pol, ["p"], jax.random.PRNGKey(0), n_beams=8, width=2, rank_fn=rank_fn, final_fn=rank, max_steps=6
+    )
+    for rnd in (1, 2):
+        parents = [pre for _, pre in pol.requests[rnd - 1]]
+        samples = []
+        for pre, n in collections.Counter(parents).items():
+            samples += [pre + (str((DupPolicy.seed(pre) + k) % 3),) for k in range(n)]
+        brute = sorted(samples, key=lambda c: -int(c[-1]))[:4]  # stable: ties keep the draw order
+        got = [pre for _, pre in pol.requests[rnd][::2]]  # each kept beam asked `width` = 2 times
+        assert sorted(got) == sorted(brute), (rnd, got, brute)
+        assert len(pol.requests[rnd]) == 8
+    # round 0 drew 0, 1, 2, 0, 1, 2, 0, 1: the two 2s and two of the three 1s, not [2, 1, 0, 2]
+    assert sorted(pre for _, pre in pol.requests[1][::2]) == [("1",), ("1",), ("2",), ("2",)]
+    # every distinct child was ranked once per round: round 0's eight samples are three children
+    assert sorted(ranked[0]) == [("0",), ("1",), ("2",)] and all(len(r) == len(set(r)) for r in ranked)
+
+
 def test_beam_search_finishes_open_beams_at_budget_and_validates():
     pol = ScriptedPolicy(end_after=10)
     rank = search.last_step_ranker(DigitVerifier())

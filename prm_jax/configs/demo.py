@@ -5,12 +5,13 @@
   seed        offsets every random choice of the run (problems, sampling, labelling, training, bootstrap)
   task        the arithmetic task (ArithConfig fields) of policy, labels and evaluation
   policy      the SFT policy's training config (the base config's keys)
+  verifier_base  the verifiers' starting point: the policy trained on for a few more SFT steps
   labelling   solutions sampled per problem, MC rollouts, the PAV prover, OmegaPRM's share, split,
               and the implicit PRM's outcome-labelled problems
   verifier_passes  epochs of each verifier over its training solutions (sets its steps)
   verifier_data    which stage's train.jsonl each verifier reads: 'labels' (MC) or 'outcomes'
   verifiers   the verifier runs: one training config per verifier (bce, exact, qpi, orm, pav, implicit),
-              starting from the policy's weights
+              starting from the verifier base's weights
   search      held-out problems, N, beam width, PAV alpha, bootstrap, sampler and verifier budgets
 `experiments/arith_demo.py` documents this file and re-exports it, so the installed package carries the
 demo (an install without experiments/ can run it).
@@ -79,7 +80,7 @@ VERIFIER_DATA = {
 }
 SEQ_LEN = 144  # the longest 3-step solution with its prompt is 136 tokens: none truncated
 FINAL_ONLY = 10**9  # train.ckpt_every: only the last step's checkpoint (the loop always saves the last step)
-WHOLE_RUN = 10**9  # optim.head_only_steps: the score head alone trains, on the frozen policy
+WHOLE_RUN = 10**9  # optim.head_only_steps: the score head alone trains, on the frozen body (the base)
 
 
 def _training(objective: str) -> ml_collections.ConfigDict:
@@ -119,7 +120,7 @@ def _verifier(name: str, batch: int, seed) -> ml_collections.ConfigDict:
     # steps 0: set at run time to verifier_passes epochs over the labelled solutions
     c.train.update(steps=0, ckpt_every=FINAL_ONLY, batch_size=batch, seed=seed)
     if name != "implicit":
-        # A probe on the frozen policy. Fine-tuning the whole 2-layer model on ~900 labelled solutions
+        # A probe on the frozen base. Fine-tuning the whole 2-layer model on ~900 labelled solutions
         # overfit (validation AUROC 0.73-0.75 with exact labels) and moved the language model, so the
         # likelihood feature that sees wrong digits fell from AUROC 0.99 to 0.60-0.73.
         c.optim.head_only_steps = WHOLE_RUN
@@ -165,6 +166,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.sample_batch = 64
     c.task = ml_collections.ConfigDict(dict(base.arith_section(), **TASK))
     c.policy = _policy(40 if quick else 1100, 16 if quick else 32, seed)
+    # The verifiers' base: the policy's weights after `verifier_base.train.steps` more SFT steps on fresh
+    # records of the task (stream seed + 3; fresh optimizer state). Every verifier starts from it (the
+    # implicit PRM's reference stays the policy); 0 steps: they start from the policy itself. Read from
+    # the policy alone, every score head shared the policy's likelihood, so none could see an error the
+    # policy makes confidently: weighted votes tied majority, and fine-tuning, 10x exact labels or a
+    # whole-model verifier did not move it (benchmarks/NOTES.md, nineteenth session). A verifier must
+    # know the task better than the policy to check it. On validation problems (256 x 16, a draw no demo
+    # stage uses) the base's likelihood alone picked best-of-16 0.867 / 0.844 on seeds 0 / 5 after 150
+    # steps (another stream seed), 0.852 / 0.828 after 300, against the policy's 0.773 / 0.770 and
+    # majority's 0.762 / 0.719 (benchmarks/NOTES.md, twentieth session). ~30 s of demo wall.
+    c.verifier_base = _policy(10 if quick else 150, 16 if quick else 32, seed + 3)
     c.labelling = ml_collections.ConfigDict(
         dict(
             # 8 solutions of each of 128 problems rather than 4 of 256: with 4, many problems have only
