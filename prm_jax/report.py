@@ -230,30 +230,33 @@ def figures(res: dict, label_stats: dict | None = None) -> list[dict]:
                 _diff(res, "implicit/min/weighted_vote", "majority", n, n),
             )
         )
-    if "likelihood/min/argmax" in res["curves"]:
-        out.append(
-            _beats(
-                "bce_beats_likelihood",
-                "step labels add to what the policy already knows: a trained PRM beats the policy's own "
-                "confidence (no paper's figure; the label-free baseline every PRM should beat)",
-                f"BCE-PRM (min) argmax best-of-{n} > the policy's likelihood (least likely token)",
-                ("bce", bce_n),
-                ("likelihood", _ci(res, "likelihood/min/argmax", n)),
-                _diff(res, "bce/min/argmax", "likelihood/min/argmax", n, n),
+    # The label-free baselines: the policy's own confidence, and that of the base the verifiers start from.
+    for base, whose, claim in (
+        (
+            "likelihood",
+            "the policy's",
+            "step labels add to what the policy already knows: a trained PRM beats the "
+            "policy's own confidence (no paper's figure; the label-free baseline every PRM should beat)",
+        ),
+        (
+            "base_likelihood",
+            "the verifier base's",
+            "step labels add to what the verifiers' base model already "
+            "knows: a trained PRM beats the base's own confidence (no paper's figure; the base is the policy "
+            "trained a few more steps)",
+        ),
+    ):
+        if f"{base}/min/argmax" in res["curves"]:
+            out.append(
+                _beats(
+                    f"bce_beats_{base}",
+                    claim,
+                    f"BCE-PRM (min) argmax best-of-{n} > {whose} likelihood (least likely token)",
+                    ("bce", bce_n),
+                    (base, _ci(res, f"{base}/min/argmax", n)),
+                    _diff(res, "bce/min/argmax", f"{base}/min/argmax", n, n),
+                )
             )
-        )
-    if "base_likelihood/min/argmax" in res["curves"]:
-        out.append(
-            _beats(
-                "bce_beats_base_likelihood",
-                "step labels add to what the verifiers' base model already knows: a trained PRM beats the "
-                "base's own confidence (no paper's figure; the base is the policy trained a few more steps)",
-                f"BCE-PRM (min) argmax best-of-{n} > the verifier base's likelihood (least likely token)",
-                ("bce", bce_n),
-                ("base_likelihood", _ci(res, "base_likelihood/min/argmax", n)),
-                _diff(res, "bce/min/argmax", "base_likelihood/min/argmax", n, n),
-            )
-        )
     if label_stats and label_stats.get("omega_rollouts"):
         full, om = label_stats["full_mc_rollouts_same_solutions"], label_stats["omega_rollouts"]
         match = label_stats.get("omega_first_error_matches_full_mc")

@@ -101,15 +101,16 @@ class DigitVerifier:
 
 
 class TreePolicy:
-    """A deterministic step tree: the k-th copy of prefix P in one call gets digit (seed(P) + k) % 10.
+    """A deterministic step tree: the k-th copy of prefix P in one call gets digit (seed(P) + k) % digits.
 
     A prefix of `depth` steps answers EOS alone (no new step) in a separate call, as a policy that
     emits the step marker and then EOS does. Counts the tokens it hands out per problem (2 per step,
     1 per EOS) and records every call's (problem, prefix) requests.
     """
 
-    def __init__(self, depth=2, ends=()):
+    def __init__(self, depth=2, ends=(), digits=10):
         self.depth, self.ends, self.tokens, self.requests = depth, set(ends), collections.Counter(), []
+        self.digits = digits
 
     @staticmethod
     def seed(prefix):
@@ -124,7 +125,7 @@ class TreePolicy:
             if len(pre) >= self.depth:
                 c = Continuation([], True, 1)  # EOS alone
             else:
-                d = str((self.seed(pre) + k) % 10)
+                d = str((self.seed(pre) + k) % self.digits)
                 ended = d in self.ends
                 c = Continuation([d], ended, 2 + int(ended))
             self.tokens[p] += c.num_tokens
@@ -194,30 +195,11 @@ def test_beam_search_refills_slots_of_finished_beams():
     assert res[0].gen_tokens == pol.tokens["p"]
 
 
-class DupPolicy(TreePolicy):
-    """TreePolicy whose k-th copy of prefix P gets digit (seed(P) + k) % 3: a round's samples repeat."""
-
-    def continue_from(self, problems, prefixes, rng, *, mode, temperature=1.0, top_p=1.0, max_new_tokens=64, desc=None):
-        self.requests.append([(p, tuple(x)) for p, x in zip(problems, prefixes)])
-        seen, out = collections.Counter(), []
-        for p, pre in zip(problems, prefixes):
-            k = seen[(p, tuple(pre))]
-            seen[(p, tuple(pre))] += 1
-            c = (
-                Continuation([], True, 1)
-                if len(pre) >= self.depth
-                else Continuation([str((self.seed(pre) + k) % 3)], False, 2)
-            )
-            self.tokens[p] += c.num_tokens
-            out.append(c)
-        return out
-
-
 def test_beam_search_keeps_the_top_k_samples_counting_copies():
     """A child sampled c times holds up to c slots: each round's active set is the top K of the round's
     samples themselves (brute force: every sample ranked by its score, ties to the first drawn), while
     each distinct child is scored once."""
-    pol, ver = DupPolicy(depth=3), DigitVerifier()
+    pol, ver = TreePolicy(depth=3, digits=3), DigitVerifier()  # a round's samples repeat
     rank, ranked = search.last_step_ranker(ver), []
 
     def rank_fn(problems, parents, children):
@@ -231,7 +213,7 @@ def test_beam_search_keeps_the_top_k_samples_counting_copies():
         parents = [pre for _, pre in pol.requests[rnd - 1]]
         samples = []
         for pre, n in collections.Counter(parents).items():
-            samples += [pre + (str((DupPolicy.seed(pre) + k) % 3),) for k in range(n)]
+            samples += [pre + (str((TreePolicy.seed(pre) + k) % 3),) for k in range(n)]
         brute = sorted(samples, key=lambda c: -int(c[-1]))[:4]  # stable: ties keep the draw order
         got = [pre for _, pre in pol.requests[rnd][::2]]  # each kept beam asked `width` = 2 times
         assert sorted(got) == sorted(brute), (rnd, got, brute)
