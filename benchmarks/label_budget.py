@@ -152,7 +152,9 @@ def main() -> None:
         t0 = time.perf_counter()
         loop.run(v, os.path.join(a.out, name))
         print(f"{var}: {v.train.steps} steps in {time.perf_counter() - t0:.1f}s")
-        results[var] = score(var, demo.load_verifiers(a.out, [name])[name], problems, sols, gold)
+        # an implicit variant's reference is the demo run's policy, not a folder under --out
+        variant = demo.load_verifiers(a.out, [name], ref_root=a.workdir)[name]
+        results[var] = score(var, variant, problems, sols, gold)
     jsonio.dump({"train_solutions": n_train, "results": results}, os.path.join(a.out, "results.json"))
 
 

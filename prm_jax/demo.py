@@ -233,17 +233,20 @@ def stage_verifier(workdir: str, name: str, c, log) -> None:
     log(f"{name}: trained {v.train.steps} steps ({c.verifier_passes} passes), final loss {m.get('loss'):.4f}")
 
 
-def load_verifiers(workdir: str, names) -> dict:
-    """Returns {name: Verifier} of the demo's trained verifier runs (parameters only)."""
+def load_verifiers(workdir: str, names, ref_root: str | None = None) -> dict:
+    """Returns {name: Verifier} of the trained verifier runs WORKDIR/NAME (parameters only); an implicit
+    PRM's reference is the same-named stage of `ref_root` (default `workdir`: the demo run itself; a
+    benchmark that trains variants of a run's verifiers elsewhere passes that run)."""
     out = {}
     for name in names:
         cfg, params, config = loop.load_trained(os.path.join(workdir, name))
         tok = loop.make_tokenizer(config)
         marker = default_marker(tok)
         if config.objective in ("implicit_ce", "implicit_dpo"):
-            # The reference is a stage of this run (`verifier_config`: policy/): read from `workdir`, not
-            # from the path saved at training time, so a run folder can be moved or renamed.
-            _, ref, _ = loop.load_trained(os.path.join(workdir, os.path.basename(config.init.ref_workdir)))
+            # The reference is a stage of the run (`verifier_config`: policy/): read from where the run is
+            # now, not from the path saved at training time, so a run folder can be moved or renamed.
+            ref_dir = os.path.join(ref_root or workdir, os.path.basename(config.init.ref_workdir))
+            _, ref, _ = loop.load_trained(ref_dir)
             out[name] = Verifier(
                 "implicit",
                 cfg,

@@ -267,6 +267,17 @@ def test_demo_quick_end_to_end_and_resume(tmp_path, capsys):
     policy_params = loop.load_trained(os.path.join(moved, "policy"))[1]
     for a, b in zip(jax.tree.leaves(implicit.ref_params), jax.tree.leaves(policy_params), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # A verifier run trained outside the demo run (label_budget.py's variants) finds its reference in
+    # the run it came from: `ref_root`; without it the reference is looked for beside the variant.
+    import shutil
+
+    variants = tmp_path / "variants"
+    shutil.copytree(os.path.join(moved, "implicit"), variants / "implicit")
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        demo.load_verifiers(str(variants), ["implicit"])
+    variant = demo.load_verifiers(str(variants), ["implicit"], ref_root=moved)["implicit"]
+    for a, b in zip(jax.tree.leaves(variant.ref_params), jax.tree.leaves(policy_params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_outcome_problem_count_buys_the_budget_at_the_measured_tokens_per_solution():
