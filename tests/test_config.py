@@ -196,9 +196,10 @@ def test_demo_config_is_one_description_of_the_run():
     config_lib.apply_overrides(c, ["--config.seed=3"])
     # the seed moves every training run of the demo
     assert c.policy.train.seed == 3 and all(c.verifiers[k].train.seed == 3 for k in c.verifiers)
+    assert c.verifier_base.train.seed == 6  # fresh records: seed + 3
     assert set(c.verifiers) == set(demo.VERIFIERS)
     assert c.verifiers.qpi.data.label_field == "labels" and c.verifiers.bce.data.label_field == "hard_labels"
-    assert c.verifiers.implicit.objective == "implicit_ce" and c.verifiers.implicit.loss.beta == 0.2
+    assert c.verifiers.implicit.objective == "implicit_ce" and c.verifiers.implicit.loss.beta == 0.5
     assert c.verifiers.implicit.optim.lr == 5e-4  # chosen on validation problems (configs/demo.py)
     assert c.verifiers.exact.optim.lr == 5e-2 and c.verifiers.bce.optim.lr == 3e-3
     # the policy learns the task it is labelled and evaluated on: values written beside their names
