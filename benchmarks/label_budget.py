@@ -124,9 +124,7 @@ def main() -> None:
     sols = [[{"steps": x.steps, "answer": x.answer} for x in xs] for xs in ev]
     results = {}
     vs = demo.load_verifiers(a.workdir, ["bce", "exact", "implicit"])
-    vs["likelihood"] = demo.likelihood_baseline(a.workdir)
-    if os.path.exists(os.path.join(a.workdir, "base", "DONE")):  # the verifiers' base (a run since its stage)
-        vs["base_likelihood"] = demo.likelihood_baseline(a.workdir, "base", "base_likelihood")
+    vs.update(demo.likelihood_baselines(a.workdir))
     for k, v in vs.items():
         results[f"demo_{k}"] = score(f"demo_{k}", v, problems, sols, gold)
     for var in a.variants.split(","):

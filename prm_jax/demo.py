@@ -14,7 +14,7 @@ each stage is one library call:
                  with `labelling.outcome_budget` x the MC labels' sampler tokens;
   4. bce/ exact/ qpi/ orm/ pav/ implicit/   `loop.run(config.verifiers.NAME)` on the train.jsonl of
                  `config.verifier_data.NAME` (labels/ or outcomes/), from the verifier base's weights
-                 (the implicit PRM's reference too);
+                 (the implicit PRM's reference: the policy);
   5. eval.json   `search.evaluate_methods` on held-out problems (majority vote, best-of-N per verifier
                  and aggregation, the policy's and the verifier base's likelihood as label-free
                  baselines, BCE beam and PAV beam search) and `evaluate.step_validation`;
@@ -275,6 +275,15 @@ def likelihood_baseline(workdir: str, stage: str = "policy", name: str = "likeli
     )
 
 
+def likelihood_baselines(workdir: str) -> dict:
+    """Returns the label-free baselines every trained verifier must beat: {'likelihood': the policy's own
+    confidence, 'base_likelihood': that of the verifier base, where WORKDIR/base is a finished stage}."""
+    out = {"likelihood": likelihood_baseline(workdir)}
+    if os.path.exists(os.path.join(workdir, "base", "DONE")):
+        out["base_likelihood"] = likelihood_baseline(workdir, "base", "base_likelihood")
+    return out
+
+
 # The two beam searches: BCE beam ranks and answers by the BCE-PRM; PAV beam (Setlur et al.) ranks by
 # Q^pi + alpha * A^mu, Q^pi from the soft-label verifier of the policy itself, A^mu from the PAV (the
 # Best-of-K prover's Q), and answers by Q^pi.
@@ -293,11 +302,7 @@ def stage_eval(workdir: str, c, log) -> dict:
     s = c.search
     pol = sampling.load_policy(os.path.join(workdir, "policy"), max_batch=c.sample_batch)
     vs = load_verifiers(workdir, list(c.verifiers))
-    # The label-free baselines every trained verifier must beat: the policy's own confidence, and that of
-    # the base the verifiers start from (what the labels add to it is the verifiers' own doing).
-    vs["likelihood"] = likelihood_baseline(workdir)
-    if c.verifier_base.train.steps > 0:
-        vs["base_likelihood"] = likelihood_baseline(workdir, "base", "base_likelihood")
+    vs.update(likelihood_baselines(workdir))
     problems = held_out_problems(c)
     res = search.evaluate_methods(
         pol,
